@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, required=True, help="LFW layout: DIR/Name/Name_0001.jpg")
     p.add_argument("--pairs", type=Path, required=True, help="LFW pairs.txt format")
     p.add_argument("--precision", choices=("int8", "fp32"), default=None)
-    p.add_argument("--model", choices=("edgeface_xs", "dlib_resnet"), default=None)
+    p.add_argument("--model", choices=("edgeface_xs", "edgeface_xxs", "dlib_resnet"), default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", type=Path, default=None, help="write an HTML report (ROC/DET, histograms)")
     p.set_defaults(func=cmd_eval_lfw)

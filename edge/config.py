@@ -47,7 +47,7 @@ class AlignConfig:
 
 @dataclass(frozen=True, slots=True)
 class EmbedConfig:
-    model: str = field(default="edgeface_xs", metadata=_choice("edgeface_xs", "dlib_resnet"))
+    model: str = field(default="edgeface_xs", metadata=_choice("edgeface_xs", "edgeface_xxs", "dlib_resnet"))
     precision: str = field(default="int8", metadata=_choice("int8", "fp32"))
     flip: bool = True
 

@@ -30,6 +30,7 @@ class EmbedderSpec:
 
 EMBEDDERS = {
     "edgeface_xs": EmbedderSpec("edgeface_xs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)", {"fp32": 0.3, "int8": 0.3}),
+    "edgeface_xxs": EmbedderSpec("edgeface_xxs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)", {"fp32": 0.3, "int8": 0.3}),
     "dlib_resnet": EmbedderSpec("dlib_resnet", "dlib", 128, 0.0, 1.0, "CC0-1.0", {"fp32": 0.9, "int8": 0.9}),
 }
 

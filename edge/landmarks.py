@@ -35,17 +35,29 @@ class FaceMesh:
     presence: float
 
 
-def roi_transform(detection: Detection) -> np.ndarray:
-    """2x3 affine mapping image pixels into the 192 px mesh input (rotated square ROI)."""
-    x1, y1, x2, y2 = detection.box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = max(x2 - x1, y2 - y1) * ROI_SCALE
-    right, left = detection.keypoints[KP_RIGHT_EYE], detection.keypoints[KP_LEFT_EYE]
-    angle = math.degrees(math.atan2(left[1] - right[1], left[0] - right[0]))
-    scale = MESH_INPUT / side
-    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+# A second pass on an ROI taken from the first pass's landmarks runs when the detector's box
+# was this far off (centre shift or size, relative to the face): FaceMesh is trained on ROIs
+# that fit the face, and a loose box (small faces, short-range detector) gives loose landmarks.
+REFINE_TOLERANCE = 0.12
+
+
+def roi_transform(cx: float, cy: float, side: float, right_eye: np.ndarray, left_eye: np.ndarray) -> np.ndarray:
+    """2x3 affine mapping image pixels into the 192 px mesh input (square ROI, eyes level)."""
+    angle = math.degrees(math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0]))
+    m = cv2.getRotationMatrix2D((cx, cy), angle, MESH_INPUT / side)
     m[:, 2] += (MESH_INPUT / 2 - cx, MESH_INPUT / 2 - cy)
     return m
+
+
+def _detection_roi(det: Detection) -> tuple[float, float, float]:
+    x1, y1, x2, y2 = det.box
+    return (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * ROI_SCALE
+
+
+def _mesh_roi(points: np.ndarray) -> tuple[float, float, float]:
+    lo, hi = points[:, :2].min(0), points[:, :2].max(0)
+    centre = (lo + hi) / 2
+    return float(centre[0]), float(centre[1]), float((hi - lo).max()) * ROI_SCALE
 
 
 class FaceMeshModel:
@@ -56,7 +68,20 @@ class FaceMeshModel:
         self._input = session.inputs[0].name
 
     def __call__(self, image: np.ndarray, detection: Detection) -> FaceMesh | None:
-        m = roi_transform(detection)
+        kp = detection.keypoints
+        cx, cy, side = _detection_roi(detection)
+        mesh = self._run(image, roi_transform(cx, cy, side, kp[KP_RIGHT_EYE], kp[KP_LEFT_EYE]))
+        if mesh is None:
+            return None
+        mx, my, mside = _mesh_roi(mesh.points)
+        if max(abs(mx - cx), abs(my - cy), abs(mside - side)) <= REFINE_TOLERANCE * side:
+            return mesh
+        p = mesh.points
+        right_eye = p[[RIGHT_EYE_OUTER, RIGHT_EYE_INNER], :2].mean(0)
+        left_eye = p[[LEFT_EYE_OUTER, LEFT_EYE_INNER], :2].mean(0)
+        return self._run(image, roi_transform(mx, my, mside, right_eye, left_eye)) or mesh
+
+    def _run(self, image: np.ndarray, m: np.ndarray) -> FaceMesh | None:
         crop = cv2.warpAffine(
             image, m, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )

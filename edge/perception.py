@@ -97,6 +97,8 @@ class Perception:
         for det in detections:
             mesh = self.mesh(image, det) if self.mesh is not None else None
             t = self._timed("landmarks", t)
+            if self.mesh is not None and mesh is None:
+                continue  # FaceMesh sees no face in the box: a detector false positive
             chip = self.aligner(image, det, mesh)
             t = self._timed("align", t)
             faces.append(Face(det, mesh, chip, self.quality(det, chip)))

