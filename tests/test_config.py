@@ -19,7 +19,7 @@ def test_bundled_config_is_the_defaults() -> None:
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"embed": {"model": "facenet"}}, "embed.model: must be one of edgeface_xs, dlib_resnet (got 'facenet')"),
+        ({"embed": {"model": "facenet"}}, "embed.model: must be one of edgeface_xs, edgeface_xxs, dlib_resnet (got 'facenet')"),
         ({"embedd": {}}, "embedd: unknown table"),
         ({"detect": {"min_scor": 0.4}}, "detect.min_scor: unknown key"),
         ({"detect": {"min_score": 1.5}}, "detect.min_score: must be <= 1.0"),
