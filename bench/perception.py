@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/perception.py [--image PATH] [--repeat 200]
 
-The frame is 1280×720: the given image (default: a bundled demo photo) resized to fill it.
+The frame is 1280×720: the given image (default: a bundled demo photo) scaled to fit inside it,
+on a grey background.
 Each figure is the median over `--repeat` runs after a warm-up; p90 is reported beside it.
 """
 
@@ -44,10 +45,12 @@ def timed(fn: Callable[[], object], repeat: int) -> dict[str, float]:
 def frame_1280x720(path: Path) -> np.ndarray:
     image = load_image(path)
     h, w = image.shape[:2]
-    scale = max(1280 / w, 720 / h)
-    big = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
-    y, x = (big.shape[0] - 720) // 2, (big.shape[1] - 1280) // 2
-    return np.ascontiguousarray(big[y : y + 720, x : x + 1280])
+    scale = min(1280 / w, 720 / h)
+    fitted = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
+    frame = np.full((720, 1280, 3), 128, dtype=np.uint8)
+    y, x = (720 - fitted.shape[0]) // 2, (1280 - fitted.shape[1]) // 2
+    frame[y : y + fitted.shape[0], x : x + fitted.shape[1]] = fitted
+    return frame
 
 
 def perception_for(model: str, precision: str, detector: str = "short", flip: bool = False) -> Perception:
@@ -77,7 +80,10 @@ def main() -> None:
         p = perception_for("edgeface_xs", "int8", detector)
         out[f"detect_{detector}_ms"] = timed(lambda p=p: p.detector(frame), args.repeat)
     p = perception_for("edgeface_xs", "int8")
-    det = p.detector(frame)[0]
+    detections = p.detector(frame)
+    if not detections:
+        raise SystemExit(f"{args.image}: no face found in the 1280x720 frame; pick another --image")
+    det = detections[0]
     out["landmarks_mesh_ms"] = timed(lambda: p.mesh(frame, det), args.repeat)
     mesh = p.mesh(frame, det)
     for model in ("edgeface_xs", "dlib_resnet"):

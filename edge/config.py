@@ -47,9 +47,9 @@ class AlignConfig:
 
 @dataclass(frozen=True, slots=True)
 class EmbedConfig:
-    model: str = field(default="edgeface_xs", metadata=_choice("edgeface_xs", "edgeface_xxs", "dlib_resnet"))
+    model: str = field(default="edgeface_xxs", metadata=_choice("edgeface_xs", "edgeface_xxs", "dlib_resnet"))
     precision: str = field(default="int8", metadata=_choice("int8", "fp32"))
-    flip: bool = True
+    flip: bool = False
 
 
 @dataclass(frozen=True, slots=True)

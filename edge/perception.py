@@ -97,11 +97,12 @@ class Perception:
         for det in detections:
             mesh = self.mesh(image, det) if self.mesh is not None else None
             t = self._timed("landmarks", t)
-            if self.mesh is not None and mesh is None:
-                continue  # FaceMesh sees no face in the box: a detector false positive
             chip = self.aligner(image, det, mesh)
             t = self._timed("align", t)
-            faces.append(Face(det, mesh, chip, self.quality(det, chip)))
+            # FaceMesh finding nothing is either a detector false positive or a hard face (deep
+            # shadow, near profile); keep it on keypoint alignment but never enroll from it.
+            confirmed = self.mesh is None or mesh is not None
+            faces.append(Face(det, mesh, chip, self.quality(det, chip, landmarks_confirmed=confirmed)))
             t = self._timed("quality", t)
         if embed and self.embedder is not None and faces:
             vectors = self.embedder([f.chip for f in faces])

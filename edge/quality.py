@@ -4,8 +4,10 @@ Every measure is cheap and explainable, because an operator must be able to act 
 ("too small: move the camera closer", "underexposed: add light"):
 - size: inter-ocular distance in image pixels (what the embedder's input resolution depends on);
 - sharpness: variance of the Laplacian on the aligned chip, so it is comparable across scales;
-- pose: yaw from where the nose sits between the ears, pitch from where it sits between the eye
-  line and the mouth, both in the eye-levelled frame (a geometric estimate, ±10°);
+- pose: yaw from how far the nose tip sits off the eye midpoint (the tip stands ~0.95 half
+  eye-distances in front of the eye plane, so offset = 0.95·tan(yaw)), pitch from where it sits
+  between the eye line and the mouth, both in the eye-levelled frame (a geometric estimate,
+  ±10°; the ear keypoints are not used: the hidden ear collapses onto the cheek when turned);
 - exposure: mean luminance of the chip and the share of clipped pixels.
 """
 
@@ -18,10 +20,12 @@ import cv2
 import numpy as np
 
 from edge.align import FaceChip
-from edge.detect import KP_LEFT_EAR, KP_LEFT_EYE, KP_MOUTH, KP_NOSE, KP_RIGHT_EAR, KP_RIGHT_EYE, Detection
+from edge.detect import KP_LEFT_EYE, KP_MOUTH, KP_NOSE, KP_RIGHT_EYE, Detection
 
 # Nose position between eye line (0) and mouth (1) on a frontal face, measured on LFW.
 _FRONTAL_NOSE_RATIO = 0.55
+# Depth of the nose tip in front of the eye plane, in half inter-ocular distances.
+_NOSE_DEPTH = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +76,8 @@ def estimate_pose(keypoints: np.ndarray) -> tuple[float, float]:
     c, s = math.cos(-angle), math.sin(-angle)
     rot = np.array([[c, -s], [s, c]])
     p = (keypoints - (right_eye + left_eye) / 2) @ rot.T  # eye midpoint at origin, eyes level
-    ear_span = p[KP_LEFT_EAR, 0] - p[KP_RIGHT_EAR, 0]
-    t = (p[KP_NOSE, 0] - p[KP_RIGHT_EAR, 0]) / ear_span if abs(ear_span) > 1e-6 else 0.5
-    yaw = math.degrees(math.asin(max(-1.0, min(1.0, 2.0 * t - 1.0))))
+    half_eyes = max(float(np.hypot(*axis)) / 2, 1e-6)
+    yaw = math.degrees(math.atan2(p[KP_NOSE, 0] / half_eyes, _NOSE_DEPTH))
     mouth_drop = p[KP_MOUTH, 1]
     v = p[KP_NOSE, 1] / mouth_drop if abs(mouth_drop) > 1e-6 else _FRONTAL_NOSE_RATIO
     pitch = math.degrees(math.asin(max(-1.0, min(1.0, 2.0 * (v - _FRONTAL_NOSE_RATIO)))))
@@ -94,7 +97,7 @@ class QualityGate:
     def __init__(self, limits: QualityLimits | None = None) -> None:
         self.limits = limits or QualityLimits()
 
-    def __call__(self, det: Detection, chip: FaceChip) -> Quality:
+    def __call__(self, det: Detection, chip: FaceChip, landmarks_confirmed: bool = True) -> Quality:
         lim = self.limits
         kp = det.keypoints
         eye_px = float(np.linalg.norm(kp[KP_LEFT_EYE] - kp[KP_RIGHT_EYE]))
@@ -108,6 +111,8 @@ class QualityGate:
         yaw, pitch = estimate_pose(kp)
 
         reasons = []
+        if not landmarks_confirmed:
+            reasons.append("unconfirmed: the landmark model sees no face in this box")
         if eye_px < lim.min_eye_distance_px:
             reasons.append(f"too_small: eyes {eye_px:.0f} px apart < {lim.min_eye_distance_px:.0f}")
         if sharpness < lim.min_sharpness:
@@ -130,5 +135,6 @@ class QualityGate:
             * _soft(-abs(pitch), -lim.max_pitch_deg, -10.0)
             * _soft(-abs(brightness - 128.0), -max(128.0 - lim.min_brightness, lim.max_brightness - 128.0), -40.0)
             * det.score
+            * (1.0 if landmarks_confirmed else 0.5)
         )
         return Quality(score, eye_px, sharpness, yaw, pitch, brightness, clipped, tuple(reasons))

@@ -134,7 +134,7 @@ def _steps() -> list[Step]:
     steps.append(Step("dlib_resnet_fp32", "dlib_resnet_fp32.onnx", "embedder", "fp32", "CC0-1.0", "1", _dlib_source, _dlib_to_onnx))
     for variant in ("xs", "xxs"):
         name = f"edgeface_{variant}"
-        steps.append(Step(f"{name}_int8", f"{name}_int8.onnx", "embedder", "int8", "BSD-3-Clause", "3", _built(f"{name}.onnx"), _quantizer(name)))
+        steps.append(Step(f"{name}_int8", f"{name}_int8.onnx", "embedder", "int8", "BSD-3-Clause", "4", _built(f"{name}.onnx"), _quantizer(name)))
     steps.append(Step("dlib_resnet_int8", "dlib_resnet_int8.onnx", "embedder", "int8", "CC0-1.0", "3", _built("dlib_resnet_fp32.onnx"), _quantizer("dlib_resnet")))
     return steps
 

@@ -12,12 +12,12 @@ from tests.conftest import read_rgb
 PHOTOS = "face_recognition/images/knn_examples/train"
 
 
-def _perception(model_store, model: str, precision: str) -> Perception:
+def _perception(model_store, model: str, precision: str, flip: bool = False) -> Perception:
     cfg = Config()
-    return Perception(replace(cfg, embed=replace(cfg.embed, model=model, precision=precision)), model_store)
+    return Perception(replace(cfg, embed=replace(cfg.embed, model=model, precision=precision, flip=flip)), model_store)
 
 
-@pytest.mark.parametrize("model, dim", [("edgeface_xs", 512), ("dlib_resnet", 128)])
+@pytest.mark.parametrize("model, dim", [("edgeface_xs", 512), ("edgeface_xxs", 512), ("dlib_resnet", 128)])
 def test_same_person_scores_above_different_people(model, dim, model_store, shared_data) -> None:
     p = _perception(model_store, model, "int8")
     obama1 = p.faces(read_rgb(shared_data / PHOTOS / "obama/obama.jpg"))[0].embedding
@@ -28,7 +28,7 @@ def test_same_person_scores_above_different_people(model, dim, model_store, shar
     assert float(obama1 @ obama2) > float(obama1 @ biden) + 0.1
 
 
-@pytest.mark.parametrize("model", ["edgeface_xs", "dlib_resnet"])
+@pytest.mark.parametrize("model", ["edgeface_xs", "edgeface_xxs", "dlib_resnet"])
 def test_int8_stays_close_to_fp32_on_real_faces(model, model_store, shared_data) -> None:
     fp32, int8 = _perception(model_store, model, "fp32"), _perception(model_store, model, "int8")
     for path in sorted((shared_data / PHOTOS).rglob("*.jp*g")):
@@ -38,7 +38,7 @@ def test_int8_stays_close_to_fp32_on_real_faces(model, model_store, shared_data)
 
 
 def test_flip_sum_makes_the_embedding_mirror_invariant(model_store, shared_data) -> None:
-    p = _perception(model_store, "edgeface_xs", "fp32")
+    p = _perception(model_store, "edgeface_xs", "fp32", flip=True)
     face = p.faces(read_rgb(shared_data / PHOTOS / "obama/obama.jpg"))[0]
     mirrored_chip = replace(face.chip, image=np.ascontiguousarray(face.chip.image[:, ::-1]))
     assert float(p.embedder([mirrored_chip])[0] @ face.embedding) > 0.9999

@@ -34,7 +34,7 @@ def test_default_pipeline_on_lfw_fold1(fold1, shared_data, model_store, tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["n_pairs"] == 600 and result["precision"] == "int8" and result["model"] == "edgeface_xs"
+    assert result["n_pairs"] == 600 and result["precision"] == "int8" and result["model"] == "edgeface_xxs"
     assert result["detect_failures"] <= 3
     assert result["accuracy"] >= 0.985
     assert result["tar_at_far_1e-3"] >= 0.95

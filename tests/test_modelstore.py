@@ -45,7 +45,8 @@ def test_corrupt_manifest_is_a_model_error(tmp_path) -> None:
 def test_manifest_records_every_model_with_source_and_licence(model_store) -> None:
     expected = {
         "detector_short", "detector_full", "facemesh", "detector_short_tflite", "detector_full_tflite",
-        "facemesh_tflite", "edgeface_xs_fp32", "edgeface_xs_int8", "dlib_resnet_fp32", "dlib_resnet_int8",
+        "facemesh_tflite", "edgeface_xs_fp32", "edgeface_xs_int8", "edgeface_xxs_fp32", "edgeface_xxs_int8",
+        "dlib_resnet_fp32", "dlib_resnet_int8",
     }
     assert expected <= set(model_store.records)
     for name in expected:
@@ -53,7 +54,7 @@ def test_manifest_records_every_model_with_source_and_licence(model_store) -> No
         assert len(rec.sha256) == 64 and rec.licence and rec.source
         model_store.path(name)  # checksum verifies
     assert model_store.record("edgeface_xs_int8").precision == "int8"
-    assert model_store.record("edgeface_xs_fp32").inputs == ("input:N x3x112x112".replace(" ", ""),)
+    assert model_store.record("edgeface_xs_fp32").inputs == ("input:Nx3x112x112",)
 
 
 def test_second_build_is_a_no_op(model_store) -> None:
