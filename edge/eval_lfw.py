@@ -17,7 +17,8 @@ import numpy as np
 from edge.config import Config
 from edge.errors import FacegateError
 from edge.imageio import load_image
-from edge.lfw import evaluate, parse_pairs, write_report
+from edge.lfw import evaluate, parse_pairs
+from edge.lfw_report import write_report
 from edge.perception import Face, Perception, embedder_model_name
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from edge.detect import DETECTORS, Detection, FaceDetector
 from edge.embed import Embedder, embedder_spec
 from edge.landmarks import FaceMesh, FaceMeshModel
 from edge.modelstore import ModelStore
-from edge.quality import Quality, QualityGate, QualityLimits
+from edge.quality import Quality, QualityGate
 from edge.runtime import open_session
 
 
@@ -57,8 +58,6 @@ class Perception:
     """`perception.faces(rgb_image) -> list[Face]`, largest face first."""
 
     def __init__(self, cfg: Config, store: ModelStore | None = None, with_embedder: bool = True) -> None:
-        from pathlib import Path
-
         self.cfg = cfg
         self.store = store or ModelStore(Path(cfg.models.dir) if cfg.models.dir else None)
         backend, threads = cfg.models.backend, cfg.models.threads
@@ -74,7 +73,7 @@ class Perception:
             self.mesh = FaceMeshModel(open_session(self.store.path(mesh_name), backend, threads))
         spec = embedder_spec(cfg.embed.model)
         self.aligner = Aligner(spec.template)
-        self.quality = QualityGate(QualityLimits(**_fields(cfg.quality)))
+        self.quality = QualityGate(cfg.quality)
         self.embedder: Embedder | None = None
         if with_embedder:
             # Embedders exist only as ONNX; the TFLite backend covers detection and landmarks.
@@ -112,6 +111,3 @@ class Perception:
             self._timed("embed", t)
         return faces
 
-
-def _fields(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]

@@ -20,23 +20,13 @@ import cv2
 import numpy as np
 
 from edge.align import FaceChip
+from edge.config import QualityConfig
 from edge.detect import KP_LEFT_EYE, KP_MOUTH, KP_NOSE, KP_RIGHT_EYE, Detection
 
 # Nose position between eye line (0) and mouth (1) on a frontal face, measured on LFW.
 _FRONTAL_NOSE_RATIO = 0.55
 # Depth of the nose tip in front of the eye plane, in half inter-ocular distances.
 _NOSE_DEPTH = 0.95
-
-
-@dataclass(frozen=True, slots=True)
-class QualityLimits:
-    min_eye_distance_px: float = 16.0
-    min_sharpness: float = 20.0
-    max_yaw_deg: float = 45.0
-    max_pitch_deg: float = 35.0
-    min_brightness: float = 40.0
-    max_brightness: float = 215.0
-    max_clipped_fraction: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +84,8 @@ def _soft(value: float, limit: float, good: float) -> float:
 class QualityGate:
     """`gate(detection, chip) -> Quality` with the limits from `[quality]`."""
 
-    def __init__(self, limits: QualityLimits | None = None) -> None:
-        self.limits = limits or QualityLimits()
+    def __init__(self, limits: QualityConfig | None = None) -> None:
+        self.limits = limits or QualityConfig()
 
     def __call__(self, det: Detection, chip: FaceChip, landmarks_confirmed: bool = True) -> Quality:
         lim = self.limits

@@ -12,14 +12,14 @@ recipe, same output checksum), so `make setup` is quick the second time:
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-import importlib.util
-import logging
 from importlib import metadata
 from pathlib import Path
 

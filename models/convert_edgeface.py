@@ -19,6 +19,10 @@ ONNX contract:
   "embedding"  float32 [N, 512], raw (NOT L2-normalised)
 
 Usage (from the repo root): python models/convert_edgeface.py [--checkpoint P] [--out P] [--arch A]
+The two committed models were made with:
+  python models/convert_edgeface.py                    # -> models/edgeface_xs.onnx
+  python models/convert_edgeface.py --arch edgenext_xx_small \
+      --checkpoint ../shared/models-src/edgeface-idiap/edgeface_xxs_q.pt --out models/edgeface_xxs.onnx
 """
 
 from __future__ import annotations

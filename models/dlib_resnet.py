@@ -274,7 +274,7 @@ def _pad_to(g: _GraphBuilder, x: str, shape: Shape, target: Shape) -> str:
     # in every dimension and treats missing elements as 0, so pad at the END only.
     if shape == target:
         return x
-    ends = [0] + [t - s for s, t in zip(shape, target)]
+    ends = [0] + [t - s for s, t in zip(shape, target, strict=True)]
     pads = np.array([0, 0, 0, 0] + ends, dtype=np.int64)
     return g.op("Pad", [x, g.const("pads", pads)], mode="constant")
 
@@ -329,7 +329,7 @@ def _emit_layers(g: _GraphBuilder, net: DlibNet, x: str) -> str:
             x, shape = tags[s.num]
         elif s.kind == "add_prev":
             other, oshape = tags[s.num]
-            target: Shape = tuple(max(a, b) for a, b in zip(shape, oshape))  # type: ignore[assignment]
+            target: Shape = tuple(max(a, b) for a, b in zip(shape, oshape, strict=True))  # type: ignore[assignment]
             x = g.op("Add", [_pad_to(g, x, shape, target), _pad_to(g, other, oshape, target)])
             shape = target
         elif s.kind == "fc":

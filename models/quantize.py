@@ -84,7 +84,13 @@ def _has_weight_matmul(model_path: Path) -> bool:
 
 def quantize_embedder(embedder: str, src: Path, out: Path, models_dir: Path, calibration_dir: Path) -> None:
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     spec = embedder_spec(embedder)

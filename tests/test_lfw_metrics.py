@@ -17,9 +17,8 @@ from edge.lfw import (
     evaluate,
     parse_pairs,
     roc_curve,
-    write_report,
 )
-
+from edge.lfw_report import write_report
 
 GOOD = """2\t3
 Alice\t1\t2
