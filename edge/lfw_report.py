@@ -61,7 +61,10 @@ def write_report(
     ax.axvline(1 / n_imp, color="grey", ls=":", lw=1, label=f"1 false accept (1/{n_imp})")
     for target, t in ((1e-3, result.tar_at_far_1e_3), (1e-4, result.tar_at_far_1e_4)):
         ax.plot([target], [t], "o", label=f"CV TAR@FAR={target:g}: {t:.4f}")
-    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(0, 1.01), title="ROC (pooled)")
+    # Zoom on the part that separates good models: TAR from FAR 1e-4 up, with a small margin.
+    visible = tar[far >= 1e-4]
+    floor = max(0.0, float(np.floor((visible.min() if visible.size else 0.0) * 50 - 1) / 50))
+    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(floor, 1.005), title="ROC (pooled)")
     ax.set(xlabel="FAR (false accept rate)", ylabel="TAR (true accept rate)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

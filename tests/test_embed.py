@@ -46,3 +46,12 @@ def test_flip_sum_makes_the_embedding_mirror_invariant(model_store, shared_data)
 
 def test_empty_batch_gives_an_empty_matrix(perception) -> None:
     assert perception.embedder([]).shape == (0, 512)
+
+
+def test_a_face_embeds_the_same_whoever_shares_the_frame(model_store, shared_data) -> None:
+    p = _perception(model_store, "edgeface_xxs", "int8")
+    obama = p.faces(read_rgb(shared_data / PHOTOS / "obama/obama.jpg"))[0]
+    biden = p.faces(read_rgb(shared_data / PHOTOS / "biden/biden.jpg"))[0]
+    alone = p.embedder([obama.chip])[0]
+    together = p.embedder([biden.chip, obama.chip])[1]
+    np.testing.assert_array_equal(alone, together)
