@@ -38,6 +38,7 @@ class DetectConfig:
     min_score: float = field(default=0.5, metadata=_range(0.0, 1.0))
     nms_iou: float = field(default=0.3, metadata=_range(0.0, 1.0))
     max_faces: int = field(default=16, metadata=_range(1, 256))
+    refine_small: bool = True
 
 
 @dataclass(frozen=True, slots=True)

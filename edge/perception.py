@@ -66,6 +66,7 @@ class Perception:
             DETECTORS[cfg.detect.model],
             min_score=cfg.detect.min_score,
             nms_iou=cfg.detect.nms_iou,
+            refine_small=cfg.detect.refine_small,
         )
         self.mesh: FaceMeshModel | None = None
         if cfg.align.landmarks == "mesh":
