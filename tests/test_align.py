@@ -35,9 +35,15 @@ def test_arcface_chip_puts_the_eyes_on_the_template(perception, shared_data) -> 
     chip = face.chip
     assert chip.image.shape == (112, 112, 3) and chip.landmark_source == "mesh"
     pts = face.mesh.points[:, :2]
-    eyes = np.stack([pts[[33, 133, 159, 145]].mean(0), pts[[263, 362, 386, 374]].mean(0)])
-    in_chip = eyes @ chip.transform[:, :2].T + chip.transform[:, 2]
-    np.testing.assert_allclose(in_chip, ARCFACE_112[:2], atol=3.0)
+    five = np.stack(
+        [pts[[33, 133, 159, 145]].mean(0), pts[[263, 362, 386, 374]].mean(0), pts[1], pts[61], pts[291]]
+    )
+    in_chip = five @ chip.transform[:, :2].T + chip.transform[:, 2]
+    # A least-squares fit of 5 points cannot hit all of them on a real (smiling) face; the
+    # residual must stay within a few percent of the 112 px chip.
+    residual = np.linalg.norm(in_chip - ARCFACE_112, axis=1)
+    assert np.sqrt((residual**2).mean()) < 3.0, residual
+    assert residual.max() < 5.0, residual
 
 
 def test_keypoint_alignment_works_without_a_mesh(model_store, shared_data) -> None:
