@@ -93,7 +93,7 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         cfg = replace(cfg, embed=replace(cfg.embed, precision=args.precision))
     if args.model:
         cfg = replace(cfg, embed=replace(cfg.embed, model=args.model))
-    summary = run_lfw(cfg, args.images, args.pairs, report=args.report, progress=not args.json)
+    summary = run_lfw(cfg, args.images, args.pairs, report=args.report, progress=not args.json, calibration=args.calibrate)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -137,7 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("edgeface_xs", "edgeface_xxs", "dlib_resnet"), default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", type=Path, default=None, help="write an HTML report (ROC/DET, histograms)")
+    p.add_argument(
+        "--calibrate", type=Path, default=None, metavar="FILE",
+        help="also score every cross-identity pair and store the thresholds per false-match rate in FILE "
+        "(models/thresholds.toml is what [match] target_fmr reads)",
+    )
     p.set_defaults(func=cmd_eval_lfw)
+
+    from edge.cli_gallery import add_commands
+
+    add_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
 
     p = sub.add_parser("demo", help="enroll the bundled photos and identify the bundled probes")
     p.add_argument("--assets", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo")

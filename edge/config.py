@@ -66,8 +66,19 @@ class QualityConfig:
 
 @dataclass(frozen=True, slots=True)
 class MatchConfig:
-    # Cosine similarity above which a probe is taken as the gallery person (open-set).
+    # False-match rate the open-set threshold is set for (per comparison), from the LFW
+    # calibration in models/thresholds.toml for the configured embedder.
+    target_fmr: float = field(default=1e-4, metadata=_range(1e-6, 1e-2))
+    # Explicit cosine threshold; 0 = derive it from target_fmr.
     threshold: float = field(default=0.0, metadata=_range(-1.0, 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryConfig:
+    # "" = --data-dir, else $STATE_DIRECTORY (systemd), else ~/.local/share/facegate
+    data_dir: str = ""
+    # "" = $CREDENTIALS_DIRECTORY/facegate-kek (systemd LoadCredential=), else <data_dir>/kek.key
+    key_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,7 @@ class Config:
     embed: EmbedConfig = EmbedConfig()
     quality: QualityConfig = QualityConfig()
     match: MatchConfig = MatchConfig()
+    gallery: GalleryConfig = GalleryConfig()
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}

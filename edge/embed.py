@@ -25,15 +25,12 @@ class EmbedderSpec:
     mean: float  # model input = (pixel - mean) / std, pixel in 0..255 RGB
     std: float
     licence: str
-    # Cosine thresholds at FAR 1e-3 on the 3,000 LFW pairs (pooled `threshold_at_far_1e-3` of
-    # `facegate eval lfw`, FaceMesh alignment, flip off), per precision.
-    thresholds: dict[str, float]
 
 
 EMBEDDERS = {
-    "edgeface_xs": EmbedderSpec("edgeface_xs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)", {"fp32": 0.2361, "int8": 0.2649}),
-    "edgeface_xxs": EmbedderSpec("edgeface_xxs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)", {"fp32": 0.2496, "int8": 0.2421}),
-    "dlib_resnet": EmbedderSpec("dlib_resnet", "dlib", 128, 0.0, 1.0, "CC0-1.0", {"fp32": 0.9166, "int8": 0.9160}),
+    "edgeface_xs": EmbedderSpec("edgeface_xs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)"),
+    "edgeface_xxs": EmbedderSpec("edgeface_xxs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)"),
+    "dlib_resnet": EmbedderSpec("dlib_resnet", "dlib", 128, 0.0, 1.0, "CC0-1.0"),
 }
 
 

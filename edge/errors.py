@@ -19,3 +19,15 @@ class ImageError(FacegateError):
 
 class BackendError(FacegateError):
     """An inference backend (ONNX Runtime, TFLite) is unavailable or failed."""
+
+
+class GalleryError(FacegateError):
+    """The gallery file is missing, corrupt, or inconsistent with its keys."""
+
+
+class KeyfileError(FacegateError):
+    """A key file or credential is missing, unreadable, too widely readable, or the wrong key."""
+
+
+class CryptoError(FacegateError):
+    """A key or sealed record fails authentication: wrong key, or data altered or moved."""

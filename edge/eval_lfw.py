@@ -20,6 +20,7 @@ from edge.imageio import load_image
 from edge.lfw import evaluate, parse_pairs
 from edge.lfw_report import write_report
 from edge.perception import Face, Perception, embedder_model_name
+from edge.thresholds import calibrate, read_calibrations, write_calibrations
 
 
 def central_face(faces: list[Face], shape: tuple[int, ...]) -> Face | None:
@@ -55,7 +56,25 @@ def embed_images(
     return vectors, elapsed_ms / max(1, len(paths))
 
 
-def run_lfw(cfg: Config, images: Path, pairs_file: Path, report: Path | None = None, progress: bool = True) -> dict[str, object]:
+def _calibrate(perception: Perception, vectors: dict[Path, np.ndarray | None], target: Path) -> dict[str, object]:
+    """Add this embedder's impostor-score calibration to `target` (other models' entries kept)."""
+    name = embedder_model_name(perception.cfg)
+    found = [(p, v) for p, v in vectors.items() if v is not None]
+    cal = calibrate(name, perception.store.record(name).version, np.stack([v for _, v in found]), [p.parent.name for p, _ in found])
+    calibrations = read_calibrations(target)
+    calibrations[name] = cal
+    write_calibrations(target, calibrations)
+    return {"calibration": {"file": str(target), "n_impostor": cal.n_impostor, "fmr": list(cal.fmr), "threshold": list(cal.threshold), "fnmr": list(cal.fnmr)}}
+
+
+def run_lfw(
+    cfg: Config,
+    images: Path,
+    pairs_file: Path,
+    report: Path | None = None,
+    progress: bool = True,
+    calibration: Path | None = None,
+) -> dict[str, object]:
     pairs = parse_pairs(pairs_file, images)
     paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
     perception = Perception(cfg)
@@ -86,6 +105,8 @@ def run_lfw(cfg: Config, images: Path, pairs_file: Path, report: Path | None = N
             "ms_per_image": round(ms_per_image, 2),
         }
     )
+    if calibration is not None:
+        summary.update(_calibrate(perception, vectors, calibration))
     if report is not None:
         meta = {k: v for k, v in summary.items() if k not in result.to_dict()}
         write_report(report, result, scores, same, title=f"LFW verification — {cfg.embed.model} {cfg.embed.precision}", meta=meta)

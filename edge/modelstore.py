@@ -51,6 +51,15 @@ class ModelRecord:
     outputs: tuple[str, ...]
     recipe: str  # build recipe version; a change forces a rebuild
 
+    @property
+    def version(self) -> str:
+        """Identifies what the model computes: its source weights and how they were built.
+
+        Stable across machines (unlike `sha256` of an int8 file, which may vary with the
+        quantiser's version), so thresholds and templates can be tied to it.
+        """
+        return f"{self.source_sha256[:12]}-r{self.recipe}"
+
     def to_toml(self) -> str:
         def q(s: str) -> str:
             return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,143 @@
+"""The device gallery: encrypted store + in-memory search index + open-set decision.
+
+`GalleryStore` keeps persons and templates as ciphertext on disk; at open, the templates of the
+configured embedder are decrypted straight into a `VectorIndex` that lives only in memory.
+Identification searches templates, keeps each person's best template score, and names the
+person only when that score clears the threshold derived from `[match] target_fmr`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.gallery_store import GalleryStore, PersonProfile, PersonRecord
+from edge.vector_index import VectorIndex
+
+# Templates fetched per requested candidate: a person has several templates, and the k best
+# templates may all belong to one person.
+_TEMPLATES_PER_CANDIDATE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    person: str
+    person_id: int
+    score: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"person": self.person, "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The open-set answer for one probe: `person` is None when nobody clears the threshold."""
+
+    person: str | None
+    score: float
+    threshold: float
+    candidates: tuple[Candidate, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "person": self.person,
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+class Gallery:
+    """`Gallery.open(...)`, then `identify`, `verify`, `enroll`, `remove`; close when done."""
+
+    def __init__(self, store: GalleryStore, model: str, dim: int, threshold: float) -> None:
+        self.store = store
+        self.model = model
+        self.threshold = threshold
+        started = time.perf_counter()
+        template_ids, person_ids, vectors = store.load_embeddings(model)
+        self.index = VectorIndex(dim)
+        self.index.build(template_ids, vectors.reshape(-1, dim))
+        self.open_ms = (time.perf_counter() - started) * 1000.0
+        self._person_of: dict[int, int] = dict(zip(template_ids.tolist(), person_ids.tolist(), strict=True))
+        self._templates_of: dict[int, list[int]] = defaultdict(list)
+        for template_id, person_id in self._person_of.items():
+            self._templates_of[person_id].append(template_id)
+        self._names = {p.id: p.profile.name for p in store.persons()}
+
+    @classmethod
+    def open(cls, data_dir: Path, kek: bytes, model: str, dim: int, threshold: float, create: bool = False) -> Gallery:
+        return cls(GalleryStore.open(data_dir, kek, create=create), model, dim, threshold)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def identify(self, embedding: np.ndarray, k: int = 5) -> Match:
+        best: dict[int, float] = {}
+        for template_id, score in self.index.search(embedding, k * _TEMPLATES_PER_CANDIDATE):
+            person_id = self._person_of[template_id]
+            best[person_id] = max(score, best.get(person_id, -1.0))
+        ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:k]
+        candidates = tuple(Candidate(self._names[pid], pid, score) for pid, score in ranked)
+        if not candidates:
+            return Match(None, float("nan"), self.threshold, ())
+        top = candidates[0]
+        return Match(top.person if top.score >= self.threshold else None, top.score, self.threshold, candidates)
+
+    def verify(self, name: str, embedding: np.ndarray) -> Match:
+        """1:1 — the probe against one person's templates only."""
+        record = self.store.find(name)
+        if record is None:
+            return Match(None, float("nan"), self.threshold, ())
+        vectors = [t.embedding for t in self.store.person_templates(record.id, self.model)]
+        if not vectors:
+            return Match(None, float("nan"), self.threshold, ())
+        score = float(np.max(np.stack(vectors) @ embedding))
+        candidate = Candidate(record.profile.name, record.id, score)
+        return Match(candidate.person if score >= self.threshold else None, score, self.threshold, (candidate,))
+
+    def enroll(self, profile: PersonProfile, embeddings: Sequence[np.ndarray], qualities: Sequence[float]) -> PersonRecord:
+        before = set(self._templates_of.get(self._id_of(profile.name), []))
+        record = self.store.enroll(profile, embeddings, qualities, self.model)
+        self._names[record.id] = record.profile.name
+        self._refresh_person(record.id, before)
+        return record
+
+    def remove(self, name: str) -> bool:
+        record = self.store.find(name)
+        if record is None or not self.store.remove(name):
+            return False
+        template_ids = self._templates_of.pop(record.id, [])
+        self.index.remove(template_ids)
+        for template_id in template_ids:
+            self._person_of.pop(template_id, None)
+        self._names.pop(record.id, None)
+        return True
+
+    def _id_of(self, name: str) -> int:
+        record = self.store.find(name)
+        return record.id if record is not None else -1
+
+    def _refresh_person(self, person_id: int, known: set[int]) -> None:
+        new = [t for t in self.store.person_templates(person_id, self.model) if t.id not in known]
+        if not new:
+            return
+        ids = np.array([t.id for t in new], dtype=np.int64)
+        self.index.add(ids, np.stack([t.embedding for t in new]).astype(np.float32))
+        for t in new:
+            self._person_of[t.id] = person_id
+            self._templates_of[person_id].append(t.id)
