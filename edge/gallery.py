@@ -68,7 +68,9 @@ class Gallery:
         self._templates_of: dict[int, list[int]] = defaultdict(list)
         for template_id, person_id in self._person_of.items():
             self._templates_of[person_id].append(template_id)
-        self._names = {p.id: p.profile.name for p in store.persons()}
+        # Names are decrypted when a person first appears among candidates, not at open:
+        # decrypting 100k profiles up front would cost more than loading the templates.
+        self._names: dict[int, str] = {}
 
     @classmethod
     def open(cls, data_dir: Path, kek: bytes, model: str, dim: int, threshold: float, create: bool = False) -> Gallery:
@@ -84,7 +86,14 @@ class Gallery:
         self.close()
 
     def __len__(self) -> int:
-        return len(self._names)
+        """Number of people with at least one template of this gallery's model."""
+        return len(self._templates_of)
+
+    def _name(self, person_id: int) -> str:
+        if person_id not in self._names:
+            record = self.store.person(person_id)
+            self._names[person_id] = record.profile.name if record is not None else f"#{person_id}"
+        return self._names[person_id]
 
     def identify(self, embedding: np.ndarray, k: int = 5) -> Match:
         best: dict[int, float] = {}
@@ -92,7 +101,7 @@ class Gallery:
             person_id = self._person_of[template_id]
             best[person_id] = max(score, best.get(person_id, -1.0))
         ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:k]
-        candidates = tuple(Candidate(self._names[pid], pid, score) for pid, score in ranked)
+        candidates = tuple(Candidate(self._name(pid), pid, score) for pid, score in ranked)
         if not candidates:
             return Match(None, float("nan"), self.threshold, ())
         top = candidates[0]

@@ -203,6 +203,12 @@ class GalleryStore:
             row = db.execute(f"{_PERSON_SELECT} WHERE p.name_tag=?", (self._name_tag(name),)).fetchone()
             return None if row is None else self._record(row)
 
+    def person(self, person_id: int) -> PersonRecord | None:
+        """One person by id: decrypts only that person's profile (identify names candidates this way)."""
+        with self._transaction(write=False) as db:
+            row = db.execute(f"{_PERSON_SELECT} WHERE p.id=?", (person_id,)).fetchone()
+            return None if row is None else self._record(row)
+
     def persons(self) -> list[PersonRecord]:
         with self._transaction(write=False) as db:
             return [self._record(row) for row in db.execute(f"{_PERSON_SELECT} ORDER BY p.id").fetchall()]

