@@ -1,0 +1,78 @@
+"""`facegate gallery` / `facegate keys` end to end: real processes, real files, bundled photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "assets" / "demo"
+
+
+def facegate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_enroll_identify_verify_rotate_remove(tmp_path, model_store) -> None:
+    data = tmp_path / "gallery"
+    proc = facegate("gallery", "enroll", "--data-dir", str(data), "--from-dir", str(DEMO / "gallery"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "generated key" in proc.stderr  # a new data dir says where its key is
+    assert stat.S_IMODE(os.stat(data / "kek.key").st_mode) == 0o600
+    report = {entry["person"]: entry for entry in json.loads(proc.stdout)}
+    assert report["Barack Obama"]["enrolled"] and report["Barack Obama"]["templates"] == 2
+
+    listed = json.loads(facegate("gallery", "list", "--data-dir", str(data), "--json").stdout)
+    assert sorted(p["person"] for p in listed) == ["Alex Lacamoire", "Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie"]
+
+    proc = facegate("gallery", "identify", "--data-dir", str(data), str(DEMO / "probes/obama1.jpg"), "--json")
+    result = json.loads(proc.stdout)
+    assert result["person"] == "Barack Obama" and result["score"] >= result["threshold"]
+    assert result["candidates"][0]["person"] == "Barack Obama"
+    stranger = json.loads(facegate("gallery", "identify", "--data-dir", str(data), str(DEMO / "probes/lin-manuel-miranda.jpg"), "--json").stdout)
+    assert stranger["person"] is None
+
+    assert facegate("gallery", "verify", "--data-dir", str(data), "--person", "Barack Obama", str(DEMO / "probes/obama-240p.jpg")).returncode == 0
+    assert facegate("gallery", "verify", "--data-dir", str(data), "--person", "Joe Biden", str(DEMO / "probes/obama-240p.jpg")).returncode == 1
+
+    old_key = (data / "kek.key").read_bytes()
+    proc = facegate("keys", "rotate", "--kek", "--data-dir", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert (data / "kek.key").read_bytes() != old_key
+    status = json.loads(facegate("keys", "status", "--data-dir", str(data)).stdout)
+    assert status["persons"] == 5 and status["kek_rotation_pending"] is False
+
+    proc = facegate("gallery", "remove", "--data-dir", str(data), "--person", "barack  obama")  # case/space-insensitive
+    assert proc.returncode == 0, proc.stderr
+    after = json.loads(facegate("gallery", "identify", "--data-dir", str(data), str(DEMO / "probes/obama1.jpg"), "--json").stdout)
+    assert after["person"] is None
+    assert all(c["person"] != "Barack Obama" for c in after["candidates"])
+
+
+def test_bad_photos_are_rejected_with_a_reason(tmp_path, model_store) -> None:
+    blank = tmp_path / "blank.jpg"
+    blank.write_bytes((DEMO / "probes/obama1.jpg").read_bytes()[:3000])  # truncated JPEG
+    group = DEMO / "probes/kit_with_rose.jpg"  # two faces of similar size
+    proc = facegate("gallery", "enroll", "--data-dir", str(tmp_path / "g"), "--person", "Nobody", str(blank), str(group), "--json")
+    assert proc.returncode == 1
+    (entry,) = json.loads(proc.stdout)
+    assert entry["enrolled"] is False
+    reasons = {Path(p["file"]).name: p["reason"] for p in entry["photos"]}
+    assert "truncated JPEG" in reasons["blank.jpg"]
+    assert "2 faces" in reasons["kit_with_rose.jpg"]
+
+
+def test_wrong_key_is_refused_and_touches_nothing(tmp_path, model_store) -> None:
+    data = tmp_path / "g"
+    assert facegate("gallery", "enroll", "--data-dir", str(data), "--person", "Ada", str(DEMO / "gallery/Barack_Obama/obama.jpg")).returncode == 0
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    (data / "kek.key").write_text(os.urandom(32).hex() + "\n")
+    proc = facegate("gallery", "list", "--data-dir", str(data))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "does not unwrap" in proc.stderr
+    after = {p.name: p.read_bytes() for p in data.iterdir()}
+    assert {k: v for k, v in after.items() if k != "kek.key"} == {k: v for k, v in before.items() if k != "kek.key"}
