@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import GalleryError
 from edge.gallery_store import GalleryStore, PersonProfile, PersonRecord
 from edge.vector_index import VectorIndex
 
@@ -46,10 +47,22 @@ class Match:
     def to_dict(self) -> dict[str, object]:
         return {
             "person": self.person,
-            "score": round(self.score, 4),
+            # No candidate (empty gallery) has no score: null, since NaN is not JSON.
+            "score": round(self.score, 4) if np.isfinite(self.score) else None,
             "threshold": round(self.threshold, 4),
             "candidates": [c.to_dict() for c in self.candidates],
         }
+
+
+def _refuse_other_models(store: GalleryStore, model: str) -> None:
+    """A gallery enrolled with another embedder would silently recognise nobody: say so."""
+    per_model = store.status().get("templates", {})
+    if per_model and not per_model.get(model):
+        held = ", ".join(f"{m} ({n})" for m, n in sorted(per_model.items()))
+        raise GalleryError(
+            f"{store.path}: the gallery holds templates of {held}, none of {model}; re-enroll with "
+            f"this embedder, or set [embed] model/precision back to the one it was enrolled with"
+        )
 
 
 class Gallery:
@@ -60,6 +73,7 @@ class Gallery:
         self.model = model
         self.threshold = threshold
         started = time.perf_counter()
+        _refuse_other_models(store, model)
         template_ids, person_ids, vectors = store.load_embeddings(model)
         self.index = VectorIndex(dim)
         self.index.build(template_ids, vectors.reshape(-1, dim))

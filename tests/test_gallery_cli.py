@@ -76,3 +76,22 @@ def test_wrong_key_is_refused_and_touches_nothing(tmp_path, model_store) -> None
     assert "does not unwrap" in proc.stderr
     after = {p.name: p.read_bytes() for p in data.iterdir()}
     assert {k: v for k, v in after.items() if k != "kek.key"} == {k: v for k, v in before.items() if k != "kek.key"}
+
+
+def test_switching_embedder_refuses_a_gallery_enrolled_with_another(tmp_path, model_store) -> None:
+    data = tmp_path / "g"
+    assert facegate("gallery", "enroll", "--data-dir", str(data), "--person", "Ada", str(DEMO / "gallery/Barack_Obama/obama.jpg")).returncode == 0
+    other = tmp_path / "xs.toml"
+    other.write_text('[embed]\nmodel = "edgeface_xs"\n')
+    proc = facegate("--config", str(other), "gallery", "identify", "--data-dir", str(data), str(DEMO / "probes/obama1.jpg"))
+    assert proc.returncode == 2
+    assert "none of edgeface_xs_int8" in proc.stderr and "re-enroll" in proc.stderr
+
+
+def test_identify_on_an_empty_gallery_is_valid_json(tmp_path, model_store) -> None:
+    data = tmp_path / "g"
+    assert facegate("keys", "init", "--data-dir", str(data)).returncode == 0
+    proc = facegate("gallery", "identify", "--data-dir", str(data), str(DEMO / "probes/obama1.jpg"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["person"] is None and result["score"] is None and result["candidates"] == []
