@@ -7,7 +7,14 @@ import pytest
 
 from edge.config import Config
 from edge.errors import ConfigError
-from edge.thresholds import Calibration, calibrate, match_threshold, read_calibrations, threshold_for, write_calibrations
+from edge.thresholds import (
+    Calibration,
+    calibrate,
+    match_threshold,
+    read_calibrations,
+    threshold_for,
+    write_calibrations,
+)
 
 
 def _calibration() -> Calibration:
