@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 WORD_BITS = 64
-# Rows per block when a whole gallery is converted: bounds the float32 temporaries to ~128 MB
-# at 512-d instead of a second copy of a 2 GB input.
-BLOCK_ROWS = 65_536
+# Rows per block when a whole gallery is converted: 4,096 × 512 floats (8 MB) keep each pass's
+# temporaries near the cache and never make a second copy of a 2 GB input; measured 0.42 s vs
+# 0.55 s with 65,536-row blocks for a 100k build.
+BLOCK_ROWS = 4_096
 FIT_ROWS = 32_768
 FIT_MARGIN = 1.05
 
