@@ -12,10 +12,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.config import Config
-from edge.crypto import generate_kek_file, read_kek_file
+from edge.crypto import generate_kek_file, kek_id, read_kek_file
 from edge.errors import KeyfileError
+
+if TYPE_CHECKING:  # the store imports numpy and sqlite; key lookup alone must not need them
+    from edge.gallery_store import GalleryStore
 
 CREDENTIAL_NAME = "facegate-kek"
 DEFAULT_KEY_FILE = "kek.key"
@@ -76,6 +80,7 @@ def rotate_keys(data_dir: Path, key: KeySource, rotate_kek: bool, warn: Callable
     from edge.gallery_store import GalleryStore
 
     with GalleryStore.open(data_dir, key.kek) as store:
+        _finish_interrupted_kek_rotation(store, key, warn)
         store.rotate_device_key()
         if not rotate_kek:
             return
@@ -88,3 +93,17 @@ def rotate_keys(data_dir: Path, key: KeySource, rotate_kek: bool, warn: Callable
         os.replace(new_path, key.path)
         store.forget_kek(old_id)
     warn(f"new key written to {key.path}; copies of the old key no longer open this gallery")
+
+
+def _finish_interrupted_kek_rotation(store: GalleryStore, key: KeySource, warn: Callable[[str], None]) -> None:
+    """A `--kek` rotation cut short leaves two key wraps (and maybe `<key>.new`). The key file in
+    place is the one that opened the gallery, so it wins: every other wrap is dropped, and a left
+    over `.new` file — which never replaced the key file — is deleted."""
+    current = kek_id(key.kek)
+    others = [k for k in store.status()["kek_ids"] if k != current]
+    for other in others:
+        store.forget_kek(other)
+    leftover = key.path.with_name(key.path.name + ".new")
+    if others or leftover.exists():
+        leftover.unlink(missing_ok=True)
+        warn(f"finished an interrupted key rotation: {key.path} is the gallery's only key again")

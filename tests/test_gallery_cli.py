@@ -95,3 +95,23 @@ def test_identify_on_an_empty_gallery_is_valid_json(tmp_path, model_store) -> No
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["person"] is None and result["score"] is None and result["candidates"] == []
+
+
+def test_an_interrupted_key_file_rotation_is_finished_by_the_next_rotate(tmp_path, model_store) -> None:
+    from edge.crypto import generate_kek_file, read_kek_file
+    from edge.gallery_store import GalleryStore
+
+    data = tmp_path / "g"
+    assert facegate("gallery", "enroll", "--data-dir", str(data), "--person", "Ada", str(DEMO / "gallery/Barack_Obama/obama.jpg")).returncode == 0
+    key = read_kek_file(data / "kek.key")
+    new = generate_kek_file(data / "kek.key.new")
+    with GalleryStore.open(data, key) as store:
+        store.rotate_kek(new)  # ...and the process dies before the key file is swapped
+        assert store.status()["kek_rotation_pending"] is True
+    proc = facegate("keys", "rotate", "--data-dir", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert "interrupted key rotation" in proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["kek_rotation_pending"] is False and len(status["kek_ids"]) == 1
+    assert not (data / "kek.key.new").exists()
+    assert json.loads(facegate("gallery", "list", "--data-dir", str(data), "--json").stdout)[0]["person"] == "Ada"
