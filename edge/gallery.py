@@ -8,7 +8,6 @@ person only when that score clears the threshold derived from `[match] target_fm
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,12 +71,10 @@ class Gallery:
         self.store = store
         self.model = model
         self.threshold = threshold
-        started = time.perf_counter()
         _refuse_other_models(store, model)
         template_ids, person_ids, vectors = store.load_embeddings(model)
         self.index = VectorIndex(dim)
         self.index.build(template_ids, vectors.reshape(-1, dim))
-        self.open_ms = (time.perf_counter() - started) * 1000.0
         self._person_of: dict[int, int] = dict(zip(template_ids.tolist(), person_ids.tolist(), strict=True))
         self._templates_of: dict[int, list[int]] = defaultdict(list)
         for template_id, person_id in self._person_of.items():
@@ -134,10 +131,9 @@ class Gallery:
         return Match(candidate.person if score >= self.threshold else None, score, self.threshold, (candidate,))
 
     def enroll(self, profile: PersonProfile, embeddings: Sequence[np.ndarray], qualities: Sequence[float]) -> PersonRecord:
-        before = set(self._templates_of.get(self._id_of(profile.name), []))
         record = self.store.enroll(profile, embeddings, qualities, self.model)
         self._names[record.id] = record.profile.name
-        self._refresh_person(record.id, before)
+        self._index_new_templates(record.id)
         return record
 
     def remove(self, name: str) -> bool:
@@ -151,11 +147,10 @@ class Gallery:
         self._names.pop(record.id, None)
         return True
 
-    def _id_of(self, name: str) -> int:
-        record = self.store.find(name)
-        return record.id if record is not None else -1
-
-    def _refresh_person(self, person_id: int, known: set[int]) -> None:
+    def _index_new_templates(self, person_id: int) -> None:
+        """Adds the person's templates the index does not hold yet (an enroll may add to an
+        existing person, whose earlier templates are already indexed)."""
+        known = set(self._templates_of.get(person_id, []))
         new = [t for t in self.store.person_templates(person_id, self.model) if t.id not in known]
         if not new:
             return
