@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.embed import embedder_spec
-from edge.enroll import PhotoResult, person_folders, photo_template
+from edge.enroll import enroll_photos, person_folders
 from edge.errors import FacegateError
 from edge.gallery import Gallery
 from edge.gallery_store import GalleryStore, PersonProfile
@@ -22,9 +22,19 @@ from edge.thresholds import match_threshold
 Handler = Callable[[argparse.Namespace, Config], int]
 
 
+def _warn(message: str) -> None:
+    print(f"facegate: warning: {message}", file=sys.stderr)
+
+
+def _store(args: argparse.Namespace, cfg: Config) -> GalleryStore:
+    """The encrypted store alone (no models, no index): for commands that never search."""
+    data_dir = data_dir_for(args.data_dir, cfg)
+    return GalleryStore.open(data_dir, load_key(data_dir, cfg, create=False).kek)
+
+
 def _open(args: argparse.Namespace, cfg: Config, perception: Perception, create: bool) -> Gallery:
     data_dir = data_dir_for(args.data_dir, cfg)
-    key = load_key(data_dir, cfg, create=create, warn=lambda m: print(f"facegate: warning: {m}", file=sys.stderr))
+    key = load_key(data_dir, cfg, create=create, warn=_warn)
     threshold = match_threshold(cfg, perception.store)
     dim = embedder_spec(cfg.embed.model).dim
     return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create)
@@ -48,20 +58,17 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
     rejected = 0
     with _open(args, cfg, perception, create=True) as gallery:
         for done, (name, photos) in enumerate(jobs, 1):
-            results: list[PhotoResult] = [photo_template(perception, path) for path in photos]
-            good = [r for r in results if r.accepted]
-            rejected += len(results) - len(good)
-            entry: dict[str, object] = {"person": name, "photos": [r.to_dict() for r in results]}
-            if good:
-                record = gallery.enroll(
-                    PersonProfile(name=name, groups=tuple(args.group or ())),
-                    [r.embedding for r in good],  # type: ignore[misc]
-                    [r.quality or 0.0 for r in good],
-                )
-                entry.update(enrolled=True, templates=record.n_templates)
-            else:
-                entry.update(enrolled=False, templates=0)
-            report.append(entry)
+            profile = PersonProfile(name=name, groups=tuple(args.group or ()))
+            record, results = enroll_photos(gallery, perception, profile, photos)
+            rejected += sum(not r.accepted for r in results)
+            report.append(
+                {
+                    "person": name,
+                    "photos": [r.to_dict() for r in results],
+                    "enrolled": record is not None,
+                    "templates": record.n_templates if record is not None else 0,
+                }
+            )
             if args.from_dir and not args.json:
                 _progress(done, len(jobs), rejected)
     if args.from_dir and not args.json:
@@ -79,9 +86,7 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
-    data_dir = data_dir_for(args.data_dir, cfg)
-    key = load_key(data_dir, cfg, create=False)
-    with GalleryStore.open(data_dir, key.kek) as store:
+    with _store(args, cfg) as store:
         rows = [
             {"person": p.profile.name, "groups": list(p.profile.groups), "templates": p.n_templates, "created": p.created}
             for p in store.persons()
@@ -97,9 +102,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
-    data_dir = data_dir_for(args.data_dir, cfg)
-    key = load_key(data_dir, cfg, create=False)
-    with GalleryStore.open(data_dir, key.kek) as store:
+    with _store(args, cfg) as store:
         removed = store.remove(args.person)
     if not removed:
         print(f"facegate: no person named {args.person!r} in the gallery", file=sys.stderr)
@@ -147,11 +150,10 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
     data_dir = data_dir_for(args.data_dir, cfg)
-    warn = lambda m: print(f"facegate: warning: {m}", file=sys.stderr)  # noqa: E731
     if args.keys_command == "init":
         if (data_dir / "gallery.db").exists():
             raise FacegateError(f"keys init: {data_dir} already holds a gallery; use `facegate keys rotate`")
-        key = load_key(data_dir, cfg, create=True, warn=warn)
+        key = load_key(data_dir, cfg, create=True, warn=_warn)
         GalleryStore.open(data_dir, key.kek, create=True).close()
         print(json.dumps(_status(data_dir, key)))
         return 0
@@ -159,7 +161,7 @@ def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
     if args.keys_command == "rotate":
         from edge.keys import rotate_keys
 
-        rotate_keys(data_dir, key, rotate_kek=args.kek, warn=warn)
+        rotate_keys(data_dir, key, rotate_kek=args.kek, warn=_warn)
         key = load_key(data_dir, cfg, create=False)
     print(json.dumps(_status(data_dir, key), indent=2))
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.config import Config
 from edge.embed import embedder_spec
-from edge.enroll import images_in, person_folders, photo_template
+from edge.enroll import enroll_photos, images_in, person_folders
 from edge.errors import FacegateError
 from edge.gallery import Gallery
 from edge.gallery_store import PersonProfile
@@ -29,14 +29,12 @@ from edge.thresholds import match_threshold
 def _enroll(gallery: Gallery, perception: Perception, root: Path) -> None:
     names = []
     for name, photos in person_folders(root):
-        results = [photo_template(perception, path) for path in photos]
-        good = [r for r in results if r.accepted]
+        record, results = enroll_photos(gallery, perception, PersonProfile(name=name), photos)
         for r in results:
             if not r.accepted:
                 print(f"  skipped {r.file}: {r.reason}")
-        if good:
-            gallery.enroll(PersonProfile(name=name), [r.embedding for r in good], [r.quality or 0.0 for r in good])  # type: ignore[misc]
-            names.append(f"{name} ({len(good)})")
+        if record is not None:
+            names.append(f"{name} ({sum(r.accepted for r in results)})")
     print(f"enrolled {len(names)} people from {root}: {', '.join(names)}")
 
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge.errors import FacegateError
 from edge.imageio import load_image
 from edge.perception import Perception
+
+if TYPE_CHECKING:
+    from edge.gallery import Gallery
+    from edge.gallery_store import PersonProfile, PersonRecord
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff")
 # A second face at least this large (relative to the largest) makes the photo ambiguous.
@@ -67,3 +72,15 @@ def person_folders(root: Path) -> Iterator[tuple[str, list[Path]]]:
     """`root/<Name>/*.jpg` → (display name, photos); underscores in folder names become spaces."""
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         yield folder.name.replace("_", " "), images_in(folder)
+
+
+def enroll_photos(
+    gallery: Gallery, perception: Perception, profile: PersonProfile, photos: list[Path]
+) -> tuple[PersonRecord | None, list[PhotoResult]]:
+    """Enrolls `profile` from the photos that pass (None when none does), with every photo's verdict."""
+    results = [photo_template(perception, path) for path in photos]
+    good = [r for r in results if r.accepted and r.embedding is not None]
+    if not good:
+        return None, results
+    record = gallery.enroll(profile, [r.embedding for r in good], [r.quality or 0.0 for r in good])  # type: ignore[misc]
+    return record, results
