@@ -13,7 +13,7 @@ from edge.embed import embedder_spec
 from edge.enroll import enroll_photos, person_folders
 from edge.errors import FacegateError
 from edge.gallery import Gallery
-from edge.gallery_store import GalleryStore, PersonProfile
+from edge.gallery_store import GALLERY_FILE, GalleryStore, PersonProfile
 from edge.imageio import load_image
 from edge.keys import KeySource, data_dir_for, load_key
 from edge.perception import Perception, embedder_model_name
@@ -151,7 +151,7 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
     data_dir = data_dir_for(args.data_dir, cfg)
     if args.keys_command == "init":
-        if (data_dir / "gallery.db").exists():
+        if (data_dir / GALLERY_FILE).exists():
             raise FacegateError(f"keys init: {data_dir} already holds a gallery; use `facegate keys rotate`")
         key = load_key(data_dir, cfg, create=True, warn=_warn)
         GalleryStore.open(data_dir, key.kek, create=True).close()

@@ -182,8 +182,9 @@ class FaceDetector:
             )
             for c in candidates
         ]
-        best = max(moved, key=lambda c: float(_iou(np.array(det.box), np.array([c.box]))[0]))
-        return best if _iou(np.array(det.box), np.array([best.box]))[0] > 0.3 else det
+        overlaps = _iou(np.array(det.box), np.array([c.box for c in moved]))
+        best = int(np.argmax(overlaps))
+        return moved[best] if overlaps[best] > 0.3 else det
 
     def _detect(self, image: np.ndarray) -> list[Detection]:
         size = self._spec.input_size

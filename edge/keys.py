@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from edge.config import Config
 from edge.crypto import generate_kek_file, kek_id, read_kek_file
 from edge.errors import KeyfileError
+from edge.gallery_db import GALLERY_FILE
 
-if TYPE_CHECKING:  # the store imports numpy and sqlite; key lookup alone must not need them
+if TYPE_CHECKING:  # the store imports numpy; key lookup alone must not need it
     from edge.gallery_store import GalleryStore
 
 CREDENTIAL_NAME = "facegate-kek"
 DEFAULT_KEY_FILE = "kek.key"
-GALLERY_FILE = "gallery.db"
 
 
 @dataclass(frozen=True, slots=True)
