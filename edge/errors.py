@@ -31,3 +31,11 @@ class KeyfileError(FacegateError):
 
 class CryptoError(FacegateError):
     """A key or sealed record fails authentication: wrong key, or data altered or moved."""
+
+
+class AuditError(FacegateError):
+    """The audit journal or its signing key is unreadable, or a record cannot be written."""
+
+
+class ProtocolError(FacegateError):
+    """An MQTT sync message is malformed, unsigned, replayed or otherwise refused (see sync.protocol)."""
