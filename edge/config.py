@@ -17,7 +17,7 @@ from typing import Any
 from edge.errors import ConfigError
 
 
-def _choice(*values: str) -> dict[str, Any]:
+def _choice(*values: object) -> dict[str, Any]:
     return {"choices": values}
 
 
@@ -82,6 +82,48 @@ class GalleryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackConfig:
+    # Run the detector on every Nth frame and predict boxes in between (CPU-short devices).
+    detect_every: int = field(default=1, metadata=_range(1, 30))
+    # Detections a new track needs before it counts (one-frame false positives never decide).
+    min_hits: int = field(default=2, metadata=_range(1, 30))
+    # A track unseen this long is lost; the same face coming back is a new track and decision.
+    max_missed_ms: float = field(default=600.0, metadata=_range(0.0, 60000.0))
+    # Overlap between a track's predicted box and a detection needed to continue the track.
+    min_iou: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    # Mean grey-level change (0-255) of a thumbnail that counts as a scene cut: all tracks end.
+    scene_cut: float = field(default=45.0, metadata=_range(0.0, 255.0))
+
+
+@dataclass(frozen=True, slots=True)
+class DecideConfig:
+    # Good frames (quality gate passed) fused per track before deciding.
+    min_frames: int = field(default=3, metadata=_range(1, 50))
+    # Most frames kept per track (the best by quality).
+    max_frames: int = field(default=8, metadata=_range(1, 100))
+    # Decide with whatever frames there are once the track is this old (ms of video time).
+    max_wait_ms: float = field(default=800.0, metadata=_range(0.0, 60000.0))
+    # Share of the track's frames whose own best match must be the fused match's person.
+    min_vote: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    # Undecided tracks described (landmarks + embedding) per frame; the rest wait a frame.
+    max_tracks_per_frame: int = field(default=4, metadata=_range(1, 64))
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    name: str = "cam0"
+    # A video file, /dev/videoN or a device index, an rtsp:// or http(s):// URL, or a folder of images.
+    source: str = ""
+    width: int = field(default=0, metadata=_range(0, 8192))  # requested capture size; 0 = default
+    height: int = field(default=0, metadata=_range(0, 8192))
+    fps: float = field(default=0.0, metadata=_range(0.0, 240.0))  # processing cap; 0 = as delivered
+    roi: tuple[int, ...] = ()  # x, y, width, height in source pixels; () = whole frame
+    rotate: int = field(default=0, metadata=_choice(0, 90, 180, 270))
+    # Groups allowed at this camera's door; () = every enrolled, currently valid person.
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     models: ModelsConfig = ModelsConfig()
     detect: DetectConfig = DetectConfig()
@@ -90,19 +132,32 @@ class Config:
     quality: QualityConfig = QualityConfig()
     match: MatchConfig = MatchConfig()
     gallery: GalleryConfig = GalleryConfig()
+    track: TrackConfig = TrackConfig()
+    decide: DecideConfig = DecideConfig()
+    camera: tuple[CameraConfig, ...] = ()  # [[camera]] array of tables
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_LIST_TYPES: dict[str, type] = {"tuple[str, ...]": str, "tuple[int, ...]": int}
+
+
+def _check_list(key: str, f: dataclasses.Field[Any], value: Any) -> tuple[Any, ...]:
+    item = _LIST_TYPES[str(f.type)]
+    if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{key}: must be a list of {item.__name__} (got {value!r})")
+    return tuple(value)
 
 
 def _check_value(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
+    if str(f.type) in _LIST_TYPES:
+        return _check_list(key, f, value)
     allowed = _PY_TYPES[str(f.type)]
     # bool is an int in Python; a `true` where a number is expected is still a mistake.
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
         raise ConfigError(f"{key}: must be {f.type} (got {type(value).__name__} {value!r})")
     meta = f.metadata
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: must be one of {', '.join(meta['choices'])} (got {value!r})")
+        raise ConfigError(f"{key}: must be one of {', '.join(map(str, meta['choices']))} (got {value!r})")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"{key}: must be >= {meta['min']} (got {value!r})")
     if meta.get("max") is not None and value > meta["max"]:
@@ -126,11 +181,32 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     for name in data:
         if name not in tables:
             raise ConfigError(f"{name}: unknown table; valid tables: {', '.join(tables)}")
-    built = {name: _build_table(name, type(getattr(Config(), name)), raw) for name, raw in data.items()}
+    built = {
+        name: _build_table(name, type(getattr(Config(), name)), raw)
+        for name, raw in data.items()
+        if name != "camera"
+    }
+    if "camera" in data:
+        built["camera"] = _build_cameras(data["camera"])
     cfg = Config(**built)
     if cfg.quality.min_brightness >= cfg.quality.max_brightness:
         raise ConfigError("quality.min_brightness: must be below quality.max_brightness")
     return cfg
+
+
+def _build_cameras(raw: Any) -> tuple[CameraConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("camera: must be an array of tables ([[camera]])")
+    cameras = tuple(_build_table(f"camera[{i}]", CameraConfig, table) for i, table in enumerate(raw))
+    names = [c.name for c in cameras]
+    for i, cam in enumerate(cameras):
+        if not cam.source:
+            raise ConfigError(f"camera[{i}].source: required (a file, /dev/videoN, URL or folder)")
+        if cam.roi and (len(cam.roi) != 4 or cam.roi[2] <= 0 or cam.roi[3] <= 0 or min(cam.roi[:2]) < 0):
+            raise ConfigError(f"camera[{i}].roi: must be [x, y, width, height] with a positive size (got {list(cam.roi)})")
+        if names.count(cam.name) > 1:
+            raise ConfigError(f"camera[{i}].name: {cam.name!r} is used by more than one camera")
+    return cameras
 
 
 def load_config(path: Path | None) -> Config:

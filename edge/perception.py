@@ -87,28 +87,38 @@ class Perception:
         self.timings_ms[stage].append((now - started) * 1000.0)
         return now
 
-    def faces(self, image: np.ndarray, embed: bool = True) -> list[Face]:
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Detections, largest first, at most `[detect] max_faces`."""
         t = time.perf_counter()
         detections = self.detector(image)
         detections.sort(key=lambda d: d.width * d.height, reverse=True)
         detections = detections[: self.cfg.detect.max_faces]
-        t = self._timed("detect", t)
-        faces = []
-        for det in detections:
-            mesh = self.mesh(image, det) if self.mesh is not None else None
-            t = self._timed("landmarks", t)
-            chip = self.aligner(image, det, mesh)
-            t = self._timed("align", t)
-            # FaceMesh finding nothing is either a detector false positive or a hard face (deep
-            # shadow, near profile); keep it on keypoint alignment but never enroll from it.
-            confirmed = self.mesh is None or mesh is not None
-            faces.append(Face(det, mesh, chip, self.quality(det, chip, landmarks_confirmed=confirmed)))
-            t = self._timed("quality", t)
-        if embed and self.embedder is not None and faces:
-            vectors = self.embedder([f.chip for f in faces])
-            faces = [
-                Face(f.detection, f.mesh, f.chip, f.quality, vectors[i]) for i, f in enumerate(faces)
-            ]
-            self._timed("embed", t)
-        return faces
+        self._timed("detect", t)
+        return detections
 
+    def describe(self, image: np.ndarray, det: Detection) -> Face:
+        """Landmarks, aligned chip and quality for one detection (no embedding yet)."""
+        t = time.perf_counter()
+        mesh = self.mesh(image, det) if self.mesh is not None else None
+        t = self._timed("landmarks", t)
+        chip = self.aligner(image, det, mesh)
+        t = self._timed("align", t)
+        # FaceMesh finding nothing is either a detector false positive or a hard face (deep
+        # shadow, near profile); keep it on keypoint alignment but never enroll from it.
+        confirmed = self.mesh is None or mesh is not None
+        face = Face(det, mesh, chip, self.quality(det, chip, landmarks_confirmed=confirmed))
+        self._timed("quality", t)
+        return face
+
+    def embed(self, faces: list[Face]) -> list[Face]:
+        """The same faces with their embeddings filled in."""
+        if self.embedder is None or not faces:
+            return faces
+        t = time.perf_counter()
+        vectors = self.embedder([f.chip for f in faces])
+        self._timed("embed", t)
+        return [Face(f.detection, f.mesh, f.chip, f.quality, vectors[i]) for i, f in enumerate(faces)]
+
+    def faces(self, image: np.ndarray, embed: bool = True) -> list[Face]:
+        faces = [self.describe(image, det) for det in self.detect(image)]
+        return self.embed(faces) if embed else faces
