@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli_gallery import add_commands
 
     add_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    from edge.cli_audit import add_commands as add_audit_commands
+    add_audit_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
 
     p = sub.add_parser("demo", help="enroll the bundled photos and identify the bundled probes")
     p.add_argument("--assets", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo")

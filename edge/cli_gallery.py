@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.cli_audit import record_event
 from edge.config import Config
 from edge.embed import embedder_spec
 from edge.enroll import enroll_photos, person_folders
@@ -61,6 +62,8 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
             profile = PersonProfile(name=name, groups=tuple(args.group or ()))
             record, results = enroll_photos(gallery, perception, profile, photos)
             rejected += sum(not r.accepted for r in results)
+            if record is not None:
+                record_event(data_dir_for(args.data_dir, cfg), "enroll", {"person_uid": record.uid, "templates": record.n_templates, "by": "cli"})
             report.append(
                 {
                     "person": name,
@@ -103,10 +106,12 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
     with _store(args, cfg) as store:
+        found = store.find(args.person)
         removed = store.remove(args.person)
-    if not removed:
+    if not removed or found is None:
         print(f"facegate: no person named {args.person!r} in the gallery", file=sys.stderr)
         return 1
+    record_event(data_dir_for(args.data_dir, cfg), "remove", {"person_uid": found.uid, "by": "cli"})
     print(f"{args.person}: erased (data key destroyed, rows deleted, WAL checkpointed)")
     return 0
 
@@ -155,7 +160,9 @@ def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
             raise FacegateError(f"keys init: {data_dir} already holds a gallery; use `facegate keys rotate`")
         key = load_key(data_dir, cfg, create=True, warn=_warn)
         GalleryStore.open(data_dir, key.kek, create=True).close()
-        print(json.dumps(_status(data_dir, key)))
+        status = _status(data_dir, key)
+        record_event(data_dir, "key", {"action": "init", "kek_id": status["kek_id"], "device_key_version": status["device_key_version"]})
+        print(json.dumps(status))
         return 0
     key = load_key(data_dir, cfg, create=False)
     if args.keys_command == "rotate":
@@ -163,7 +170,10 @@ def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
 
         rotate_keys(data_dir, key, rotate_kek=args.kek, warn=_warn)
         key = load_key(data_dir, cfg, create=False)
-    print(json.dumps(_status(data_dir, key), indent=2))
+    status = _status(data_dir, key)
+    if args.keys_command == "rotate":
+        record_event(data_dir, "key", {"action": "rotate_kek" if args.kek else "rotate", "kek_id": status["kek_id"], "device_key_version": status["device_key_version"]})
+    print(json.dumps(status, indent=2))
     return 0
 
 
