@@ -26,12 +26,13 @@ from typing import Any, Self
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge import crypto, gallery_db
+from edge import crypto, gallery_db, gallery_sync
 from edge import gallery_records as records
 from edge.crypto import KEY_BYTES, SEAL_OVERHEAD
 from edge.errors import CryptoError, GalleryError, KeyfileError
 from edge.gallery_db import GALLERY_FILE, now
 from edge.gallery_records import PersonProfile, PersonRecord, TemplateKeys, TemplateRecord
+from edge.gallery_sync import SyncChange, SyncState
 
 __all__ = ["GALLERY_FILE", "GalleryStore", "PersonProfile", "PersonRecord", "TemplateRecord"]
 
@@ -284,16 +285,32 @@ class GalleryStore:
             row = db.execute("SELECT id FROM persons WHERE name_tag=?", (tag,)).fetchone()
             if row is None:
                 return False
-            db.execute("UPDATE templates SET sealed=zeroblob(length(sealed)) WHERE person_id=?", row)
-            db.execute(
-                "UPDATE persons SET wrapped_key=zeroblob(length(wrapped_key)), sealed_profile=zeroblob(length(sealed_profile)),"
-                " name_tag=randomblob(32) WHERE id=?",
-                row,
-            )
-            db.execute("DELETE FROM templates WHERE person_id=?", row)
-            db.execute("DELETE FROM persons WHERE id=?", row)
+            self._erase_rows(db, row[0])
         self._checkpoint()
         return True
+
+    def _erase_rows(self, db: sqlite3.Connection, person_id: int) -> None:
+        db.execute("UPDATE templates SET sealed=zeroblob(length(sealed)) WHERE person_id=?", (person_id,))
+        db.execute(
+            "UPDATE persons SET wrapped_key=zeroblob(length(wrapped_key)), sealed_profile=zeroblob(length(sealed_profile)),"
+            " name_tag=randomblob(32) WHERE id=?",
+            (person_id,),
+        )
+        db.execute("DELETE FROM templates WHERE person_id=?", (person_id,))
+        db.execute("DELETE FROM persons WHERE id=?", (person_id,))
+
+    # -- hub sync (edge.gallery_sync) ------------------------------------------------------
+
+    def apply_sync(self, change: SyncChange) -> int:
+        """A hub bundle, all of it in ONE transaction or nothing; returns the new gallery version."""
+        with self._transaction(write=True) as db:
+            version = gallery_sync.apply(self, db, change)
+        self._checkpoint()  # erased persons must not linger in the WAL
+        return version
+
+    def sync_state(self) -> SyncState:
+        with self._transaction(write=False) as db:
+            return gallery_sync.state(db)
 
     def rotate_device_key(self) -> None:
         """New DK: every person key re-wrapped and every name tag recomputed in ONE transaction."""

@@ -1,0 +1,162 @@
+"""Gallery bundles: built and signed by the hub, verified, opened and applied by the device.
+
+A bundle is one JSON message (`sync.protocol` schema `bundle`): a signed header (scope, full or
+incremental, sequence, base sequence, time, recipients) and one sealed blob (`sync.sealing`,
+readable only by the recipient devices' X25519 keys) holding the persons to add or update, the
+uids leaving the scope and the uids erased everywhere.
+
+The device checks, in this order, before it touches the gallery: schema → the scope named inside
+is the scope of the topic it came on → Ed25519 signature with the hub key from config → sealed
+to this device → inner schema → sequence (at or below the last applied: replay/downgrade; an
+incremental whose base is not the last applied: gap, ask for a resync). Only then
+`GalleryStore.apply_sync` applies it in one transaction. `build_bundle` is the hub's half
+(`sync/hub.py` reuses it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from edge.audit import canonical_json
+from edge.errors import GalleryError
+from edge.gallery_records import PersonProfile
+from edge.gallery_store import GalleryStore
+from edge.gallery_sync import SyncChange, SyncPerson
+from sync import protocol, sealing
+from sync.protocol import ReplayError, SchemaError, SequenceGapError, SignatureError
+
+_DOMAIN = "facegate/v1/bundle"
+_FLOAT = np.dtype("<f4")
+
+
+@dataclass(frozen=True, slots=True)
+class BundleContent:
+    scope: str  # "device:<id>" or "group:<g>"
+    kind: str  # "full" or "incremental"
+    seq: int
+    base_seq: int | None  # incremental: the sequence it applies on top of; full: None
+    created: int
+    upserts: tuple[SyncPerson, ...] = ()
+    removes: tuple[str, ...] = ()
+    erases: tuple[str, ...] = ()
+
+
+def _aad(scope: str, seq: int) -> bytes:
+    return f"{_DOMAIN}|{scope}|{seq}".encode()
+
+
+def _signed_bytes(message: dict[str, Any]) -> bytes:
+    return (_DOMAIN + "\x00" + canonical_json({k: v for k, v in message.items() if k != "sig"})).encode()
+
+
+def _profile_doc(p: PersonProfile) -> dict[str, Any]:
+    return {
+        "name": p.name, "groups": list(p.groups), "consent": p.consent, "consent_at": p.consent_at, "consent_text": p.consent_text,
+        "retention_days": p.retention_days, "valid_from": p.valid_from, "valid_until": p.valid_until, "created_by": p.created_by,
+    }
+
+
+def person_doc(person: SyncPerson) -> dict[str, Any]:
+    """The wire form of one person (also what a device uploads to the hub, sealed)."""
+    return {
+        "uid": person.uid,
+        "profile": _profile_doc(person.profile),
+        "model": person.model,
+        "templates": [base64.b64encode(np.asarray(e, dtype=_FLOAT).tobytes()).decode() for e in person.embeddings],
+        "qualities": [float(q) for q in person.qualities],
+    }
+
+
+def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients: dict[str, X25519PublicKey]) -> bytes:
+    """The hub's half: seal the persons to `recipients` (device id → X25519 key), sign the whole."""
+    if (content.kind == "full") != (content.base_seq is None):
+        raise ValueError("a full bundle has no base_seq; an incremental one needs one")
+    inner = {"upserts": [person_doc(p) for p in content.upserts], "removes": list(content.removes), "erases": list(content.erases)}
+    eph, wrapped, blob = sealing.seal(canonical_json(inner).encode(), recipients, _aad(content.scope, content.seq))
+    message: dict[str, Any] = {
+        "v": protocol.VERSION, "type": "bundle", "scope": content.scope, "kind": content.kind, "seq": content.seq,
+        "base_seq": content.base_seq, "created": content.created, "eph": eph, "recipients": wrapped,
+        "sealed": base64.b64encode(blob).decode(),
+    }
+    message["sig"] = hub_key.sign(_signed_bytes(message)).hex()
+    return protocol.encode(message)
+
+
+_PROFILE = protocol.obj(
+    {
+        "name": protocol.text(1024), "groups": protocol.list_of(protocol.text(256), 1000), "consent": protocol.boolean,
+        "consent_at": protocol.optional(protocol.integer()), "consent_text": protocol.text(16384),
+        "retention_days": protocol.optional(protocol.integer(1)), "valid_from": protocol.optional(protocol.integer()),
+        "valid_until": protocol.optional(protocol.integer()), "created_by": protocol.text(1024),
+    }
+)
+_PERSON = protocol.obj(
+    {"uid": protocol.UID, "profile": _PROFILE, "model": protocol.text(64),
+     "templates": protocol.list_of(protocol.text(65536), 64), "qualities": protocol.list_of(protocol.number, 64)}
+)
+_INNER = protocol.obj({"upserts": protocol.list_of(_PERSON), "removes": protocol.list_of(protocol.UID), "erases": protocol.list_of(protocol.UID)})
+
+
+def person_from_doc(doc: dict[str, Any], where: str) -> SyncPerson:
+    """A checked person from its wire form (after `_PERSON` checked the shape)."""
+    try:
+        profile = PersonProfile(**{k: tuple(v) if k == "groups" else v for k, v in doc["profile"].items()})
+        embeddings = tuple(np.frombuffer(base64.b64decode(t, validate=True), dtype=_FLOAT).copy() for t in doc["templates"])
+    except (GalleryError, binascii.Error, ValueError) as exc:
+        raise SchemaError(f"{where}: {exc}") from exc
+    if not embeddings or len(embeddings) != len(doc["qualities"]) or len({e.size for e in embeddings}) != 1 or embeddings[0].size == 0:
+        raise SchemaError(f"{where}: needs one or more templates of one non-zero dimension and one quality per template")
+    if not all(np.isfinite(e).all() for e in embeddings):
+        raise SchemaError(f"{where}: a template holds NaN or infinity")
+    return SyncPerson(doc["uid"], profile, doc["model"], embeddings, tuple(doc["qualities"]))
+
+
+def open_bundle(payload: bytes, topic: str, hub_public: Ed25519PublicKey, device_id: str, device_key: X25519PrivateKey) -> BundleContent:
+    """The verified, decrypted content of a bundle that arrived on `topic`; ProtocolError otherwise."""
+    message = protocol.decode(payload, "bundle")
+    scope = protocol.scope_of_topic(topic)
+    if message["scope"] != scope:
+        raise SchemaError(f"bundle for {message['scope']} arrived on the topic of {scope}")
+    try:
+        hub_public.verify(bytes.fromhex(message["sig"]), _signed_bytes(message))
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError(f"bundle {scope} seq {message['seq']}: signature does not verify with the hub key: forged or altered") from exc
+    if (message["kind"] == "full") != (message["base_seq"] is None) or (message["base_seq"] or 0) >= message["seq"]:
+        raise SchemaError(f"bundle {scope} seq {message['seq']}: kind {message['kind']} with base_seq {message['base_seq']}")
+    try:
+        blob = base64.b64decode(message["sealed"], validate=True)
+    except binascii.Error as exc:
+        raise SchemaError(f"bundle.sealed: not base64 ({exc})") from exc
+    plain = sealing.unseal(device_key, device_id, message["eph"], message["recipients"], blob, _aad(scope, message["seq"]))
+    try:
+        inner = _INNER(json.loads(plain), "bundle content")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"bundle content: not JSON ({exc})") from exc
+    upserts = tuple(person_from_doc(d, f"bundle content.upserts[{i}]") for i, d in enumerate(inner["upserts"]))
+    return BundleContent(scope, message["kind"], message["seq"], message["base_seq"], message["created"], upserts, tuple(inner["removes"]), tuple(inner["erases"]))
+
+
+def check_sequence(content: BundleContent, current: int) -> None:
+    """ReplayError at or below `current` (the scope's last applied sequence); SequenceGapError for
+    an incremental bundle that does not build on `current`."""
+    if content.seq <= current:
+        raise ReplayError(f"bundle {content.scope} seq {content.seq}: this device is at seq {current}; replayed or downgraded bundle refused")
+    if content.kind == "incremental" and content.base_seq != current:
+        raise SequenceGapError(f"bundle {content.scope} seq {content.seq} builds on seq {content.base_seq}, this device is at {current}", content.scope, current)
+
+
+def apply_bundle(store: GalleryStore, content: BundleContent) -> int:
+    """Sequence check, then the whole bundle in one store transaction; the new gallery version."""
+    current = store.sync_state().scopes.get(content.scope, 0)
+    check_sequence(content, current)
+    change = SyncChange(content.scope, content.seq, current, content.kind == "full", content.upserts, content.removes, content.erases)
+    return store.apply_sync(change)

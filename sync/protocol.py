@@ -1,0 +1,240 @@
+"""MQTT sync protocol v1: every topic, every payload schema, and the strict check of inbound messages.
+
+Topics (all under `facegate/v1/`; `<id>` is a device id, `<g>` a group name):
+
+| topic | direction | QoS | payload `type` |
+|---|---|---|---|
+| `devices/<id>/status` | device → hub, retained; LWT `online: false` | 1 | `status` |
+| `devices/<id>/audit` | device → hub, from the outbox | 1 | `audit` |
+| `devices/<id>/enroll` | device → hub, from the outbox | 1 | `enrollment` |
+| `devices/<id>/ack` | hub → device | 1 | `ack` (audit records, enrollments) |
+| `devices/<id>/gallery` | hub → device | 1 | `bundle` |
+| `groups/<g>/gallery` | hub → devices of the group | 1 | `bundle` |
+| `devices/<id>/gallery/ack` | device → hub | 1 | `gallery_ack` |
+| `devices/<id>/gallery/resync` | device → hub | 1 | `resync` |
+| `devices/<id>/events` | device → anyone, live, may be lost | 0 | `event` |
+
+Payloads are UTF-8 JSON objects with `"v": 1` and a `"type"`. Every inbound payload goes through
+`decode()` before anything reads it: size, JSON, exact key set, types and ranges, else a
+`SchemaError` naming the field. Unknown keys are refused, not ignored, so a v2 field never passes
+silently through a v1 device. See docs/sync.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from edge.errors import ProtocolError
+
+VERSION = 1
+PREFIX = f"facegate/v{VERSION}"
+MAX_PAYLOAD = 256 * 1024 * 1024  # MQTT's own limit; bundles of 10k persons are ~30 MB
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_UID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class SchemaError(ProtocolError):
+    """A payload is not JSON, or a field is missing, unknown, of the wrong type or out of range."""
+
+
+class SignatureError(ProtocolError):
+    """A signed message does not verify with the hub's key: forged, altered, or from another hub."""
+
+
+class ReplayError(ProtocolError):
+    """A bundle at or below the sequence already applied: a replay or a downgrade."""
+
+
+class SequenceGapError(ProtocolError):
+    """An incremental bundle that does not follow the last one applied; the device asks for a resync."""
+
+    def __init__(self, message: str, scope: str, have: int) -> None:
+        super().__init__(message)
+        self.scope, self.have = scope, have
+
+
+def check_id(value: str, what: str = "device id") -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ProtocolError(f"{what} {value!r}: must be 1-64 of A-Z a-z 0-9 _ . - (no MQTT wildcards or slashes)")
+    return value
+
+
+def device_topic(device_id: str, leaf: str) -> str:
+    return f"{PREFIX}/devices/{check_id(device_id)}/{leaf}"
+
+
+def group_gallery_topic(group: str) -> str:
+    return f"{PREFIX}/groups/{check_id(group, 'group')}/gallery"
+
+
+STATUS, AUDIT, ENROLL, ACK, GALLERY, GALLERY_ACK, RESYNC, EVENTS = (
+    "status", "audit", "enroll", "ack", "gallery", "gallery/ack", "gallery/resync", "events",
+)
+
+
+def scope_of_topic(topic: str) -> str:
+    """`device:<id>` or `group:<g>` for a gallery topic: which sequence a bundle belongs to."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[:2] == PREFIX.split("/") and parts[4] == "gallery" and parts[2] in ("devices", "groups"):
+        return f"{'device' if parts[2] == 'devices' else 'group'}:{parts[3]}"
+    raise SchemaError(f"{topic}: not a gallery topic")
+
+
+# -- field checks: each returns the value or raises SchemaError naming the field --------------
+
+Check = Callable[[Any, str], Any]
+
+
+def _fail(where: str, want: str, value: Any) -> SchemaError:
+    shown = repr(value)
+    return SchemaError(f"{where}: must be {want} (got {shown[:60] + '…' if len(shown) > 60 else shown})")
+
+
+def integer(lo: int = 0, hi: int = 2**63 - 1) -> Check:
+    def check(value: Any, where: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise _fail(where, f"an integer in [{lo}, {hi}]", value)
+        return value
+
+    return check
+
+
+def number(value: Any, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise _fail(where, "a finite number", value)
+    return float(value)
+
+
+def boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, "true or false", value)
+    return value
+
+
+def text(max_len: int = 4096, pattern: re.Pattern[str] | None = None) -> Check:
+    def check(value: Any, where: str) -> str:
+        if not isinstance(value, str) or len(value) > max_len or (pattern is not None and not pattern.match(value)):
+            raise _fail(where, f"a string of at most {max_len} characters" + (f" matching {pattern.pattern}" if pattern else ""), value)
+        return value
+
+    return check
+
+
+def optional(inner: Check) -> Check:
+    return lambda value, where: None if value is None else inner(value, where)
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: Any, where: str) -> str:
+        if value not in choices:
+            raise _fail(where, f"one of {', '.join(choices)}", value)
+        return value
+
+    return check
+
+
+def list_of(inner: Check, max_items: int = 1_000_000) -> Check:
+    def check(value: Any, where: str) -> list[Any]:
+        if not isinstance(value, list) or len(value) > max_items:
+            raise _fail(where, f"a list of at most {max_items} items", value)
+        return [inner(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+    return check
+
+
+def mapping(key: Check, value_check: Check, max_items: int = 100_000) -> Check:
+    def check(value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict) or len(value) > max_items:
+            raise _fail(where, f"an object of at most {max_items} entries", value)
+        return {key(k, f"{where} key"): value_check(v, f"{where}.{k}") for k, v in value.items()}
+
+    return check
+
+
+def obj(spec: dict[str, Check], optional_keys: tuple[str, ...] = ()) -> Check:
+    """An object with exactly the keys of `spec` (those in `optional_keys` may be absent)."""
+
+    def check(value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise _fail(where, "an object", value)
+        unknown = sorted(set(value) - set(spec))
+        if unknown:
+            raise SchemaError(f"{where}: unknown field(s) {', '.join(map(str, unknown))[:200]}")
+        missing = [k for k in spec if k not in value and k not in optional_keys]
+        if missing:
+            raise SchemaError(f"{where}: missing field(s) {', '.join(missing)}")
+        return {k: spec[k](value[k], f"{where}.{k}") for k in spec if k in value}
+
+    return check
+
+
+HEX64 = text(64, _HEX64)
+UID = text(32, _UID)
+
+
+def _any_json(value: Any, _where: str) -> Any:
+    return value  # audit bodies: JSON by construction here, checked by the hub's chain check
+
+
+ANY_JSON: Check = _any_json
+AUDIT_RECORD = obj({"seq": integer(1), "ts_us": integer(), "kind": text(32), "body": mapping(text(256), ANY_JSON), "prev": HEX64, "hash": HEX64, "sig": text(128)})
+
+# Inbound to a device: what the hub may send.
+SCHEMAS: dict[str, Check] = {
+    "ack": obj(
+        {"v": integer(1, 1), "type": one_of("ack"), "audit_upto": optional(integer()), "enrollments": list_of(UID, 100_000)},
+        optional_keys=("audit_upto", "enrollments"),
+    ),
+    "bundle": obj(
+        {
+            "v": integer(1, 1),
+            "type": one_of("bundle"),
+            "scope": text(80),
+            "kind": one_of("full", "incremental"),
+            "seq": integer(1),
+            "base_seq": optional(integer(0)),
+            "created": integer(),
+            "eph": HEX64,
+            "recipients": mapping(text(64), text(256, re.compile(r"^[0-9a-f]+$"))),
+            "sealed": text(MAX_PAYLOAD),
+            "sig": text(128, re.compile(r"^[0-9a-f]{128}$")),
+        }
+    ),
+    # Outbound, checked here too so the hub side (and tests) share one definition.
+    "audit": obj({"v": integer(1, 1), "type": one_of("audit"), "device": text(64), "records": list_of(AUDIT_RECORD, 10_000)}),
+    "enrollment": obj(
+        {"v": integer(1, 1), "type": one_of("enrollment"), "device": text(64), "uid": UID, "audit_seq": integer(1),
+         "eph": HEX64, "recipients": mapping(text(64), text(256)), "sealed": text(MAX_PAYLOAD)}
+    ),
+    "gallery_ack": obj(
+        {"v": integer(1, 1), "type": one_of("gallery_ack"), "device": text(64), "scope": text(80), "seq": integer(0),
+         "ok": boolean, "gallery_version": integer(), "error": text(1000)}
+    ),
+    "resync": obj({"v": integer(1, 1), "type": one_of("resync"), "device": text(64), "scope": text(80), "have_seq": integer()}),
+}
+
+
+def decode(payload: bytes, expect: str) -> dict[str, Any]:
+    """The checked message of type `expect`; SchemaError naming what is wrong otherwise."""
+    if not isinstance(payload, (bytes, bytearray)) or len(payload) > MAX_PAYLOAD:
+        raise SchemaError(f"{expect}: payload must be at most {MAX_PAYLOAD} bytes")
+    try:
+        value = json.loads(bytes(payload).decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SchemaError(f"{expect}: payload is not UTF-8 JSON ({exc})"[:300]) from exc
+    if not isinstance(value, dict) or value.get("type") != expect:
+        raise SchemaError(f"{expect}: payload must be a JSON object with \"type\": \"{expect}\"")
+    return SCHEMAS[expect](value, expect)
+
+
+def _no_constants(name: str) -> Any:
+    raise SchemaError(f"JSON constant {name} is not allowed")
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
