@@ -124,6 +124,47 @@ class CameraConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncConfig:
+    # "" = sync off (the device works alone); else the MQTT broker's host (docs/sync.md).
+    broker_host: str = ""
+    broker_port: int = field(default=1883, metadata=_range(1, 65535))
+    # MQTT client id and topic segment (facegate/v1/devices/<device_id>/...); required with broker_host.
+    device_id: str = ""
+    # Groups whose bundles this device takes (facegate/v1/groups/<g>/gallery).
+    groups: tuple[str, ...] = ()
+    # The hub's Ed25519 public key (64 hex characters or PEM): bundles that do not verify are refused.
+    hub_sign_key_file: str = ""
+    # The hub's X25519 public key: enrollments made here are uploaded sealed to it; "" = not uploaded.
+    hub_seal_key_file: str = ""
+    # TLS: the CA that signed the broker's certificate, and this device's client certificate + key.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    keepalive_s: int = field(default=30, metadata=_range(5, 3600))
+    # How long the broker keeps this device's session (queued bundles, acks) while it is away.
+    session_expiry_s: int = field(default=7 * 86400, metadata=_range(0, 2**32 - 1))
+    reconnect_min_s: int = field(default=1, metadata=_range(1, 3600))
+    reconnect_max_s: int = field(default=60, metadata=_range(1, 3600))
+    # Resend from the oldest unacknowledged outbox row when the hub acks nothing for this long.
+    ack_timeout_s: float = field(default=10.0, metadata=_range(0.1, 3600.0))
+    batch: int = field(default=100, metadata=_range(1, 5000))  # audit records per MQTT message
+    window: int = field(default=16, metadata=_range(1, 1000))  # messages in flight awaiting the hub's ack
+    status_interval_s: float = field(default=60.0, metadata=_range(1.0, 86400.0))
+    homeassistant: bool = False  # announce the device to Home Assistant (MQTT discovery)
+    homeassistant_prefix: str = "homeassistant"
+
+    def __post_init__(self) -> None:
+        if self.broker_host and not self.device_id:
+            raise ConfigError("sync.device_id: required when sync.broker_host is set")
+        if self.broker_host and not self.hub_sign_key_file:
+            raise ConfigError("sync.hub_sign_key_file: required when sync.broker_host is set (bundles must be verifiable)")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("sync.tls_key_file: a client certificate needs its key and the other way round")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ConfigError("sync.reconnect_min_s: must not exceed sync.reconnect_max_s")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     models: ModelsConfig = ModelsConfig()
     detect: DetectConfig = DetectConfig()
@@ -135,6 +176,7 @@ class Config:
     track: TrackConfig = TrackConfig()
     decide: DecideConfig = DecideConfig()
     camera: tuple[CameraConfig, ...] = ()  # [[camera]] array of tables
+    sync: SyncConfig = SyncConfig()
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
