@@ -105,7 +105,7 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
-    return run_demo(_config(args), args.assets)
+    return run_demo(_config(args), args.assets, realtime=not args.fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,11 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli_gallery import add_commands
 
     add_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    from edge.cli_run import add_commands as add_run_commands
+
+    add_run_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
     from edge.cli_audit import add_commands as add_audit_commands
     add_audit_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
 
-    p = sub.add_parser("demo", help="enroll the bundled photos and identify the bundled probes")
+    p = sub.add_parser("demo", help="enroll the bundled photos, identify the probes, run the daemon on the bundled clip")
     p.add_argument("--assets", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo")
+    p.add_argument("--fast", action="store_true", help="play the clip as fast as possible instead of in real time")
     p.set_defaults(func=cmd_demo)
     return parser
 

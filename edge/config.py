@@ -101,8 +101,8 @@ class DecideConfig:
     min_frames: int = field(default=3, metadata=_range(1, 50))
     # Most frames kept per track (the best by quality).
     max_frames: int = field(default=8, metadata=_range(1, 100))
-    # Decide with whatever frames there are once the track is this old (ms of video time).
-    max_wait_ms: float = field(default=800.0, metadata=_range(0.0, 60000.0))
+    # Decide with the good frames there are this long after the first one (ms of source time).
+    max_wait_ms: float = field(default=300.0, metadata=_range(0.0, 60000.0))
     # Share of the track's frames whose own best match must be the fused match's person.
     min_vote: float = field(default=0.5, metadata=_range(0.0, 1.0))
     # Undecided tracks described (landmarks + embedding) per frame; the rest wait a frame.

@@ -1,14 +1,17 @@
-"""`facegate demo`: enroll the bundled gallery photos, identify every face in the bundled probes.
+"""`facegate demo`: enroll the bundled photos, identify the bundled probes, run the daemon on a clip.
 
 Offline, no broker, nothing left behind: the demo builds a real encrypted gallery (the same
 code as `facegate gallery`) in a temporary directory with a throw-away key, enrolls
-`assets/demo/gallery/<Name>/*.jpg` through the quality gate, and identifies each probe face
-against it at the `[match] target_fmr` threshold.
+`assets/demo/gallery/<Name>/*.jpg` through the quality gate, identifies each probe face
+against it at the `[match] target_fmr` threshold, then runs the video pipeline (the same
+code as `facegate run`) on `assets/demo/video/*.mp4` in real time and prints one line per
+decision and the run summary.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ from edge.gallery import Gallery
 from edge.gallery_store import PersonProfile
 from edge.imageio import load_image
 from edge.perception import Perception, embedder_model_name
+from edge.pipeline import Pipeline
 from edge.thresholds import match_threshold
 
 
@@ -38,7 +42,24 @@ def _enroll(gallery: Gallery, perception: Perception, root: Path) -> None:
     print(f"enrolled {len(names)} people from {root}: {', '.join(names)}")
 
 
-def run_demo(cfg: Config, assets: Path) -> int:
+def _video(cfg: Config, gallery: Gallery, perception: Perception, folder: Path, realtime: bool) -> None:
+    from edge.cli_run import human_line, load_liveness, print_summary
+    from edge.config import CameraConfig
+
+    clips = sorted(folder.glob("*.mp4")) if folder.is_dir() else []
+    if not clips:
+        print(f"\nno demo clip in {folder}")
+        return
+    cameras = [CameraConfig(name=f"cam{i}", source=str(clip)) for i, clip in enumerate(clips)]
+    print(f"\nfacegate run --source {' --source '.join(c.source for c in cameras)}" + (" --realtime" if realtime else ""))
+    pipeline = Pipeline(
+        cfg, gallery, cameras, lambda d: print(human_line(d), flush=True), realtime=realtime,
+        perception=perception, liveness=load_liveness(cfg, perception),
+    )
+    print_summary(pipeline.run(), sys.stdout)
+
+
+def run_demo(cfg: Config, assets: Path, realtime: bool = True) -> int:
     started = time.perf_counter()
     perception = Perception(cfg)
     threshold = match_threshold(cfg, perception.store)
@@ -70,8 +91,10 @@ def run_demo(cfg: Config, assets: Path) -> int:
                 box = ",".join(f"{v:.0f}" for v in face.detection.box)
                 q = "ok" if face.quality.ok else "; ".join(face.quality.reasons)
                 print(f"{path.name:<26} {k:>4}  {box:<22} {person:<16} {match.score:>6.3f}  {q}")
-    elapsed = time.perf_counter() - started
-    stages = ", ".join(f"{k} {np.median(v):.1f} ms" for k, v in perception.timings_ms.items())
-    print(f"\nsummary: {counts['identified']} faces identified, {counts['unknown']} unknown, {elapsed:.1f} s total")
-    print(f"median per stage: {stages}")
+        elapsed = time.perf_counter() - started
+        stages = ", ".join(f"{k} {np.median(v):.1f} ms" for k, v in perception.timings_ms.items())
+        print(f"\nsummary: {counts['identified']} faces identified, {counts['unknown']} unknown, {elapsed:.1f} s")
+        print(f"median per stage: {stages}")
+        perception.timings_ms.clear()
+        _video(cfg, gallery, perception, assets / "video", realtime)
     return 0

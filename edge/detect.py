@@ -151,9 +151,9 @@ class FaceDetector:
         self.nms_iou = nms_iou
         self.refine_small = refine_small
 
-    def __call__(self, image: np.ndarray) -> list[Detection]:
+    def __call__(self, image: np.ndarray, refine: bool | None = None) -> list[Detection]:
         detections = self._detect(image)
-        if not self.refine_small:
+        if not (self.refine_small if refine is None else refine):
             return detections
         return [self._refine(image, d) if self._is_small(image, d) else d for d in detections]
 

@@ -87,10 +87,14 @@ class Perception:
         self.timings_ms[stage].append((now - started) * 1000.0)
         return now
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Detections, largest first, at most `[detect] max_faces`."""
+    def detect(self, image: np.ndarray, refine: bool | None = None) -> list[Detection]:
+        """Detections, largest first, at most `[detect] max_faces`.
+
+        `refine=False` skips the zoomed second pass for small faces: video tracking does not
+        need its tighter keypoints when FaceMesh re-fits the box of the faces it describes.
+        """
         t = time.perf_counter()
-        detections = self.detector(image)
+        detections = self.detector(image, refine)
         detections.sort(key=lambda d: d.width * d.height, reverse=True)
         detections = detections[: self.cfg.detect.max_faces]
         self._timed("detect", t)

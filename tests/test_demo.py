@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def test_demo_identifies_the_enrolled_people_and_not_the_stranger(model_store) -
     assert "Barack Obama" in found["obama1.jpg"]
     assert "Barack Obama" in found["obama-240p.jpg"]
     assert "Barack Obama" in found["obama_and_biden.jpg"]
-    # Lin-Manuel Miranda is not enrolled: never matched to anyone.
-    assert all(person.startswith("unknown") for person in found["lin-manuel-miranda.jpg"])
+    # The woman from Intel's head-pose clip is not enrolled: never matched to anyone.
+    assert all(person.startswith("unknown") for person in found["intel_head_pose_woman.jpg"])
     assert "summary:" in proc.stdout
+    # The daemon on the bundled Hamilton clip: Lin-Manuel Miranda (enrolled from one photo)
+    # is granted on stage; nobody else in the clip (the opening singer, the audience) is.
+    decisions = re.findall(r"^cam0 .* track \d+ +(\w+) +(.+?) +score", proc.stdout, flags=re.M)
+    grants = [person for decision, person in decisions if decision == "grant"]
+    assert grants == ["Lin Manuel Miranda"], decisions
+    assert len(decisions) >= 3
+    assert "decisions: grant 1, unknown" in proc.stdout

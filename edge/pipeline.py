@@ -1,0 +1,230 @@
+"""The daemon's main loop: frames from every camera → detect → track → describe → decide.
+
+One process, one inference thread (this one) and one capture thread per camera. Per frame:
+detect (every `[track] detect_every` frames, else predict), update the tracker, then spend
+landmarks + embedding only on tracks that are still undecided (at most
+`[decide] max_tracks_per_frame`, largest faces first) — a decided face costs only its share of
+detection, which is what keeps a Pi-class CPU real-time with several people in view.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.annotate import Annotator
+from edge.capture import CameraReader, Frame
+from edge.config import CameraConfig, Config
+from edge.decide import Decider, Decision
+from edge.gallery import Gallery
+from edge.perception import Perception, detector_model_name, embedder_model_name
+from edge.track import SceneCut, Track, Tracker
+
+# How long one camera's get() may block when several cameras share the loop.
+MULTI_CAMERA_POLL_S = 0.01
+# Sections whose change needs the models reloaded on SIGHUP (others apply in place).
+_PERCEPTION_SECTIONS = ("models", "detect", "align", "embed", "quality")
+
+
+@dataclass(slots=True)
+class CameraState:
+    cam: CameraConfig
+    reader: CameraReader
+    tracker: Tracker
+    decider: Decider
+    scene_cut: SceneCut
+    frames: int = 0
+    labels: dict[int, Decision] = field(default_factory=dict)  # decided tracks, for annotation
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    frames: int
+    seconds: float
+    faces: int
+    decisions: dict[str, int]
+    latency_ms: list[float]
+    stages_ms: dict[str, float]  # mean per call
+    cameras: dict[str, dict[str, object]]
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        return {
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 2),
+            "faces": self.faces,
+            "decisions": self.decisions,
+            "decision_latency_ms_p50": None if not self.latency_ms else round(float(np.percentile(lat, 50)), 1),
+            "decision_latency_ms_p95": None if not self.latency_ms else round(float(np.percentile(lat, 95)), 1),
+            "stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
+            "cameras": self.cameras,
+        }
+
+
+def model_versions(perception: Perception, cfg: Config) -> dict[str, str]:
+    names = {"detector": detector_model_name(cfg), "embedder": embedder_model_name(cfg)}
+    if perception.mesh is not None:
+        names["landmarks"] = "facemesh_tflite" if cfg.models.backend == "tflite" else "facemesh"
+    out = {}
+    for role, name in names.items():
+        record = perception.store.records.get(name)
+        out[role] = f"{name}@{record.version}" if record is not None else name
+    return out
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        gallery: Gallery,
+        cameras: list[CameraConfig],
+        sink: Callable[[Decision], None],
+        realtime: bool = False,
+        perception: Perception | None = None,
+        liveness: Any | None = None,
+        annotate: Path | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.gallery = gallery
+        self.sink = sink
+        self.realtime = realtime
+        self.perception = perception or Perception(cfg)
+        self.liveness = liveness
+        self.models = model_versions(self.perception, cfg)
+        self.cameras = cameras
+        self.states: dict[str, CameraState] = {}
+        self.annotator = Annotator(annotate, [c.name for c in cameras]) if annotate else None
+        self.timings_ms: dict[str, list[float]] = defaultdict(list)
+        self.latencies: list[float] = []
+        self.counts: Counter[str] = Counter()
+        self.faces = 0
+        self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self.reloader: Callable[[], tuple[Config, Gallery]] | None = None
+
+    # -- per frame ---------------------------------------------------------------------------
+
+    def _state(self, cam: CameraConfig, reader: CameraReader) -> CameraState:
+        decider = Decider(self.cfg.decide, cam, self.gallery, self.models, self.liveness)
+        return CameraState(cam, reader, Tracker(self.cfg.track), decider, SceneCut(self.cfg.track.scene_cut))
+
+    def process(self, state: CameraState, frame: Frame) -> list[Decision]:
+        image, t = frame.image, frame.t
+        p = self.perception
+        ended: list[Track] = []
+        if state.scene_cut(image):
+            ended += state.tracker.reset()
+        if state.frames % self.cfg.track.detect_every == 0:
+            detections = p.detect(image, refine=None if p.mesh is None else False)
+            self.faces += len(detections)
+            started = time.perf_counter()
+            ended += state.tracker.update(detections, t, frame.mono, frame.ts)
+        else:
+            started = time.perf_counter()
+            ended += state.tracker.predict(t)
+        self._time("track", started)
+        state.frames += 1
+        decisions = [self._decide(state, tr) for tr in ended if tr.confirmed and state.decider.wants(tr)]
+        for tr in ended:
+            state.decider.forget(tr)
+            state.labels.pop(tr.track_id, None)
+
+        pending = [tr for tr in state.tracker.tracks if tr.detection is not None and state.decider.wants(tr)]
+        pending.sort(key=lambda tr: (tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]), reverse=True)
+        pending = pending[: self.cfg.decide.max_tracks_per_frame]
+        faces = p.embed([p.describe(image, tr.detection) for tr in pending])  # type: ignore[arg-type]
+        started = time.perf_counter()
+        for tr, face in zip(pending, faces, strict=True):
+            state.decider.observe(tr, face, image, t)
+        self._time("liveness", started)
+        decisions += [self._decide(state, tr) for tr in state.tracker.tracks if state.decider.due(tr, t)]
+        if self.annotator is not None:
+            self.annotator.write(frame, state.tracker.tracks, state.labels, state.reader.fps or 15.0)
+        return decisions
+
+    def _decide(self, state: CameraState, track: Track) -> Decision:
+        started = time.perf_counter()
+        decision = state.decider.decide(track)
+        self._time("match", started)
+        state.labels[track.track_id] = decision
+        self.latencies.append(decision.latency_ms)
+        self.counts[decision.decision] += 1
+        self.sink(decision)
+        return decision
+
+    def _time(self, stage: str, started: float) -> None:
+        self.timings_ms[stage].append((time.perf_counter() - started) * 1000.0)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, max_seconds: float | None = None) -> RunSummary:
+        started = time.monotonic()
+        readers = [CameraReader(cam, realtime=self.realtime).start() for cam in self.cameras]
+        self.states = {r.cam.name: self._state(r.cam, r) for r in readers}
+        poll = MULTI_CAMERA_POLL_S if len(readers) > 1 else 0.1
+        try:
+            while not self.stop_event.is_set():
+                if self.reload_requested.is_set():
+                    self._reload()
+                for state in self.states.values():
+                    frame = state.reader.get(poll)
+                    if frame is not None:
+                        self.process(state, frame)
+                if all(s.reader.done for s in self.states.values()):
+                    break
+                if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                    break
+            # Tracks still in view when the run ends get their decision now: one per track.
+            for state in self.states.values():
+                for track in state.tracker.reset():
+                    if track.confirmed and state.decider.wants(track):
+                        self._decide(state, track)
+        finally:
+            for state in self.states.values():
+                state.reader.stop()
+            if self.annotator is not None:
+                self.annotator.close()
+        return self.summary(time.monotonic() - started)
+
+    def summary(self, seconds: float) -> RunSummary:
+        stages = dict(self.perception.timings_ms)
+        stages.update(self.timings_ms)
+        return RunSummary(
+            frames=sum(s.frames for s in self.states.values()),
+            seconds=seconds,
+            faces=self.faces,
+            decisions=dict(self.counts),
+            latency_ms=list(self.latencies),
+            stages_ms={k: float(np.mean(v)) for k, v in stages.items() if v},
+            cameras={name: s.reader.stats.to_dict() for name, s in self.states.items()},
+        )
+
+    def _reload(self) -> None:
+        """SIGHUP: new config and a reopened gallery; tracks in flight keep their evidence."""
+        self.reload_requested.clear()
+        if self.reloader is None:
+            return
+        cfg, gallery = self.reloader()
+        if any(getattr(cfg, s) != getattr(self.cfg, s) for s in _PERCEPTION_SECTIONS):
+            self.perception = Perception(cfg)
+            self.models = model_versions(self.perception, cfg)
+        old, self.gallery, self.cfg = self.gallery, gallery, cfg
+        for state in self.states.values():
+            state.decider.cfg = cfg.decide
+            state.decider.models = self.models
+            state.decider.reload(gallery)
+            state.tracker.cfg = cfg.track
+        if old is not gallery:
+            old.close()
