@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
     from edge.cli_audit import add_commands as add_audit_commands
     add_audit_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    from sync.cli_sync import add_commands as add_sync_commands
+    add_sync_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
 
     p = sub.add_parser("demo", help="enroll the bundled photos, identify the probes, run the daemon on the bundled clip")
     p.add_argument("--assets", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo")
