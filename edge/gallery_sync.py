@@ -148,3 +148,15 @@ def _upsert(store: GalleryStore, db: sqlite3.Connection, person: SyncPerson, at:
         template_uid = records.new_uid()
         rows.append((template_uid, person_id, model, crypto.seal(aead, records.template_to_bytes(vector, float(quality)), head + template_uid.encode()), at))
     db.executemany("INSERT INTO templates (uid, person_id, model, sealed, created) VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def local_person(store: GalleryStore, uid: str) -> tuple[records.PersonRecord, dict[str, list[records.TemplateRecord]]] | None:
+    """A person by uid with its templates per model (what an enrollment upload carries); None
+    when the person is gone (erased before the upload was built: nothing is sent)."""
+    with store._transaction(write=False) as db:
+        row = db.execute("SELECT id FROM persons WHERE uid=?", (uid,)).fetchone()
+        models = [r[0] for r in db.execute("SELECT DISTINCT model FROM templates WHERE person_id=?", row or (-1,))]
+    person = store.person(row[0]) if row is not None else None
+    if person is None:
+        return None
+    return person, {model: store.person_templates(person.id, model) for model in models}

@@ -1,0 +1,332 @@
+"""The device's MQTT agent: status out, gallery bundles in, audit records and enrollments out.
+
+`SyncAgent(cfg, open_store, audit_log).start()` … `stop()`. paho-mqtt 2.x (v2 callbacks, MQTT
+v5): persistent session (clean_start=False + session expiry), LWT + retained status, TLS with a
+client certificate when configured, paho's own reconnect with backoff. paho's callbacks only put
+events on a queue; one worker thread owns the gallery store (a store is per thread, hence
+`open_store`, a function that opens one) and does everything else:
+- feeds new audit records (and enrollment uploads) into the durable outbox, publishes outbox rows
+  in order, QoS 1, at most `window` messages ahead of the hub's acks, and goes back to the oldest
+  unacknowledged row after a reconnect or `ack_timeout_s` without progress;
+- verifies, opens and applies bundles (sync.bundle), acks them with the new gallery version, asks
+  for a resync on a sequence gap, and audits every refused message;
+- republishes the retained status on connect, on change and every `status_interval_s`.
+`publish_event(decision)` is for live consumers (QoS 0, may be lost): the audit trail is the
+durable record of a decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.audit import AuditLog
+from edge.config import Config
+from edge.device_identity import DeviceIdentity
+from edge.errors import ConfigError, FacegateError
+from edge.gallery_store import GalleryStore
+from sync import protocol, status
+from sync.bundle import apply_bundle, open_bundle
+from sync.keyfiles import hub_seal_key, hub_sign_key
+from sync.outbox import AUDIT, Outbox, OutboxRow
+from sync.protocol import SequenceGapError
+from sync.uploads import enrollment_message
+
+_LOG = logging.getLogger(__name__)
+_TICK_S = 0.05
+
+
+class SyncAgent:
+    def __init__(
+        self,
+        cfg: Config,
+        open_store: Callable[[], GalleryStore],
+        audit_log: AuditLog,
+        on_gallery_update: Callable[[int], None] | None = None,
+    ) -> None:
+        if not cfg.sync.broker_host:
+            raise ConfigError("sync.broker_host: empty, so sync is off; set it to run the sync agent")
+        self.cfg, self.sync = cfg, cfg.sync
+        self.device_id = protocol.check_id(cfg.sync.device_id)
+        self._open_store, self._audit, self._on_gallery_update = open_store, audit_log, on_gallery_update
+        data_dir = Path(audit_log.path).parent
+        self._identity = DeviceIdentity.open(data_dir)
+        self._hub_sign = hub_sign_key(self.sync.hub_sign_key_file)
+        self._hub_seal = hub_seal_key(self.sync.hub_seal_key_file) if self.sync.hub_seal_key_file else None
+        self._outbox = Outbox.open(data_dir)
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.time()
+        self._models = status.model_versions(cfg)
+        self._sent_upto = 0  # highest outbox row id published since the last go-back
+        self._inflight: deque[int] = deque()  # last outbox row id of each message awaiting the hub's ack
+        self._last_progress = time.monotonic()
+        self._next_status = 0.0
+        self._gallery: dict[str, Any] = {}
+        self._doors: set[str] = set()
+        self._ha_state: dict[str, Any] = {"last_decision": None, "last_person": None, "liveness": None, "doors": {}}
+        self._client = self._make_client()
+
+    # -- paho: configured once; its callbacks only queue events ----------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        # manual_ack: a bundle is PUBACKed only once it is applied (or refused), so a device killed
+        # mid-apply gets it again from its session after the restart.
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        if self.sync.tls_ca_file:
+            client.tls_set(ca_certs=self.sync.tls_ca_file, certfile=self.sync.tls_cert_file or None, keyfile=self.sync.tls_key_file or None)
+        client.will_set(protocol.device_topic(self.device_id, protocol.STATUS), status.offline_message(self.device_id), qos=1, retain=True)
+        client.reconnect_delay_set(self.sync.reconnect_min_s, self.sync.reconnect_max_s)
+        client.max_inflight_messages_set(max(20, self.sync.window))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = lambda _c, _u, msg: self._events.put(("message", (msg.topic, bytes(msg.payload), msg.mid, msg.qos)))
+        return client
+
+    def _on_connect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:  # refused (bad certificate, not authorised…): stay disconnected, say why
+            _LOG.warning("broker refused the connection: %s", reason)
+            return
+        self._events.put(("connected", None))
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self._connected.clear()
+        _LOG.info("disconnected from the broker: %s", reason)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> SyncAgent:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.sync.session_expiry_s
+        self._client.connect_async(self.sync.broker_host, self.sync.broker_port, self.sync.keepalive_s, clean_start=False, properties=props)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="facegate-sync", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._connected.is_set():
+            info = self._client.publish(protocol.device_topic(self.device_id, protocol.STATUS), status.offline_message(self.device_id), qos=1, retain=True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                info.wait_for_publish(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._outbox.close()
+
+    def queue_depth(self) -> int:
+        return self._outbox.depth() + max(0, self._audit.last_seq() - self._outbox.audit_cursor())
+
+    def publish_event(self, decision: dict[str, Any]) -> None:
+        """A decision for live consumers (and Home Assistant): QoS 0, dropped while offline."""
+        if not self._connected.is_set():
+            return
+        self._client.publish(protocol.device_topic(self.device_id, protocol.EVENTS), protocol.encode({"v": protocol.VERSION, "type": "event", **decision}), qos=0)
+        if self.sync.homeassistant:
+            self._events.put(("ha_event", decision))
+
+    # -- the worker ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        store = self._open_store()
+        try:
+            self._gallery = self._gallery_status(store)
+            while not self._stop.is_set():
+                self._drain(store)
+                try:
+                    self._feed(store)
+                    self._send()
+                except FacegateError as exc:  # a full disk, a locked file: keep the agent alive, retry next tick
+                    _LOG.error("sync outbox: %s", exc)
+                if self._connected.is_set() and time.monotonic() >= self._next_status:
+                    self._publish_status()
+        finally:
+            store.close()
+
+    def _drain(self, store: GalleryStore) -> None:
+        try:
+            kind, value = self._events.get(timeout=_TICK_S)
+        except queue.Empty:
+            return
+        while True:
+            if kind == "connected":
+                self._on_connected()
+            elif kind == "message":
+                topic, payload, mid, qos = value
+                try:
+                    self._route(store, topic, payload)
+                except Exception:  # noqa: BLE001 - one bad message must not stop the agent
+                    _LOG.exception("unexpected error handling a message on %s", topic)
+                if qos > 0:
+                    self._client.ack(mid, qos)
+            elif kind == "ha_event":
+                self._ha_update(value)
+            try:
+                kind, value = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _on_connected(self) -> None:
+        topics = [protocol.device_topic(self.device_id, protocol.GALLERY), protocol.device_topic(self.device_id, protocol.ACK)]
+        topics += [protocol.group_gallery_topic(g) for g in self.sync.groups]
+        result, _mid = self._client.subscribe([(t, 1) for t in topics])
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            _LOG.warning("subscribe failed: %s", result)
+            return
+        self._connected.set()
+        self._sent_upto, self._inflight = 0, deque()  # resend whatever the hub has not acked
+        self._last_progress = time.monotonic()
+        self._publish_status()
+        if self.sync.homeassistant:
+            for topic, payload in status.ha_discovery(self.sync.homeassistant_prefix, self.device_id, sorted(self._doors)):
+                self._client.publish(topic, payload, qos=1, retain=True)
+            self._ha_publish()
+
+    def _route(self, store: GalleryStore, topic: str, payload: bytes) -> None:
+        if topic == protocol.device_topic(self.device_id, protocol.ACK):
+            try:
+                ack = protocol.decode(payload, "ack")
+            except protocol.ProtocolError as exc:
+                self._reject(topic, payload, exc)
+                return
+            if ack.get("audit_upto") is not None:
+                self._outbox.ack_audit(ack["audit_upto"])
+            if ack.get("enrollments"):
+                self._outbox.ack_enrollments(ack["enrollments"])
+            self._last_progress = time.monotonic()
+            return
+        self._bundle(store, topic, payload)
+
+    def _bundle(self, store: GalleryStore, topic: str, payload: bytes) -> None:
+        scope, seq = "unknown", 0
+        try:
+            scope = protocol.scope_of_topic(topic)
+            content = open_bundle(payload, topic, self._hub_sign, self.device_id, self._identity.sealing_key)
+            seq = content.seq
+            version = apply_bundle(store, content)
+        except SequenceGapError as exc:
+            self._reject(topic, payload, exc)
+            self._publish(protocol.RESYNC, {"type": "resync", "scope": exc.scope, "have_seq": exc.have})
+            self._gallery_ack(scope, seq, False, str(exc))
+            return
+        except FacegateError as exc:  # ProtocolError: refused; GalleryError: could not apply (nothing changed)
+            self._reject(topic, payload, exc)
+            self._gallery_ack(scope, seq, False, str(exc))
+            return
+        self._audit.append(
+            "gallery_update",
+            {"scope": scope, "seq": content.seq, "kind": content.kind, "gallery_version": version,
+             "upserts": len(content.upserts), "removes": len(content.removes), "erases": len(content.erases)},
+        )
+        self._gallery = self._gallery_status(store)
+        self._gallery_ack(scope, content.seq, True, "")
+        self._next_status = 0.0
+        if self._on_gallery_update is not None:
+            self._on_gallery_update(version)
+
+    def _reject(self, topic: str, payload: bytes, exc: Exception) -> None:
+        _LOG.warning("refused message on %s: %s", topic, exc)
+        self._audit.append(
+            "rejected_message",
+            {"topic": topic, "error": type(exc).__name__, "reason": str(exc)[:500], "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()},
+        )
+
+    def _gallery_ack(self, scope: str, seq: int, ok: bool, error: str) -> None:
+        self._publish(protocol.GALLERY_ACK, {"type": "gallery_ack", "scope": scope, "seq": seq, "ok": ok, "gallery_version": self._gallery.get("version", 0), "error": error[:1000]})
+
+    def _publish(self, leaf: str, message: dict[str, Any]) -> None:
+        payload = protocol.encode({"v": protocol.VERSION, "device": self.device_id, **message})
+        self._client.publish(protocol.device_topic(self.device_id, leaf), payload, qos=1)
+
+    def _gallery_status(self, store: GalleryStore) -> dict[str, Any]:
+        state = store.sync_state()
+        return {"version": state.version, "scopes": state.scopes, "persons": store.status()["persons"]}
+
+    def _publish_status(self) -> None:
+        payload = status.status_message(self.device_id, True, self._started, self._models, self._gallery, self.queue_depth())
+        self._client.publish(protocol.device_topic(self.device_id, protocol.STATUS), payload, qos=1, retain=True)
+        self._next_status = time.monotonic() + self.sync.status_interval_s
+        if self.sync.homeassistant:
+            self._ha_publish()
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def _feed(self, store: GalleryStore) -> None:
+        for record in self._outbox.feed_audit(self._audit):
+            if self._hub_seal is not None and record.kind == "enroll" and isinstance(record.body.get("person_uid"), str):
+                message = enrollment_message(store, self.device_id, record.body["person_uid"], record.seq, self._hub_seal)
+                if message is not None:
+                    self._outbox.put_enrollment(record.body["person_uid"], message)
+
+    def _send(self) -> None:
+        if not self._connected.is_set():
+            return
+        first = self._outbox.first_id()
+        while self._inflight and (first is None or self._inflight[0] < first):
+            self._inflight.popleft()
+        if self._inflight and time.monotonic() - self._last_progress > self.sync.ack_timeout_s:
+            _LOG.info("no ack from the hub for %.0f s: resending from the oldest unacknowledged record", self.sync.ack_timeout_s)
+            self._sent_upto, self._inflight = 0, deque()
+        while first is not None and len(self._inflight) < self.sync.window:
+            rows = self._outbox.pending(self._sent_upto, self.sync.batch)
+            if not rows:
+                return
+            group = _leading_group(rows)
+            topic, payload = self._message(group)
+            if not self._inflight:
+                self._last_progress = time.monotonic()
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._connected.clear()
+                return
+            self._sent_upto = group[-1].id
+            self._inflight.append(group[-1].id)
+
+    def _message(self, group: list[OutboxRow]) -> tuple[str, bytes]:
+        if group[0].kind == AUDIT:
+            head = f'{{"v":{protocol.VERSION},"type":"audit","device":"{self.device_id}","records":['
+            return protocol.device_topic(self.device_id, protocol.AUDIT), (head + ",".join(r.body for r in group) + "]}").encode()
+        return protocol.device_topic(self.device_id, protocol.ENROLL), group[0].body.encode()
+
+    # -- Home Assistant ----------------------------------------------------------------------
+
+    def _ha_update(self, decision: dict[str, Any]) -> None:
+        self._ha_state["last_decision"] = decision.get("outcome") or decision.get("decision")
+        self._ha_state["last_person"] = decision.get("person")
+        self._ha_state["liveness"] = decision.get("liveness")
+        door = decision.get("door")
+        if isinstance(door, str) and protocol.check_id(door, "door"):
+            self._ha_state["doors"][door] = self._ha_state["last_decision"]
+            if door not in self._doors:
+                self._doors.add(door)
+                for topic, payload in status.ha_discovery(self.sync.homeassistant_prefix, self.device_id, [door])[-1:]:
+                    self._client.publish(topic, payload, qos=1, retain=True)
+        self._ha_publish()
+
+    def _ha_publish(self) -> None:
+        state = {**self._ha_state, "gallery_version": self._gallery.get("version", 0), "queue": self.queue_depth()}
+        self._client.publish(protocol.device_topic(self.device_id, status.HA_STATE), protocol.encode(state), qos=0, retain=True)
+
+
+def _leading_group(rows: list[OutboxRow]) -> list[OutboxRow]:
+    """The first message's rows: consecutive audit records, or one enrollment."""
+    if rows[0].kind != AUDIT:
+        return rows[:1]
+    end = next((i for i, r in enumerate(rows) if r.kind != AUDIT), len(rows))
+    return rows[:end]

@@ -1,0 +1,124 @@
+"""The device's durable outbox (`<data_dir>/outbox.db`): what must reach the hub, in order.
+
+Audit records are copied in from the journal (a cursor in the same database moves in the same
+transaction, so a crash neither skips nor doubles a record); enrollment uploads are put in
+directly. Rows leave only when the HUB acknowledges them (`ack_audit`, `ack_enrollments`), not
+when the broker does: a broker that restarts without its store, or a hub that was away, costs a
+resend, never a record. The agent publishes rows in id order (`pending`) and goes back to the
+oldest unacknowledged row after a reconnect or an ack timeout; the hub drops duplicates by
+(device, seq).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from edge.audit import AuditLog, AuditRecord, canonical_json
+from edge.errors import AuditError
+
+OUTBOX_FILE = "outbox.db"
+AUDIT, ENROLLMENT = "audit", "enrollment"
+_SCHEMA = (
+    (
+        "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+        " seq INTEGER, ref TEXT, body TEXT NOT NULL, UNIQUE (kind, seq), UNIQUE (kind, ref))"
+    ),
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    kind: str  # AUDIT (body: one audit record) or ENROLLMENT (body: the whole upload message)
+    seq: int | None  # the audit record's sequence number
+    ref: str | None  # the enrolled person's uid
+    body: str
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.path.touch(mode=0o600)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.Error as exc:
+            raise AuditError(f"{self.path}: cannot open the sync outbox ({exc})") from exc
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Outbox:
+        return cls(Path(data_dir) / OUTBOX_FILE)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for sql, params in statements:
+                    self._db.execute(sql, params)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise AuditError(f"{self.path}: cannot write the sync outbox ({exc})") from exc
+
+    def audit_cursor(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='audit_cursor'").fetchone()
+        return int(row[0]) if row else 0
+
+    def feed_audit(self, log: AuditLog, limit: int = 2000) -> list[AuditRecord]:
+        """Copies up to `limit` new journal records in and returns them (an `enroll` record among
+        them is the agent's cue to upload that enrollment)."""
+        records = log.since(self.audit_cursor(), limit)
+        if not records:
+            return []
+        statements: list[tuple[str, tuple[object, ...]]] = [
+            ("INSERT OR IGNORE INTO messages (kind, seq, body) VALUES (?, ?, ?)", (AUDIT, r.seq, canonical_json(r.to_dict()))) for r in records
+        ]
+        statements.append(("INSERT INTO meta VALUES ('audit_cursor', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (records[-1].seq,)))
+        self._write(statements)
+        return records
+
+    def put_enrollment(self, person_uid: str, message: str) -> None:
+        self._write([("INSERT OR IGNORE INTO messages (kind, ref, body) VALUES (?, ?, ?)", (ENROLLMENT, person_uid, message))])
+
+    def pending(self, after_id: int, limit: int) -> list[OutboxRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, kind, seq, ref, body FROM messages WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def first_id(self) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT min(id) FROM messages").fetchone()
+        return row[0]
+
+    def ack_audit(self, upto: int) -> None:
+        self._write([("DELETE FROM messages WHERE kind=? AND seq <= ?", (AUDIT, upto))])
+
+    def ack_enrollments(self, uids: list[str]) -> None:
+        self._write([("DELETE FROM messages WHERE kind=? AND ref=?", (ENROLLMENT, uid)) for uid in uids])
+
+    def depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])

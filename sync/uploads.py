@@ -1,0 +1,57 @@
+"""Enrollments made on the device, on their way to the hub (`devices/<id>/enroll`).
+
+A kiosk that enrolls a consenting customer must tell the hub, which then puts the person in the
+bundles of that device's groups. The upload holds the person's profile (consent and retention
+fields included) and templates, sealed to the hub's X25519 key (`sync.sealing`): the broker and
+other devices see noise. It is built when the agent picks the `enroll` audit record up, and
+travels through the outbox like an audit record (deleted on the hub's ack).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from edge.audit import canonical_json
+from edge.gallery_store import GalleryStore
+from edge.gallery_sync import SyncPerson, local_person
+from sync import protocol, sealing
+from sync.bundle import PERSON, person_doc, person_from_doc
+
+HUB = "hub"
+
+
+def _aad(device_id: str, uid: str) -> bytes:
+    return f"facegate/v1/enrollment|{device_id}|{uid}".encode()
+
+
+def enrollment_message(store: GalleryStore, device_id: str, person_uid: str, audit_seq: int, hub_key: X25519PublicKey) -> str | None:
+    found = local_person(store, person_uid)
+    if found is None:
+        return None
+    person, per_model = found
+    docs = [
+        person_doc(SyncPerson(person.uid, person.profile, model, tuple(t.embedding for t in templates), tuple(t.quality for t in templates)))
+        for model, templates in per_model.items()
+        if templates
+    ]
+    eph, wrapped, blob = sealing.seal(canonical_json({"persons": docs}).encode(), {HUB: hub_key}, _aad(device_id, person_uid))
+    message: dict[str, Any] = {
+        "v": protocol.VERSION, "type": "enrollment", "device": device_id, "uid": person_uid, "audit_seq": audit_seq,
+        "eph": eph, "recipients": wrapped, "sealed": base64.b64encode(blob).decode(),
+    }
+    return protocol.encode(message).decode()
+
+
+def open_enrollment(payload: bytes, hub_private: X25519PrivateKey) -> tuple[dict[str, Any], list[SyncPerson]]:
+    """The hub's half: the checked message and the persons it carries."""
+    message = protocol.decode(payload, "enrollment")
+    plain = sealing.unseal(hub_private, HUB, message["eph"], message["recipients"], base64.b64decode(message["sealed"]), _aad(message["device"], message["uid"]))
+    try:
+        inner = protocol.obj({"persons": protocol.list_of(PERSON, 16)})(json.loads(plain), "enrollment content")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise protocol.SchemaError(f"enrollment content: not JSON ({exc})") from exc
+    return message, [person_from_doc(d, f"enrollment.persons[{i}]") for i, d in enumerate(inner["persons"])]
