@@ -224,7 +224,9 @@ class CameraReader:
             if opened_once:
                 self.stats.reconnects += 1
             opened_once = True
-            fps = cap.get(cv2.CAP_PROP_FPS) if isinstance(cap, cv2.VideoCapture) else 0.0
+            # A folder of stills has no rate of its own: `fps` says how often they were taken
+            # (default one a second), which is what the tracker's clock needs.
+            fps = cap.get(cv2.CAP_PROP_FPS) if isinstance(cap, cv2.VideoCapture) else (self.cam.fps or 1.0)
             self.fps = fps or self.file_fps or self.cam.fps
             delivered_any = self._pump(cap, fps or self.file_fps, gap_started)
             cap.release()

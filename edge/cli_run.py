@@ -110,7 +110,9 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         from edge.cli import _config
 
         new_cfg = _config(args)
-        return new_cfg, open_gallery(data_dir_for(args.data_dir, new_cfg), new_cfg, pipeline.perception.store, False, warn)
+        gallery = open_gallery(data_dir_for(args.data_dir, new_cfg), new_cfg, pipeline.perception.store, False, warn)
+        print(f"facegate: reloaded the config and the gallery ({len(gallery)} people)", file=sys.stderr, flush=True)
+        return new_cfg, gallery
 
     pipeline.reloader = reload
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop_event.set())

@@ -1,0 +1,141 @@
+"""The video runtime end to end on real videos: who is granted, who never is, one decision per track."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import CameraConfig, Config, DecideConfig
+from edge.decide import Decision, access
+from edge.embed import embedder_spec
+from edge.enroll import enroll_photos, person_folders
+from edge.gallery import Gallery
+from edge.gallery_records import PersonProfile
+from edge.perception import Perception, embedder_model_name
+from edge.pipeline import Pipeline
+from edge.thresholds import match_threshold
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_GALLERY = REPO / "assets" / "demo" / "gallery"
+
+
+def new_gallery(tmp: Path, perception: Perception) -> Gallery:
+    cfg = perception.cfg
+    return Gallery.open(
+        tmp, os.urandom(32), embedder_model_name(cfg), embedder_spec(cfg.embed.model).dim,
+        match_threshold(cfg, perception.store), create=True,
+    )
+
+
+def video_frames(path: Path, start: int, stop: int, step: int = 1) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    for i in range(stop):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i >= start and (i - start) % step == 0:
+            frames.append(frame)
+    cap.release()
+    return frames
+
+
+def enroll_from_video(gallery: Gallery, perception: Perception, name: str, video: Path, start: int, stop: int, step: int) -> int:
+    embeddings, qualities = [], []
+    for bgr in video_frames(video, start, stop, step):
+        faces = perception.faces(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if faces and faces[0].quality.ok:
+            embeddings.append(faces[0].embedding)
+            qualities.append(faces[0].quality.score)
+    gallery.enroll(PersonProfile(name=name), embeddings, qualities)
+    return len(embeddings)
+
+
+def enroll_distractors(gallery: Gallery, perception: Perception, skip: set[str]) -> None:
+    for name, photos in person_folders(DEMO_GALLERY):
+        if name not in skip:
+            enroll_photos(gallery, perception, PersonProfile(name=name), photos)
+
+
+def run(cfg: Config, gallery: Gallery, perception: Perception, cameras: list[CameraConfig]) -> tuple[list[Decision], dict]:
+    decisions: list[Decision] = []
+    summary = Pipeline(cfg, gallery, cameras, decisions.append, perception=perception).run(max_seconds=300)
+    return decisions, summary.to_dict()
+
+
+def test_person_enrolled_from_one_part_is_granted_on_another_and_denied_where_not_allowed(
+    shared_data: Path, perception: Perception, tmp_path: Path
+) -> None:
+    video = shared_data / "videos" / "apfol_real2.webm"
+    gallery = new_gallery(tmp_path / "g", perception)
+    assert enroll_from_video(gallery, perception, "Webcam Man", video, 0, 70, 7) >= 5
+    enroll_distractors(gallery, perception, skip=set())
+    # The rest of the clip (frames 100-213) as a folder of stills: also exercises that source.
+    folder = tmp_path / "later"
+    folder.mkdir()
+    for i, bgr in enumerate(video_frames(video, 100, 214)):
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), bgr)
+    cameras = [
+        CameraConfig(name="kiosk", source=str(folder), fps=30.0),
+        CameraConfig(name="door", source=str(folder), fps=30.0, groups=("staff",)),
+    ]
+    decisions, summary = run(perception.cfg, gallery, perception, cameras)
+    assert summary["frames"] == 2 * 114
+    kiosk = [d for d in decisions if d.camera == "kiosk"]
+    door = [d for d in decisions if d.camera == "door"]
+    assert [d.decision for d in kiosk] == ["grant"] and kiosk[0].person == "Webcam Man"
+    assert kiosk[0].score is not None and kiosk[0].score >= gallery.threshold
+    assert kiosk[0].frames_used >= perception.cfg.decide.min_frames
+    assert kiosk[0].models["embedder"].startswith(embedder_model_name(perception.cfg) + "@")
+    # Known but not in the door's group: deny, with the person and the reason.
+    assert [(d.decision, d.person, d.reason) for d in door] == [("deny", "Webcam Man", "not_in_groups")]
+    gallery.close()
+
+
+def test_nobody_is_granted_on_videos_of_people_not_enrolled(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
+    gallery = new_gallery(tmp_path / "g", perception)
+    enroll_from_video(gallery, perception, "Webcam Man", shared_data / "videos" / "apfol_real2.webm", 0, 214, 10)
+    # Everyone bundled except the two people who appear in the Hamilton clip.
+    enroll_distractors(gallery, perception, skip={"Lin Manuel Miranda", "Barack Obama"})
+    assert len(gallery) == 5
+    cfg = dataclasses.replace(perception.cfg, detect=dataclasses.replace(perception.cfg.detect, model="full"))
+    crowd_perception = Perception(cfg, perception.store)
+    crowd, crowd_summary = run(cfg, gallery, crowd_perception, [CameraConfig(name="arcade", source=str(shared_data / "videos" / "facenet_pytorch_video.mp4"))])
+    stage, _ = run(perception.cfg, gallery, perception, [CameraConfig(name="stage", source=str(REPO / "assets" / "demo" / "video" / "short_hamilton_clip.mp4"))])
+    assert len(crowd) >= 5 and len(stage) >= 3
+    assert crowd_summary["faces"] > 200
+    assert not [d for d in crowd + stage if d.decision == "grant"]
+    assert all(d.person is None for d in crowd + stage)
+    # One decision per track.
+    keys = [(d.camera, d.track_id) for d in crowd + stage]
+    assert len(keys) == len(set(keys))
+    gallery.close()
+
+
+def test_access_rules() -> None:
+    cam = CameraConfig(source="x", groups=("staff", "night"))
+    now = 1_800_000_000
+    assert access(PersonProfile(name="a", groups=("night",)), cam, now) is None
+    assert access(PersonProfile(name="a", groups=("guests",)), cam, now) == "not_in_groups"
+    assert access(PersonProfile(name="a", groups=("staff",), valid_until=now - 1), cam, now) == "expired"
+    assert access(PersonProfile(name="a", groups=("staff",), valid_from=now + 60), cam, now) == "not_yet_valid"
+    assert access(PersonProfile(name="a", groups=("staff",), consent=False), cam, now) == "no_consent"
+    assert access(PersonProfile(name="a"), CameraConfig(source="x"), now) is None
+
+
+@pytest.mark.parametrize("min_frames", [1, 5])
+def test_decision_waits_for_min_frames_of_good_quality(shared_data: Path, perception: Perception, tmp_path: Path, min_frames: int) -> None:
+    cfg = dataclasses.replace(perception.cfg, decide=DecideConfig(min_frames=min_frames, max_wait_ms=10_000))
+    gallery = new_gallery(tmp_path / "g", perception)
+    decisions, _ = run(cfg, gallery, perception, [CameraConfig(source=str(shared_data / "videos" / "apfol_real2.webm"))])
+    assert len(decisions) == 1
+    d = decisions[0]
+    assert (d.decision, d.person, d.reason) == ("unknown", None, "no_match")  # empty gallery
+    # A track counts from its second detection (`[track] min_hits`), so never fewer than that.
+    assert d.frames_used == max(min_frames, cfg.track.min_hits)
+    gallery.close()

@@ -1,0 +1,77 @@
+"""`facegate run` as a real process: JSON-line events, SIGHUP reload, clean SIGTERM stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "assets" / "demo" / "video" / "short_hamilton_clip.mp4"
+LMM = REPO / "assets" / "demo" / "gallery" / "Lin_Manuel_Miranda" / "lin-manuel-miranda.jpg"
+KEYS = {"ts", "camera", "track_id", "decision", "person", "score", "latency_ms", "threshold", "frames_used", "models"}
+
+
+def facegate(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300, **kw)
+
+
+def no_liveness(tmp_path: Path) -> str:
+    """These tests are about identity on broadcast footage, which liveness (rightly) calls a
+    replay; tests/test_liveness*.py cover that side."""
+    path = tmp_path / "config.toml"
+    path.write_text("[liveness]\nenabled = false\n")
+    return str(path)
+
+
+def test_run_writes_events_reloads_on_sighup_and_stops_on_sigterm(model_store, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # An empty gallery first (keys init creates the data dir and its key).
+    assert facegate("keys", "init", "--data-dir", str(data)).returncode == 0
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "--config", no_liveness(tmp_path), "run", "--data-dir", str(data), "--source", str(CLIP), "--realtime", "--events", str(events)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(2.0)  # the clip's first performer is on stage; Lin-Manuel Miranda comes at 2.7 s
+        enrolled = facegate("gallery", "enroll", "--data-dir", str(data), "--person", "Lin Manuel Miranda", str(LMM))
+        assert enrolled.returncode == 0, enrolled.stderr
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(4.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "reloaded the config and the gallery (1 people)" in err
+    assert "summary:" in err and "decisions:" in err
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert lines and all(KEYS <= set(e) for e in lines)
+    # The person enrolled while the daemon ran is recognised after the reload.
+    assert [e["person"] for e in lines if e["decision"] == "grant"] == ["Lin Manuel Miranda"]
+    # SIGTERM came at ~6.5 s, before the clip's end (9.2 s): the run stopped early, cleanly.
+    frames = int(err.split("summary: ")[1].split(" frames")[0])
+    assert 120 < frames < 275
+    # The human-readable line per decision goes to stdout when events go to a file.
+    assert "grant" in out and "Lin Manuel Miranda" in out
+
+
+def test_run_without_a_source_or_gallery_says_what_is_missing(model_store, tmp_path: Path) -> None:
+    proc = facegate("run", "--data-dir", str(tmp_path / "none"), "--source", str(CLIP))
+    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert facegate("keys", "init", "--data-dir", str(tmp_path / "d")).returncode == 0
+    proc = facegate("run", "--data-dir", str(tmp_path / "d"))
+    assert proc.returncode == 2 and "no camera" in proc.stderr
+
+
+def test_events_to_stdout_are_json_lines_only(model_store, tmp_path: Path) -> None:
+    assert facegate("keys", "init", "--data-dir", str(tmp_path / "d")).returncode == 0
+    proc = facegate("--config", no_liveness(tmp_path), "run", "--data-dir", str(tmp_path / "d"), "--source", str(CLIP), "--events", "-", "--max-seconds", "60")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(events) >= 3 and {e["decision"] for e in events} == {"unknown"}
+    assert len({e["track_id"] for e in events}) == len(events)
