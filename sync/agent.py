@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.audit import AuditLog
+from edge.audit import AuditLog, AuditRecord
 from edge.config import Config
 from edge.device_identity import DeviceIdentity
 from edge.errors import ConfigError, FacegateError
@@ -268,11 +268,15 @@ class SyncAgent:
     # -- outbox ----------------------------------------------------------------------------
 
     def _feed(self, store: GalleryStore) -> None:
-        for record in self._outbox.feed_audit(self._audit):
-            if self._hub_seal is not None and record.kind == "enroll" and isinstance(record.body.get("person_uid"), str):
-                message = enrollment_message(store, self.device_id, record.body["person_uid"], record.seq, self._hub_seal)
-                if message is not None:
-                    self._outbox.put_enrollment(record.body["person_uid"], message)
+        def upload(record: AuditRecord) -> tuple[str, str] | None:
+            uid = record.body.get("person_uid")
+            if self._hub_seal is None or record.kind != "enroll" or not isinstance(uid, str):
+                return None
+            message = enrollment_message(store, self.device_id, uid, record.seq, self._hub_seal)
+            return None if message is None else (uid, message)
+
+        while self._outbox.feed_audit(self._audit, upload) and not self._stop.is_set():
+            pass
 
     def _send(self) -> None:
         if not self._connected.is_set():

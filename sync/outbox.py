@@ -1,8 +1,8 @@
 """The device's durable outbox (`<data_dir>/outbox.db`): what must reach the hub, in order.
 
-Audit records are copied in from the journal (a cursor in the same database moves in the same
-transaction, so a crash neither skips nor doubles a record); enrollment uploads are put in
-directly. Rows leave only when the HUB acknowledges them (`ack_audit`, `ack_enrollments`), not
+Audit records are copied in from the journal, each `enroll` record followed by its enrollment
+upload; a cursor in the same database moves in the same transaction, so a crash neither skips
+nor doubles a record. Rows leave only when the HUB acknowledges them (`ack_audit`, `ack_enrollments`), not
 when the broker does: a broker that restarts without its store, or a hub that was away, costs a
 resend, never a record. The agent publishes rows in id order (`pending`) and goes back to the
 oldest unacknowledged row after a reconnect or an ack timeout; the hub drops duplicates by
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -50,7 +51,9 @@ class Outbox:
                 self.path.touch(mode=0o600)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            # NORMAL: a power cut may lose the last transactions, never reorder them, and everything
+            # here is rebuilt from the journal (which is FULL) past the cursor: nothing is lost.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except sqlite3.Error as exc:
@@ -87,21 +90,22 @@ class Outbox:
             row = self._db.execute("SELECT value FROM meta WHERE key='audit_cursor'").fetchone()
         return int(row[0]) if row else 0
 
-    def feed_audit(self, log: AuditLog, limit: int = 2000) -> list[AuditRecord]:
-        """Copies up to `limit` new journal records in and returns them (an `enroll` record among
-        them is the agent's cue to upload that enrollment)."""
+    def feed_audit(self, log: AuditLog, upload: Callable[[AuditRecord], tuple[str, str] | None], limit: int = 2000) -> int:
+        """Copies up to `limit` new journal records in, each followed by its upload (`upload(record)`
+        → (person uid, message) for an enrollment to send the hub, else None), and moves the cursor:
+        one transaction, so the outbox always equals the journal up to the cursor."""
         records = log.since(self.audit_cursor(), limit)
         if not records:
-            return []
-        statements: list[tuple[str, tuple[object, ...]]] = [
-            ("INSERT OR IGNORE INTO messages (kind, seq, body) VALUES (?, ?, ?)", (AUDIT, r.seq, canonical_json(r.to_dict()))) for r in records
-        ]
+            return 0
+        statements: list[tuple[str, tuple[object, ...]]] = []
+        for r in records:
+            statements.append(("INSERT OR IGNORE INTO messages (kind, seq, body) VALUES (?, ?, ?)", (AUDIT, r.seq, canonical_json(r.to_dict()))))
+            extra = upload(r)
+            if extra is not None:
+                statements.append(("INSERT OR IGNORE INTO messages (kind, ref, body) VALUES (?, ?, ?)", (ENROLLMENT, *extra)))
         statements.append(("INSERT INTO meta VALUES ('audit_cursor', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (records[-1].seq,)))
         self._write(statements)
-        return records
-
-    def put_enrollment(self, person_uid: str, message: str) -> None:
-        self._write([("INSERT OR IGNORE INTO messages (kind, ref, body) VALUES (?, ?, ?)", (ENROLLMENT, person_uid, message))])
+        return len(records)
 
     def pending(self, after_id: int, limit: int) -> list[OutboxRow]:
         with self._lock:
