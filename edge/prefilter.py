@@ -26,10 +26,16 @@ import numpy as np
 
 from edge.sqlite_ext import connect_with_extensions
 
-# Rows per scan block: 131,072 rows keep the temporaries (1 MB of xor, 128 KB of counts) near
-# the core. Measured against one xor / popcount / column-sum per block of all words at 8k-64k
-# rows: this word-by-word loop was faster in the index (1.6 vs 1.9 ms at 100k rows).
-SCAN_BLOCK = 131_072
+# Rows per scan block: 32,768 rows keep the xor temporary (256 KB) in the core's L2 cache.
+# Measured on one core at 100k rows × 512 bits: 0.74–0.82 ms against 0.99 ms with 131,072-row
+# blocks (a 1 MB temporary).
+SCAN_BLOCK = 32_768
+# Popcounts of up to this many 64-bit words are summed in uint8 (3 × 64 = 192 < 256) before one
+# widening add into the uint16 distances: uint8 adds move an eighth of the bytes of uint64 ones.
+_WORDS_PER_UINT8 = 3
+# The shortlist's cut-off distance is estimated from a strided sample in which about this many
+# rows fall under the cut-off: enough that twice the expected count rarely falls short.
+_SAMPLE_UNDER_CUTOFF = 64
 PREFILTERS = ("numpy", "sqlite-vec")
 
 
@@ -74,6 +80,26 @@ def nearest_by_histogram(distances: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([inside, tied])
 
 
+def nearest(distances: np.ndarray, size: int) -> np.ndarray:
+    """Exactly `nearest_by_histogram(distances, size)`, without a histogram of every row.
+
+    A strided sample's histogram gives a distance bound that, with a margin, lies at or above the
+    true cut-off; the rows within it (a few times `size`, in index order) hold every row the full
+    histogram would pick, so choosing among them gives the same rows. When the bound falls short
+    (an unlucky sample) the full histogram decides. 0.08 ms instead of 0.2–0.3 ms at 100k rows.
+    """
+    n, step = len(distances), size // _SAMPLE_UNDER_CUTOFF
+    if step < 4 or n <= 4 * size:
+        return nearest_by_histogram(distances, size)
+    sample = distances[::step]
+    # Twice the expected count of sample rows: the bound holds unless the sample is far off.
+    bound = int(np.searchsorted(np.cumsum(np.bincount(sample)), 2 * size * len(sample) // n))
+    candidates = np.flatnonzero(distances <= bound)
+    if len(candidates) < size:
+        return nearest_by_histogram(distances, size)
+    return candidates[nearest_by_histogram(distances[candidates], size)]
+
+
 class NumpyCodes:
     def __init__(self, words: int) -> None:
         self._codes = np.empty((words, 0), dtype=np.uint64)
@@ -100,20 +126,26 @@ class NumpyCodes:
         block = min(SCAN_BLOCK, max(n, 1))
         xor = np.empty(block, dtype=np.uint64)
         bits = np.empty(block, dtype=np.uint8)
+        group = np.empty(block, dtype=np.uint8)
         for start in range(0, n, block):
             stop = min(n, start + block)
-            x, c, acc = xor[: stop - start], bits[: stop - start], out[start:stop]
+            x, c, g, acc = xor[: stop - start], bits[: stop - start], group[: stop - start], out[start:stop]
             for w in range(words):
                 np.bitwise_xor(self._codes[w, start:stop], code[w], out=x)
-                np.bitwise_count(x, out=c)
-                if w == 0:
-                    acc[:] = c
+                if w % _WORDS_PER_UINT8 == 0:
+                    np.bitwise_count(x, out=g)
                 else:
-                    np.add(acc, c, out=acc)
+                    np.bitwise_count(x, out=c)
+                    np.add(g, c, out=g)
+                if w % _WORDS_PER_UINT8 == _WORDS_PER_UINT8 - 1 or w == words - 1:
+                    if w < _WORDS_PER_UINT8:
+                        np.copyto(acc, g)
+                    else:
+                        np.add(acc, g, out=acc)
         return out
 
     def shortlist(self, code: np.ndarray, size: int) -> np.ndarray:
-        return nearest_by_histogram(self.distances(code), size)
+        return nearest(self.distances(code), size)
 
     @property
     def nbytes(self) -> int:

@@ -108,13 +108,21 @@ class VectorIndex:
     # -- changes ------------------------------------------------------------------------------
 
     def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Replaces the content. `vectors` (n, dim) are normalised here; the input is not kept."""
+        """Replaces the content. `vectors` (n, dim) are normalised here; the input is not kept.
+        A bad input raises GalleryError and leaves the index as it was."""
         ids, vectors = self._checked(ids, vectors)
-        self._clear()
         if len(ids) > self.exact_max:
-            self._quantise(vectors)
+            codec = Int8Codec.fit(vectors, centre=self.centre, ids=ids)
+            int8, codes = self._encoded(codec, ids, vectors)
+            store = SqliteVecCodes(words_for(self.dim)) if self.prefilter == "sqlite-vec" else NumpyCodes(words_for(self.dim))
+            store.append(codes)
+            del codes
+            self._clear()
+            self._exact, self._codec, self._codes, self._int8 = None, codec, store, int8
         else:
-            self._exact = np.concatenate([np.empty((0, self.dim), np.float32), *normalised_blocks(vectors)])
+            exact = np.concatenate([np.empty((0, self.dim), np.float32), *normalised_blocks(vectors, ids=ids)])
+            self._clear()
+            self._exact = exact
         self._ids = ids.copy()
         self._n = len(ids)
 
@@ -126,13 +134,19 @@ class VectorIndex:
         if len(known):
             raise GalleryError(f"template ids already indexed: {known[:5].tolist()}")
         n, m = self._n, len(ids)
-        if self._exact is not None and n + m > self.exact_max:
-            self._quantise(np.concatenate([self._exact[:n], *normalised_blocks(vectors)]))
-        elif self._exact is not None:
+        if self._exact is not None:
+            rows = np.concatenate(list(normalised_blocks(vectors, ids=ids)))
+            if n + m > self.exact_max:
+                self.build(np.concatenate([self._ids[:n], ids]), np.concatenate([self._exact[:n], rows]))
+                return
             self._exact = grown(self._exact, n + m)
-            self._exact[n : n + m] = np.concatenate(list(normalised_blocks(vectors)))
+            self._exact[n : n + m] = rows
         else:
-            self._append_quantised(vectors, n)
+            assert self._codec is not None and self._codes is not None and self._int8 is not None
+            int8, codes = self._encoded(self._codec, ids, vectors)
+            self._int8 = grown(self._int8, n + m)
+            self._int8[n : n + m] = int8
+            self._codes.append(codes)
         self._ids = grown(self._ids, n + m)
         self._ids[n : n + m] = ids
         self._n = n + m
@@ -156,21 +170,13 @@ class VectorIndex:
             self._codes.truncate(keep)
         self._n = keep
 
-    def _quantise(self, vectors: np.ndarray) -> None:
-        """Switches to the two-stage regime holding `vectors` (all current rows)."""
-        self._codec = Int8Codec.fit(vectors, centre=self.centre)
-        self._codes = SqliteVecCodes(words_for(self.dim)) if self.prefilter == "sqlite-vec" else NumpyCodes(words_for(self.dim))
-        self._int8 = np.empty((0, self.dim), dtype=np.int8)
-        self._exact = None
-        self._append_quantised(vectors, 0)
-
-    def _append_quantised(self, vectors: np.ndarray, at: int) -> None:
-        assert self._codec is not None and self._codes is not None and self._int8 is not None
-        self._int8 = grown(self._int8, at + len(vectors))
-        for start, rows in zip(range(at, at + len(vectors), BLOCK_ROWS), normalised_blocks(vectors), strict=True):
-            int8, codes = self._codec.encode(rows)
-            self._int8[start : start + len(rows)] = int8
-            self._codes.append(codes)
+    def _encoded(self, codec: Int8Codec, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 rows, sign codes) of `vectors`, block by block into arrays allocated once."""
+        int8 = np.empty((len(vectors), self.dim), dtype=np.int8)
+        codes = np.empty((len(vectors), words_for(self.dim)), dtype=np.uint64)
+        for start, rows in zip(range(0, len(vectors), BLOCK_ROWS), normalised_blocks(vectors, ids=ids), strict=True):
+            codec.encode_into(rows, int8[start : start + len(rows)], codes[start : start + len(rows)])
+        return int8, codes
 
     # -- search -------------------------------------------------------------------------------
 
@@ -252,10 +258,7 @@ class VectorIndex:
             raise GalleryError(f"vectors have shape {vectors.shape}; this index holds {self.dim}-d vectors")
         if len(vectors) != len(ids):
             raise GalleryError(f"{len(ids)} template ids for {len(vectors)} vectors")
-        if len(np.unique(ids)) != len(ids):
+        # Ids loaded from the store come sorted: checking that costs 0.1 ms, np.unique 17 ms at 100k.
+        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]) and len(np.unique(ids)) != len(ids):
             raise GalleryError("template ids repeat within one call")
-        norms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0.0))
-        if len(bad):
-            raise GalleryError(f"template {int(ids[bad[0]])}: vector is zero or not finite")
         return ids.astype(np.int64), vectors
