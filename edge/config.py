@@ -102,7 +102,7 @@ class DecideConfig:
     # Most frames kept per track (the best by quality).
     max_frames: int = field(default=8, metadata=_range(1, 100))
     # Decide with the good frames there are this long after the first one (ms of source time).
-    max_wait_ms: float = field(default=300.0, metadata=_range(0.0, 60000.0))
+    max_wait_ms: float = field(default=100.0, metadata=_range(0.0, 60000.0))
     # Share of the track's frames whose own best match must be the fused match's person.
     min_vote: float = field(default=0.5, metadata=_range(0.0, 1.0))
     # Undecided tracks described (landmarks + embedding) per frame; the rest wait a frame.
@@ -165,6 +165,30 @@ class SyncConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LivenessConfig:
+    # Presentation-attack detection per track (docs/liveness.md); off = no track is ever `spoof`.
+    enabled: bool = True
+    # Passive CNN: "v1se" (MiniFASNetV1SE, 4.0x context), "v2" (MiniFASNetV2, 2.7x) or "both".
+    model: str = field(default="v1se", metadata=_choice("v1se", "v2", "both"))
+    precision: str = field(default="fp32", metadata=_choice("fp32", "int8"))
+    # Best-quality frames of a track the CNN runs on (cost: this many forward passes per model).
+    passive_frames: int = field(default=1, metadata=_range(1, 16))
+    # Fused score at or above which a track is live; used when target_apcer = 0.
+    threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    # > 0: the threshold for this attack-acceptance rate, read from `calibration`.
+    target_apcer: float = field(default=0.0, metadata=_range(0.0, 0.5))
+    # TOML written by `facegate eval liveness --calibrate FILE` on this camera's own recordings.
+    calibration: str = ""
+    # Active challenge: "none", or "turn_head" (the yaw over the track must span challenge_yaw_deg).
+    challenge: str = field(default="none", metadata=_choice("none", "turn_head"))
+    challenge_yaw_deg: float = field(default=20.0, metadata=_range(5.0, 90.0))
+
+    def __post_init__(self) -> None:
+        if self.target_apcer > 0.0 and not self.calibration:
+            raise ConfigError("liveness.calibration: required when liveness.target_apcer is set")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     models: ModelsConfig = ModelsConfig()
     detect: DetectConfig = DetectConfig()
@@ -177,6 +201,7 @@ class Config:
     decide: DecideConfig = DecideConfig()
     camera: tuple[CameraConfig, ...] = ()  # [[camera]] array of tables
     sync: SyncConfig = SyncConfig()
+    liveness: LivenessConfig = LivenessConfig()
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}

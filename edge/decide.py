@@ -42,6 +42,9 @@ class Decision:
     frames_used: int
     quality: float  # mean quality score of the frames used
     latency_ms: float  # from the capture of the track's first frame to this decision
+    # From the capture of the track's first frame that passed the quality gate (None: none
+    # did) to this decision: latency_ms minus the time the face was too far, turned or dark.
+    usable_latency_ms: float | None
     first_seen: float  # wall-clock capture time of the track's first frame
     source_t: float  # the track's first frame on the source clock (position in a file)
     box: tuple[float, float, float, float]
@@ -61,6 +64,7 @@ class Decision:
             "frames_used": self.frames_used,
             "quality": round(self.quality, 3),
             "latency_ms": round(self.latency_ms, 1),
+            "usable_latency_ms": None if self.usable_latency_ms is None else round(self.usable_latency_ms, 1),
             "first_seen": round(self.first_seen, 3),
             "source_t": round(self.source_t, 3),
             "box": [round(v, 1) for v in self.box],
@@ -82,6 +86,7 @@ class Evidence:
     def __init__(self, liveness: Any | None) -> None:
         self.samples: list[Sample] = []
         self.first_ok_t: float | None = None  # source time of the first gate-passing frame
+        self.first_ok_mono: float | None = None  # and its monotonic capture time
         self.liveness = liveness  # a TrackLiveness, or None when liveness is off
         self.seen = 0
 
@@ -89,14 +94,14 @@ class Evidence:
     def n_ok(self) -> int:
         return sum(s.ok for s in self.samples)
 
-    def add(self, face: Face, image: np.ndarray, t: float, keep: int) -> None:
+    def add(self, face: Face, image: np.ndarray, t: float, mono: float, keep: int) -> None:
         self.seen += 1
         if self.liveness is not None:
             self.liveness.add(image, face, t)
         if face.embedding is None:
             return
         if face.quality.ok and self.first_ok_t is None:
-            self.first_ok_t = t
+            self.first_ok_t, self.first_ok_mono = t, mono
         self.samples.append(Sample(face.embedding, face.quality.score, face.quality.ok))
         # Keep the best frames only: gate-passing first, then by quality score.
         self.samples.sort(key=lambda s: (s.ok, s.quality), reverse=True)
@@ -145,11 +150,11 @@ class Decider:
     def wants(self, track: Track) -> bool:
         return track.track_id not in self.decided
 
-    def observe(self, track: Track, face: Face, image: np.ndarray, t: float) -> None:
+    def observe(self, track: Track, face: Face, image: np.ndarray, t: float, mono: float) -> None:
         ev = self.evidence.get(track.track_id)
         if ev is None:
             ev = self.evidence[track.track_id] = Evidence(self.liveness.new_track() if self.liveness else None)
-        ev.add(face, image, t, self.cfg.max_frames)
+        ev.add(face, image, t, mono, self.cfg.max_frames)
 
     def due(self, track: Track, t: float) -> bool:
         ev = self.evidence.get(track.track_id)
@@ -191,6 +196,7 @@ class Decider:
             frames_used=len(samples),
             quality=float(np.mean([s.quality for s in samples])) if samples else 0.0,
             latency_ms=(now_mono - track.first_mono) * 1000.0,
+            usable_latency_ms=None if ev.first_ok_mono is None else (now_mono - ev.first_ok_mono) * 1000.0,
             first_seen=track.first_ts,
             source_t=track.first_t,
             box=track.box,

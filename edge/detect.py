@@ -157,6 +157,10 @@ class FaceDetector:
             return detections
         return [self._refine(image, d) if self._is_small(image, d) else d for d in detections]
 
+    def refined(self, image: np.ndarray, det: Detection) -> Detection:
+        """The zoomed second pass for one detection, when it is small and refinement is on."""
+        return self._refine(image, det) if self.refine_small and self._is_small(image, det) else det
+
     def _is_small(self, image: np.ndarray, det: Detection) -> bool:
         """True when the face spans less than REFINE_BELOW of the model input after letterboxing."""
         return max(det.width, det.height) / max(image.shape[:2]) < REFINE_BELOW

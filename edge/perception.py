@@ -90,8 +90,8 @@ class Perception:
     def detect(self, image: np.ndarray, refine: bool | None = None) -> list[Detection]:
         """Detections, largest first, at most `[detect] max_faces`.
 
-        `refine=False` skips the zoomed second pass for small faces: video tracking does not
-        need its tighter keypoints when FaceMesh re-fits the box of the faces it describes.
+        `refine=False` skips the zoomed second pass for small faces: the video runtime tracks
+        every face but refines (`refined`) only those it is about to describe.
         """
         t = time.perf_counter()
         detections = self.detector(image, refine)
@@ -99,6 +99,14 @@ class Perception:
         detections = detections[: self.cfg.detect.max_faces]
         self._timed("detect", t)
         return detections
+
+    def refined(self, image: np.ndarray, det: Detection) -> Detection:
+        """A small face re-detected on a zoomed crop (`[detect] refine_small`): FaceMesh fails on
+        far more loose boxes without it (crowd clip: 112 vs 49 of 310 faces unconfirmed)."""
+        t = time.perf_counter()
+        out = self.detector.refined(image, det)
+        self._timed("refine", t)
+        return out
 
     def describe(self, image: np.ndarray, det: Detection) -> Face:
         """Landmarks, aligned chip and quality for one detection (no embedding yet)."""

@@ -51,6 +51,7 @@ class RunSummary:
     faces: int
     decisions: dict[str, int]
     latency_ms: list[float]
+    usable_latency_ms: list[float]  # from the first gate-passing frame (tracks that had one)
     stages_ms: dict[str, float]  # mean per call
     cameras: dict[str, dict[str, object]]
 
@@ -59,18 +60,23 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         return {
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 2),
             "faces": self.faces,
             "decisions": self.decisions,
-            "decision_latency_ms_p50": None if not self.latency_ms else round(float(np.percentile(lat, 50)), 1),
-            "decision_latency_ms_p95": None if not self.latency_ms else round(float(np.percentile(lat, 95)), 1),
+            "decision_latency_ms_p50": _percentile(self.latency_ms, 50),
+            "decision_latency_ms_p95": _percentile(self.latency_ms, 95),
+            "usable_latency_ms_p50": _percentile(self.usable_latency_ms, 50),
+            "usable_latency_ms_p95": _percentile(self.usable_latency_ms, 95),
             "stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
             "cameras": self.cameras,
         }
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
 
 
 def model_versions(perception: Perception, cfg: Config) -> dict[str, str]:
@@ -107,7 +113,7 @@ class Pipeline:
         self.states: dict[str, CameraState] = {}
         self.annotator = Annotator(annotate, [c.name for c in cameras]) if annotate else None
         self.timings_ms: dict[str, list[float]] = defaultdict(list)
-        self.latencies: list[float] = []
+        self.decisions: list[Decision] = []
         self.counts: Counter[str] = Counter()
         self.faces = 0
         self.stop_event = threading.Event()
@@ -127,7 +133,7 @@ class Pipeline:
         if state.scene_cut(image):
             ended += state.tracker.reset()
         if state.frames % self.cfg.track.detect_every == 0:
-            detections = p.detect(image, refine=None if p.mesh is None else False)
+            detections = p.detect(image, refine=False)
             self.faces += len(detections)
             started = time.perf_counter()
             ended += state.tracker.update(detections, t, frame.mono, frame.ts)
@@ -144,10 +150,10 @@ class Pipeline:
         pending = [tr for tr in state.tracker.tracks if tr.detection is not None and state.decider.wants(tr)]
         pending.sort(key=lambda tr: (tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]), reverse=True)
         pending = pending[: self.cfg.decide.max_tracks_per_frame]
-        faces = p.embed([p.describe(image, tr.detection) for tr in pending])  # type: ignore[arg-type]
+        faces = p.embed([p.describe(image, p.refined(image, tr.detection)) for tr in pending])  # type: ignore[arg-type]
         started = time.perf_counter()
         for tr, face in zip(pending, faces, strict=True):
-            state.decider.observe(tr, face, image, t)
+            state.decider.observe(tr, face, image, t, frame.mono)
         self._time("liveness", started)
         decisions += [self._decide(state, tr) for tr in state.tracker.tracks if state.decider.due(tr, t)]
         if self.annotator is not None:
@@ -159,7 +165,7 @@ class Pipeline:
         decision = state.decider.decide(track)
         self._time("match", started)
         state.labels[track.track_id] = decision
-        self.latencies.append(decision.latency_ms)
+        self.decisions.append(decision)
         self.counts[decision.decision] += 1
         self.sink(decision)
         return decision
@@ -206,7 +212,8 @@ class Pipeline:
             seconds=seconds,
             faces=self.faces,
             decisions=dict(self.counts),
-            latency_ms=list(self.latencies),
+            latency_ms=[d.latency_ms for d in self.decisions],
+            usable_latency_ms=[d.usable_latency_ms for d in self.decisions if d.usable_latency_ms is not None],
             stages_ms={k: float(np.mean(v)) for k, v in stages.items() if v},
             cameras={name: s.reader.stats.to_dict() for name, s in self.states.items()},
         )
