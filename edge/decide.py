@@ -167,7 +167,8 @@ class Decider:
         waited = (t - ev.first_ok_t) * 1000.0 >= self.cfg.max_wait_ms
         return ev.n_ok >= self.cfg.min_frames or waited
 
-    def decide(self, track: Track) -> Decision:
+    def decide(self, track: Track) -> tuple[Decision, list[Sample]]:
+        """The track's decision and the samples it was made on (for a kiosk's enroll-on-consent)."""
         self.decided.add(track.track_id)
         ev = self.evidence.pop(track.track_id, None) or Evidence(None)
         samples = ev.used()
@@ -184,7 +185,7 @@ class Decider:
                 person = person if outcome != "unknown" else None
         if live is not None and not live.live:
             outcome, person, reason = "spoof", None, "liveness"
-        return Decision(
+        decision = Decision(
             ts=time.time(),
             camera=self.camera.name,
             track_id=track.track_id,
@@ -203,6 +204,7 @@ class Decider:
             models=self.models,
             liveness=_liveness_dict(live),
         )
+        return decision, samples
 
     def forget(self, track: Track) -> None:
         """The track ended; its id will not come back."""

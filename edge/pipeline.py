@@ -22,7 +22,7 @@ import numpy as np
 from edge.annotate import Annotator
 from edge.capture import CameraReader, Frame
 from edge.config import CameraConfig, Config
-from edge.decide import Decider, Decision
+from edge.decide import Decider, Decision, Sample
 from edge.gallery import Gallery
 from edge.perception import Perception, detector_model_name, embedder_model_name
 from edge.track import SceneCut, Track, Tracker
@@ -90,6 +90,29 @@ def model_versions(perception: Perception, cfg: Config) -> dict[str, str]:
     return out
 
 
+class Observer:
+    """Hooks for outputs (ZeroMQ, relays), metrics and the systemd watchdog.
+
+    Subclass and override what you need; every hook runs on the inference thread, so it must
+    be quick (hand slow work to a thread of your own). Register with `pipeline.observers`.
+    """
+
+    def on_start(self, pipeline: Pipeline) -> None:
+        """Models and gallery are loaded and the cameras are opening (systemd READY=1)."""
+
+    def on_frame(self, state: CameraState, frame: Frame, seconds: float) -> None:
+        """A frame was processed in `seconds`; `state.tracker.tracks` and `state.labels` are current."""
+
+    def on_decision(self, decision: Decision, samples: list[Sample]) -> None:
+        """A track was decided; `samples` are the embeddings (and qualities) it was decided on."""
+
+    def on_tick(self) -> None:
+        """Every turn of the main loop, frame or not (a wedged loop stops calling it)."""
+
+    def on_stop(self, summary: RunSummary) -> None:
+        """The run ended (stop signal, end of files, --max-seconds)."""
+
+
 class Pipeline:
     def __init__(
         self,
@@ -119,6 +142,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.reloader: Callable[[], tuple[Config, Gallery]] | None = None
+        self.observers: list[Observer] = []
 
     # -- per frame ---------------------------------------------------------------------------
 
@@ -162,12 +186,14 @@ class Pipeline:
 
     def _decide(self, state: CameraState, track: Track) -> Decision:
         started = time.perf_counter()
-        decision = state.decider.decide(track)
+        decision, samples = state.decider.decide(track)
         self._time("match", started)
         state.labels[track.track_id] = decision
         self.decisions.append(decision)
         self.counts[decision.decision] += 1
         self.sink(decision)
+        for observer in self.observers:
+            observer.on_decision(decision, samples)
         return decision
 
     def _time(self, stage: str, started: float) -> None:
@@ -179,6 +205,8 @@ class Pipeline:
         started = time.monotonic()
         readers = [CameraReader(cam, realtime=self.realtime).start() for cam in self.cameras]
         self.states = {r.cam.name: self._state(r.cam, r) for r in readers}
+        for observer in self.observers:
+            observer.on_start(self)
         poll = MULTI_CAMERA_POLL_S if len(readers) > 1 else 0.1
         try:
             while not self.stop_event.is_set():
@@ -187,7 +215,12 @@ class Pipeline:
                 for state in self.states.values():
                     frame = state.reader.get(poll)
                     if frame is not None:
+                        began = time.perf_counter()
                         self.process(state, frame)
+                        for observer in self.observers:
+                            observer.on_frame(state, frame, time.perf_counter() - began)
+                for observer in self.observers:
+                    observer.on_tick()
                 if all(s.reader.done for s in self.states.values()):
                     break
                 if max_seconds is not None and time.monotonic() - started >= max_seconds:
@@ -202,7 +235,10 @@ class Pipeline:
                 state.reader.stop()
             if self.annotator is not None:
                 self.annotator.close()
-        return self.summary(time.monotonic() - started)
+        summary = self.summary(time.monotonic() - started)
+        for observer in self.observers:
+            observer.on_stop(summary)
+        return summary
 
     def summary(self, seconds: float) -> RunSummary:
         stages = dict(self.perception.timings_ms)

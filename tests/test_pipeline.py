@@ -139,3 +139,46 @@ def test_decision_waits_for_min_frames_of_good_quality(shared_data: Path, percep
     # A track counts from its second detection (`[track] min_hits`), so never fewer than that.
     assert d.frames_used == max(min_frames, cfg.track.min_hits)
     gallery.close()
+
+
+def test_observers_see_every_frame_decision_and_tick(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
+    from edge.pipeline import Observer
+
+    class Counting(Observer):
+        def __init__(self) -> None:
+            self.calls: dict[str, int] = {}
+            self.samples: list[int] = []
+
+        def _count(self, name: str) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+        def on_start(self, pipeline) -> None:
+            self._count("start")
+
+        def on_frame(self, state, frame, seconds) -> None:
+            assert seconds > 0 and state.cam.name == frame.camera
+            self._count("frame")
+
+        def on_decision(self, decision, samples) -> None:
+            self.samples.append(len(samples))
+            assert decision.frames_used == len(samples)
+            self._count("decision")
+
+        def on_tick(self) -> None:
+            self._count("tick")
+
+        def on_stop(self, summary) -> None:
+            self._count("stop")
+
+    gallery = new_gallery(tmp_path / "g", perception)
+    decisions: list[Decision] = []
+    pipeline = Pipeline(perception.cfg, gallery, [CameraConfig(source=str(shared_data / "videos" / "apfol_real2.webm"))], decisions.append, perception=perception)
+    counting = Counting()
+    pipeline.observers.append(counting)
+    summary = pipeline.run(max_seconds=120)
+    c = counting.calls
+    assert c["start"] == 1 and c["stop"] == 1
+    assert c["frame"] == summary.frames == 214
+    assert c["tick"] >= c["frame"]
+    assert c["decision"] == len(decisions) == 1 and counting.samples == [3]
+    gallery.close()
