@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(models/thresholds.toml is what [match] target_fmr reads)",
     )
     p.set_defaults(func=cmd_eval_lfw)
+    from edge.cli_liveness import add_eval_command
+    add_eval_command(ev, _config)
 
     from edge.cli_gallery import add_commands
 

@@ -39,3 +39,7 @@ class AuditError(FacegateError):
 
 class ProtocolError(FacegateError):
     """An MQTT sync message is malformed, unsigned, replayed or otherwise refused (see sync.protocol)."""
+
+
+class LabelsError(FacegateError):
+    """A labelled-data CSV is missing, malformed, or names files that cannot be found."""

@@ -34,6 +34,11 @@ EDGEFACE_SHA256 = {
     "edgeface_xs.onnx": "f24a4e221c528804093b049940a2f95a83dc7288e1175d49671391f8fef98ebc",
     "edgeface_xxs.onnx": "92cf8b4ed2bca80115f6c7fea01d5d0048a718db6bda7342806092a95eefc385",
 }
+# The committed MiniFASNet conversions (models/convert_minifasnet.py), Apache-2.0.
+MINIFASNET_SHA256 = {
+    "minifasnet_v2.onnx": "b686f56864fb7fedb4a40a3a355076ddc4e0fc7e1a4793ca776c60f7aa01c9bc",
+    "minifasnet_v1se.onnx": "9df8c15175828c3f7a2217d4031d5e40b7e9371034d9c4a4630c174ac3f01cef",
+}
 APACHE = "Apache-2.0"
 
 
@@ -136,13 +141,41 @@ def _steps() -> list[Step]:
         name = f"edgeface_{variant}"
         steps.append(Step(f"{name}_int8", f"{name}_int8.onnx", "embedder", "int8", "BSD-3-Clause", "4", _built(f"{name}.onnx"), _quantizer(name)))
     steps.append(Step("dlib_resnet_int8", "dlib_resnet_int8.onnx", "embedder", "int8", "CC0-1.0", "3", _built("dlib_resnet_fp32.onnx"), _quantizer("dlib_resnet")))
+    steps.extend(_liveness_steps())
     return steps
 
 
+def _liveness_steps() -> list[Step]:
+    """MiniFASNet passive liveness: committed fp32 ONNX, int8 built here (models/quantize_liveness.py)."""
+    steps = []
+    for variant in ("v2", "v1se"):
+        file = f"minifasnet_{variant}.onnx"
+        source = _committed(file, "Silent-Face-Anti-Spoofing (minivision-ai) via models/convert_minifasnet.py")
+        steps.append(Step(f"minifasnet_{variant}_fp32", file, "liveness", "fp32", APACHE, "1", source, _verify_committed))
+        steps.append(Step(f"minifasnet_{variant}_int8", f"minifasnet_{variant}_int8.onnx", "liveness", "int8", APACHE, "1", _built(file), _liveness_quantizer(variant)))
+    return steps
+
+
+def _committed(file: str, description: str) -> Callable[[Path], tuple[Path, str]]:
+    def source(_models_dir: Path) -> tuple[Path, str]:
+        return REPO / "models" / file, f"{description}: {file}"
+
+    return source
+
+
+def _liveness_quantizer(variant: str) -> Callable[[Path, Path, Path], None]:
+    def make(src: Path, out: Path, models_dir: Path) -> None:
+        from models.quantize_liveness import quantize_liveness
+
+        quantize_liveness(variant, src, out, models_dir, CALIBRATION_DIR)
+
+    return make
+
+
 def _verify_committed(src: Path, out: Path, _models_dir: Path) -> None:
-    actual, expected = sha256_file(src), EDGEFACE_SHA256[src.name]
+    actual, expected = sha256_file(src), {**EDGEFACE_SHA256, **MINIFASNET_SHA256}[src.name]
     if actual != expected:
-        raise ModelError(f"{src}: sha256 {actual} is not the committed EdgeFace conversion ({expected})")
+        raise ModelError(f"{src}: sha256 {actual} is not the committed conversion ({expected})")
     shutil.copyfile(src, out)
 
 

@@ -1,0 +1,110 @@
+"""Liveness cost per decided track, on one core; prints ONE JSON object.
+
+Frames of the labelled videos in ../shared/data/videos go through the perception core once
+(not timed); then tracks of `--track-frames` consecutive frames are replayed through
+TrackLiveness: every `add()` and the final `result()` are timed, i.e. everything liveness adds
+to a track's decision (context crops, landmark geometry, the CNN on the selected frames, pixel
+cues, fusion). Runs pinned to one CPU with one ONNX Runtime thread.
+
+    .venv/bin/python bench/liveness.py [--track-frames 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.config import Config, ModelsConfig  # noqa: E402
+from edge.liveness import Liveness  # noqa: E402
+from edge.perception import Face, Perception  # noqa: E402
+
+VIDEOS = REPO.parent / "shared" / "data" / "videos"
+CLIPS = ("apfol_real2.webm", "apfol_fake2.webm")
+VARIANTS = (
+    ("v1se", "fp32", 1),
+    ("v1se", "int8", 1),
+    ("v1se", "fp32", 2),
+    ("v1se", "int8", 2),
+    ("both", "fp32", 1),
+)
+
+
+def frames_with_faces(perception: Perception, path: Path, limit: int) -> list[tuple[np.ndarray, Face]]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while len(out) < limit:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        faces = perception.faces(rgb, embed=False)
+        if faces:
+            out.append((rgb, faces[0]))
+    cap.release()
+    return out
+
+
+def per_track_ms(
+    liveness: Liveness, frames: list[tuple[np.ndarray, Face]], n: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """(wall ms, CPU ms) per track. CPU time leaves out time the process waited for the core,
+    which on a shared machine is most of the wall-time spread."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        for start in range(0, len(frames) - n + 1, n):
+            track = liveness.new_track()
+            t0, c0 = time.perf_counter(), time.process_time()
+            for k, (rgb, face) in enumerate(frames[start : start + n]):
+                track.add(rgb, face, k / 30.0)
+            track.result()
+            wall.append((time.perf_counter() - t0) * 1000.0)
+            cpu.append((time.process_time() - c0) * 1000.0)
+    return wall, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--track-frames", type=int, default=10, help="frames per track before it is decided")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=120, help="frames read from each clip")
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cfg = replace(Config(), models=ModelsConfig(threads=1))
+    perception = Perception(cfg, with_embedder=False)
+    frames = [f for clip in CLIPS for f in frames_with_faces(perception, VIDEOS / clip, args.frames)]
+    result: dict[str, object] = {
+        "track_frames": args.track_frames,
+        "frames": len(frames),
+        "cpu": "1 core (sched_setaffinity), onnxruntime intra_op_num_threads=1",
+    }
+    variants = {}
+    for model, precision, k in VARIANTS:
+        lv = replace(cfg.liveness, model=model, precision=precision, passive_frames=k)
+        liveness = Liveness(replace(cfg, liveness=lv), perception.store)
+        per_track_ms(liveness, frames[: args.track_frames * 2], args.track_frames, 1)  # warm-up
+        wall, cpu = per_track_ms(liveness, frames, args.track_frames, args.repeats)
+        variants[f"{model}_{precision}_k{k}"] = {
+            "cpu_ms_per_track_p50": round(float(np.median(cpu)), 2),
+            "cpu_ms_per_track_p95": round(float(np.percentile(cpu, 95)), 2),
+            "wall_ms_per_track_p50": round(float(np.median(wall)), 2),
+            "wall_ms_per_track_p95": round(float(np.percentile(wall, 95)), 2),
+            "tracks": len(wall),
+        }
+    result["variants"] = variants
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Liveness cues besides the CNN: each a score in 0..1 where 0.5 means "no evidence".
+
+A cue only moves the fused score when it has seen something: a cue that cannot observe its
+phenomenon (too few frames, no motion, eyes not visible) answers exactly 0.5, whose log-odds
+are 0 and leave the fusion unchanged. Most cues can only argue one way, because absence of
+the phenomenon proves nothing (a matte print has no glare; a live person need not blink within
+a second):
+
+- `blink` (multi-frame, FaceMesh, >= 0.5): the eye aspect ratio (lid gap / eye width, both
+  eyes) falls below BLINK_DROP of the track's open-eye level and comes back. A photo cannot
+  blink; a replayed video can, so this is weak live evidence.
+- `planar` (multi-frame, FaceMesh, <= 0.5): a photo or a screen moves as a plane, so the mesh
+  points of two frames are related by one homography up to landmark noise, while a real head
+  that turns shows parallax (nose against cheeks) no homography explains. Evidence only once the
+  face moved enough for parallax to show; a replayed *video* of a turning head is not planar
+  in its landmarks, so this catches photos and still images on screens, not video replays.
+- `glare` (single frame, pixels, <= 0.5): share of near-white, unsaturated pixels in the face
+  region beyond what skin highlights cover — specular reflection off glass or glossy paper
+  spreads over large areas; skin scatters most light diffusely.
+- `moire` (single frame, pixels, <= 0.5): the strongest narrow peak of the face region's
+  high-frequency spectrum against that band's median — the screen's pixel grid beating
+  against the camera's sensor grid leaves periodic patterns; skin texture is broadband.
+- challenge `turn_head` (active, FaceMesh): the yaw over the track spans at least the
+  configured angle. Not a score: a pass/fail state the result reports.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from edge import landmarks as lm
+
+# FaceMesh eye contours: outer corner, two upper lid points, inner corner, two lower lid points.
+RIGHT_EYE = (33, 160, 158, 133, 153, 144)
+LEFT_EYE = (263, 387, 385, 362, 380, 373)
+BLINK_DROP = 0.65  # closed-eye EAR relative to the open level (open ≈ 0.25-0.30, closed < 0.15)
+BLINK_SCORE = 0.75  # weak: replays blink too
+MIN_FRAMES = 4
+# Parallax needs motion: pairs whose mean landmark displacement is below this share of the
+# inter-ocular distance are not informative (landmark noise ~0.01 would dominate).
+PLANAR_MIN_MOTION = 0.08
+# Mean homography residual, in inter-ocular distances, that a turning head exceeds and a plane
+# (with FaceMesh noise) stays under; residual far below it is planar evidence.
+PLANAR_RESIDUAL = 0.02
+# Near-white, unsaturated: HSV value >= GLARE_V, saturation <= GLARE_S (0..255).
+GLARE_V, GLARE_S = 235, 40
+# Skin under strong light (stage spots, sweat) shows small specular spots: up to ~2.5 % of the
+# face region measured on live stage footage. Only glare beyond this allowance is evidence; a
+# reflection off a screen or glossy print typically covers 5-25 %.
+GLARE_ALLOWANCE = 0.03
+GLARE_SCALE = 0.03  # glare beyond the allowance at which the score falls to e^-1 of neutral
+SPECTRUM_SIZE = 128
+# log(peak / median) of the high band that broadband texture stays under: live faces measured
+# up to 7.9 (webcam, stage footage); a windowed 128² spectrum of noise alone gives ~3.
+MOIRE_PEAK = 8.5
+MOIRE_SCALE = 0.5
+_NOSE_DEPTH = 0.95  # nose tip in front of the eye plane, in half inter-ocular distances
+
+
+def _eye_ratio(points: np.ndarray, idx: tuple[int, ...]) -> float:
+    outer, up1, up2, inner, lo2, lo1 = (points[i, :2] for i in idx)
+    width = float(np.linalg.norm(outer - inner))
+    gap = float(np.linalg.norm(up1 - lo1) + np.linalg.norm(up2 - lo2)) / 2.0
+    return gap / max(width, 1e-6)
+
+
+def eye_aspect_ratio(points: np.ndarray) -> float:
+    """Mean eye aspect ratio of both eyes from FaceMesh points (~0.28 open, < 0.15 closed)."""
+    return (_eye_ratio(points, RIGHT_EYE) + _eye_ratio(points, LEFT_EYE)) / 2.0
+
+
+def eye_distance(points: np.ndarray) -> float:
+    return float(np.linalg.norm(points[lm.RIGHT_EYE_OUTER, :2] - points[lm.LEFT_EYE_OUTER, :2]))
+
+
+def yaw_deg(points: np.ndarray) -> float:
+    """Head yaw from the nose tip's offset from the eye midpoint (signed, degrees)."""
+    right, left = points[lm.RIGHT_EYE_OUTER, :2], points[lm.LEFT_EYE_OUTER, :2]
+    axis = left - right
+    half = max(float(np.linalg.norm(axis)) / 2.0, 1e-6)
+    offset = float(np.dot(points[lm.NOSE_TIP, :2] - (left + right) / 2.0, axis / (2 * half))) / half
+    return math.degrees(math.atan2(offset, _NOSE_DEPTH))
+
+
+def blink_score(ears: list[float]) -> float:
+    if len(ears) < MIN_FRAMES:
+        return 0.5
+    values = np.asarray(ears)
+    open_level = float(np.percentile(values, 80))
+    closed = values < BLINK_DROP * open_level
+    # A blink is a closed run with open frames on both sides (not a track that starts closed).
+    idx = np.flatnonzero(closed)
+    if idx.size and idx[0] > 0 and idx[-1] < len(values) - 1:
+        return BLINK_SCORE
+    return 0.5
+
+
+def _normalise(pts: np.ndarray) -> np.ndarray:
+    """Hartley normalisation: centroid at 0, mean distance sqrt(2) (conditions the DLT)."""
+    c = pts.mean(axis=0)
+    s = math.sqrt(2.0) / max(float(np.linalg.norm(pts - c, axis=1).mean()), 1e-9)
+    return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
+
+
+def homography_residual(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean distance between `b` and `a` mapped by the least-squares homography a -> b."""
+    ta, tb = _normalise(a), _normalise(b)
+    ah = np.c_[a, np.ones(len(a))] @ ta.T
+    bh = np.c_[b, np.ones(len(b))] @ tb.T
+    rows = np.zeros((2 * len(a), 9))
+    rows[0::2, 0:3] = ah
+    rows[0::2, 6:9] = -bh[:, 0:1] * ah
+    rows[1::2, 3:6] = ah
+    rows[1::2, 6:9] = -bh[:, 1:2] * ah
+    _, _, vt = np.linalg.svd(rows, full_matrices=False)
+    h = np.linalg.inv(tb) @ vt[-1].reshape(3, 3) @ ta
+    mapped = np.c_[a, np.ones(len(a))] @ h.T
+    mapped = mapped[:, :2] / np.where(np.abs(mapped[:, 2:3]) < 1e-12, 1e-12, mapped[:, 2:3])
+    return float(np.linalg.norm(mapped - b, axis=1).mean())
+
+
+def planar_score(residuals: list[float]) -> float:
+    """Score from homography residuals (inter-ocular distances) of frame pairs that moved enough.
+
+    At or above the turning-head level: no evidence (0.5); falling quadratically towards 0 for a
+    residual of 0, which only a rigid plane gives.
+    """
+    if not residuals:
+        return 0.5
+    r = float(np.median(residuals))
+    return 0.5 * min(1.0, r / PLANAR_RESIDUAL) ** 2
+
+
+def face_region(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The detection box (inner 80 %, away from hair and background), clamped to the image."""
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = box
+    mx, my = 0.1 * (x2 - x1), 0.1 * (y2 - y1)
+    l, t = max(int(x1 + mx), 0), max(int(y1 + my), 0)
+    r, b = min(int(x2 - mx), w), min(int(y2 - my), h)
+    return rgb[t : max(b, t + 1), l : max(r, l + 1)]
+
+
+def glare_score(region_rgb: np.ndarray) -> tuple[float, float]:
+    """(score, share of specular pixels) for an RGB face region."""
+    hsv = cv2.cvtColor(region_rgb, cv2.COLOR_RGB2HSV)
+    share = float(((hsv[..., 2] >= GLARE_V) & (hsv[..., 1] <= GLARE_S)).mean())
+    return 0.5 * math.exp(-max(0.0, share - GLARE_ALLOWANCE) / GLARE_SCALE), share
+
+
+_WINDOW = np.outer(np.hanning(SPECTRUM_SIZE), np.hanning(SPECTRUM_SIZE)).astype(np.float32)
+_f = np.fft.fftfreq(SPECTRUM_SIZE) * 2.0  # cycles per pixel / Nyquist, in cv2.dft's (unshifted) layout
+_RADIUS = np.sqrt(_f[None, :] ** 2 + _f[:, None] ** 2)
+_HIGH_BAND = (_RADIUS > 0.25) & (_RADIUS < 0.9)
+
+
+def moire_score(region_rgb: np.ndarray) -> tuple[float, float]:
+    """(score, log peak-to-median of the high band) for an RGB face region."""
+    grey = cv2.cvtColor(region_rgb, cv2.COLOR_RGB2GRAY)
+    # INTER_AREA: downscaling must not alias on its own and invent a peak.
+    grey = cv2.resize(grey, (SPECTRUM_SIZE, SPECTRUM_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    grey -= grey.mean()
+    spectrum = cv2.dft(grey * _WINDOW, flags=cv2.DFT_COMPLEX_OUTPUT)  # ~4x faster than np.fft here
+    power = spectrum[..., 0] ** 2 + spectrum[..., 1] ** 2
+    band = power[_HIGH_BAND]
+    peak = math.log(float(band.max()) / max(float(np.median(band)), 1e-9))
+    excess = max(0.0, peak - MOIRE_PEAK)
+    return 0.5 * math.exp(-excess / MOIRE_SCALE), peak
