@@ -43,3 +43,7 @@ class ProtocolError(FacegateError):
 
 class LabelsError(FacegateError):
     """A labelled-data CSV is missing, malformed, or names files that cannot be found."""
+
+
+class OutputError(FacegateError):
+    """A door output (GPIO line, Wiegand, OSDP port, ZeroMQ endpoint) cannot be opened or driven."""
