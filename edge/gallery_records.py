@@ -216,8 +216,8 @@ def decrypt_templates(
     except (InvalidTag, ValueError, IndexError) as exc:  # ValueError: a blob or key of another length
         what = f"person {person_id} key" if current == -1 else f"template {template_id} (person {person_id})"
         raise GalleryError(f"{where}: {what} fails authentication: it was altered, truncated, or copied from another record; {remedy}") from exc
-    if len(ids) != n:
-        raise GalleryError(f"{where}: {len(ids)} templates read where {n} were counted; the gallery changed during the read")
+    if len(ids) != n:  # the join drops templates whose person row is missing (one read snapshot: nothing else)
+        raise GalleryError(f"{where}: {n - len(ids)} templates refer to persons that do not exist; run an integrity check")
     return np.array(ids, dtype=np.int64), np.array(person_ids, dtype=np.int64), flat[: n * dim].reshape(n, dim)
 
 

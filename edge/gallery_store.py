@@ -256,7 +256,8 @@ class GalleryStore:
         """(template ids int64, person ids int64, vectors float32 (n, dim)) of `model`, id order.
 
         The open-time hot path: rows stream from one read snapshot, each decrypted straight into
-        the result with `decrypt_into`; each person key is unwrapped once. A record that fails
+        the result with `decrypt_into`; a person key is unwrapped once per run of that person's
+        templates (once per person unless enrollments interleaved). A record that fails
         authentication raises GalleryError naming the template and person: a tampered gallery is
         not loaded in part (`integrity_check` lists every bad record).
         """

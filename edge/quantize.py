@@ -7,8 +7,8 @@ shortlist of 50): dlib's 128-d embeddings, whose mean vector has norm 0.91, keep
 probes raw and 99 % centred; EdgeFace-XXS (mean norm 0.12) keeps it for 99.9 % either way.
 
 The int8 rows use one scale per dimension (the largest centred magnitude seen at fit time over
-127), so a similarity is `(q * scale) · row + q · mean` with a float32 query: one matrix-vector
-product, no dequantised copy of the gallery.
+127), so a similarity is `(q * scale) · row + q · mean`: one matrix-vector product, no
+dequantised copy of the gallery (`EncodedQuery`).
 """
 
 from __future__ import annotations
@@ -63,6 +63,25 @@ def normalised_blocks(vectors: np.ndarray, block: int = BLOCK_ROWS, ids: np.ndar
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class EncodedQuery:
+    """A unit query against int8 rows: row r scores `(r · weights) * step + offset`.
+
+    The weights are the query scaled per dimension, quantised to int16 (measured: at most 7e-6
+    of a cosine at 512-d, 1e-5 at 64-d, against the int8 rows' own 5e-4): integer products
+    summed in int32 skip the float32 copy of the shortlisted rows that a float product needs
+    (0.42 vs 0.50 ms for 1,000 rows).
+    """
+
+    weights: np.ndarray  # (dim,) int16
+    step: float
+    offset: float
+    code: np.ndarray  # (words,) uint64 sign code of the centred query
+
+    def scores(self, int8_rows: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,j->i", int8_rows, self.weights, dtype=np.int32) * self.step + self.offset
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Int8Codec:
     """`row ≈ int8 * scale + mean` per dimension; sign codes are the signs of `row - mean`."""
 
@@ -107,11 +126,18 @@ class Int8Codec:
         np.clip(centred, -127, 127, out=centred)
         np.copyto(int8_out, centred, casting="unsafe")
 
-    def query(self, unit_query: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-        """(weights, offset, sign code): similarity of a row is `row_int8 · weights + offset`."""
-        weights = (unit_query * self.scale).astype(np.float32)
-        offset = float(unit_query @ self.mean)
-        return weights, offset, sign_codes((unit_query - self.mean)[None, :])[0]
+    def query(self, unit_query: np.ndarray) -> EncodedQuery:
+        """The query in the form `EncodedQuery.scores` takes, with its sign code."""
+        weights = unit_query * self.scale
+        # int16 weights summed in int32 cannot overflow: dim × 127 × peak ≤ 2^31 - 1.
+        peak = min(32_767, (2**31 - 1) // (127 * len(weights)))
+        largest = float(np.abs(weights).max()) or 1.0
+        return EncodedQuery(
+            weights=np.rint(weights * (peak / largest)).astype(np.int16),
+            step=largest / peak,
+            offset=float(unit_query @ self.mean),
+            code=sign_codes((unit_query - self.mean)[None, :])[0],
+        )
 
     @property
     def nbytes(self) -> int:

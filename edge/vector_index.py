@@ -188,10 +188,10 @@ class VectorIndex:
         if self._exact is not None:
             return self._exhaustive(q, k)
         assert self._codec is not None and self._codes is not None and self._int8 is not None
-        weights, offset, code = self._codec.query(q)
+        encoded = self._codec.query(q)
         # Sorted rows: the gather then walks memory forwards (measured ~20 % faster at 2,000 rows).
-        rows = np.sort(self._codes.shortlist(code, max(self._shortlist_size(), k)))
-        scores = np.take(self._int8, rows, axis=0).astype(np.float32) @ weights + offset
+        rows = np.sort(self._codes.shortlist(encoded.code, max(self._shortlist_size(), k)))
+        scores = encoded.scores(np.take(self._int8, rows, axis=0))
         best = top_k(scores, k)
         return self._pairs(rows[best], scores[best])
 
@@ -216,10 +216,10 @@ class VectorIndex:
             best = top_k(scores, k)
             return self._pairs(best, scores[best])
         assert self._codec is not None and self._int8 is not None
-        weights, offset, _ = self._codec.query(q)
+        encoded = self._codec.query(q)
         rows, scores = [], []
         for start in range(0, self._n, BLOCK_ROWS):
-            block = self._int8[start : min(self._n, start + BLOCK_ROWS)].astype(np.float32) @ weights + offset
+            block = encoded.scores(self._int8[start : min(self._n, start + BLOCK_ROWS)])
             best = top_k(block, k)
             rows.append(best + start)
             scores.append(block[best])

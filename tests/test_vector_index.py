@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edge.errors import GalleryError
+from edge.prefilter import nearest, nearest_by_histogram
 from edge.vector_index import VectorIndex
 
 
@@ -225,3 +226,40 @@ def test_memory_is_what_the_arrays_hold(small) -> None:
     assert exact.memory_bytes >= gallery.nbytes
     # int8 row (64 B) + one 64-bit code word + the id, per template.
     assert quantised.memory_bytes < len(ids) * (64 + 8 + 8) * 1.3
+
+
+@pytest.mark.parametrize(("n", "size"), [(100_000, 1_000), (50_000, 2_000), (5_000, 300), (20_000, 100)])
+def test_sampled_cut_off_picks_the_rows_the_full_histogram_picks(n: int, size: int) -> None:
+    rng = np.random.default_rng(n + size)
+    cases = [
+        rng.binomial(512, 0.45, n).astype(np.uint16),
+        np.full(n, 7, dtype=np.uint16),  # every row tied
+        np.where(np.arange(n) % 97 == 0, 1, 300).astype(np.uint16),  # near rows the stride misses
+    ]
+    for distances in cases:
+        assert np.array_equal(nearest(distances, size), nearest_by_histogram(distances, size))
+
+
+def test_failed_build_leaves_the_index_as_it_was(small) -> None:
+    ids, gallery, queries = small
+    for exact_max in (100_000, 100):
+        index = VectorIndex(64, exact_max=exact_max)
+        index.build(ids, gallery)
+        before = [index.search(q, k=3) for q in queries[:5]]
+        broken = gallery.copy()
+        broken[-1] = np.nan
+        with pytest.raises(GalleryError, match=f"template {ids[-1]}: vector is zero or not finite"):
+            index.build(ids, broken)
+        assert len(index) == len(ids) and [index.search(q, k=3) for q in queries[:5]] == before
+
+
+def test_int8_scores_are_the_float_product_of_the_stored_rows(small) -> None:
+    ids, gallery, queries = small
+    index = VectorIndex(64, exact_max=0)
+    index.build(ids, gallery)
+    codec = index._codec
+    rows = index._int8[: len(ids)]
+    for q in queries[:10]:
+        encoded = codec.query(unit(q))
+        expected = rows.astype(np.float64) @ (unit(q) * codec.scale) + unit(q) @ codec.mean
+        np.testing.assert_allclose(encoded.scores(rows), expected, atol=3e-5)  # int16 query: ~1e-5, int8 rows: 5e-4
