@@ -189,6 +189,24 @@ class LivenessConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # Prometheus text on http://address:port/metrics, plus /healthz and /readyz (docs/operations.md).
+    enabled: bool = True
+    address: str = "127.0.0.1"  # an IP address; "0.0.0.0" / "::" = every interface
+    port: int = field(default=9733, metadata=_range(0, 65535))  # 0 = any free port (logged at start)
+    # /healthz fails when the frame loop has not turned for this long (a wedged pipeline).
+    stall_s: float = field(default=10.0, metadata=_range(0.5, 3600.0))
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise ConfigError(f"metrics.address: must be an IP address such as 127.0.0.1 or :: (got {self.address!r})") from None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     models: ModelsConfig = ModelsConfig()
     detect: DetectConfig = DetectConfig()
@@ -202,6 +220,7 @@ class Config:
     camera: tuple[CameraConfig, ...] = ()  # [[camera]] array of tables
     sync: SyncConfig = SyncConfig()
     liveness: LivenessConfig = LivenessConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
