@@ -124,6 +124,59 @@ class CameraConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DoorConfig:
+    """One door (`[[door]]`): which camera opens it, its rules (edge/access.py) and its outputs."""
+
+    name: str = "door0"
+    camera: str = ""  # the [[camera]] (or --source cam0, cam1...) whose decisions open this door
+    # Access rules. groups () = every enrolled person whose consent and validity window hold.
+    groups: tuple[str, ...] = ()
+    # Weekly windows in `timezone` local time, e.g. "mon-fri 07:00-19:00", "sat 22:00-02:00"; () = always.
+    schedule: tuple[str, ...] = ()
+    holidays: tuple[str, ...] = ()  # "YYYY-MM-DD" dates on which holiday_schedule applies instead
+    holiday_schedule: tuple[str, ...] = ()  # () = closed on holidays
+    timezone: str = ""  # IANA name ("Europe/Berlin"); "" = the system's local time
+    area: str = ""  # the area this door leads into; "" = no anti-passback at this door
+    passback_s: float = field(default=600.0, metadata=_range(0.0, 7 * 86400.0))
+    min_score: float = field(default=0.0, metadata=_range(-1.0, 1.0))  # 0 = the gallery's threshold
+    liveness_required: bool = True  # a grant needs a live result (liveness on and passed)
+    challenge_required: bool = False  # ... and the [liveness] challenge passed
+    two_person: bool = False  # two different granted people within two_person_window_s
+    two_person_window_s: float = field(default=10.0, metadata=_range(1.0, 600.0))
+    # Door state: relay energised this long per grant; alarms from the door contact.
+    open_time_s: float = field(default=5.0, metadata=_range(0.1, 600.0))
+    held_open_s: float = field(default=30.0, metadata=_range(1.0, 3600.0))
+    # When the pipeline is unhealthy (no frame for unhealthy_after_s): "secure" keeps the door
+    # locked, "safe" releases it until frames come back (egress / fire codes).
+    fail: str = field(default="secure", metadata=_choice("secure", "safe"))
+    unhealthy_after_s: float = field(default=5.0, metadata=_range(0.5, 3600.0))
+    # Outputs: GPIO lines on gpio_chip (libgpiod); -1 = not wired.
+    gpio_chip: str = "/dev/gpiochip0"
+    relay_line: int = field(default=-1, metadata=_range(-1, 1023))
+    relay_active_low: bool = False
+    contact_line: int = field(default=-1, metadata=_range(-1, 1023))  # door contact, active = open
+    wiegand_d0_line: int = field(default=-1, metadata=_range(-1, 1023))
+    wiegand_d1_line: int = field(default=-1, metadata=_range(-1, 1023))
+    wiegand_bits: int = field(default=26, metadata=_choice(26, 34))
+    wiegand_facility: int = field(default=0, metadata=_range(0, 65535))
+    osdp: str = field(default="", metadata=_choice("", "cp", "pd"))  # "" = no OSDP
+    osdp_port: str = ""  # serial device, e.g. /dev/ttyUSB0 (RS-485)
+    osdp_baud: int = field(default=9600, metadata=_choice(9600, 19200, 38400, 57600, 115200))
+    osdp_address: int = field(default=1, metadata=_range(0, 126))
+    osdp_scbk_file: str = ""  # 16-byte secure-channel base key (32 hex characters); "" = install mode
+    osdp_output: int = field(default=0, metadata=_range(0, 255))  # CP: the PD output that drives the strike
+
+
+@dataclass(frozen=True, slots=True)
+class ZmqConfig:
+    # ZeroMQ endpoints (docs/door.md); "" = off. e.g. "tcp://127.0.0.1:7700", "ipc:///run/facegate/events".
+    events: str = ""  # PUB: decision and door events
+    control: str = ""  # REP: identify, enroll, status, reload
+    # How long an unknown face's embeddings are held for `enroll` after it left the camera.
+    unknown_ttl_s: float = field(default=60.0, metadata=_range(1.0, 3600.0))
+
+
+@dataclass(frozen=True, slots=True)
 class SyncConfig:
     # "" = sync off (the device works alone); else the MQTT broker's host (docs/sync.md).
     broker_host: str = ""
@@ -221,6 +274,8 @@ class Config:
     sync: SyncConfig = SyncConfig()
     liveness: LivenessConfig = LivenessConfig()
     metrics: MetricsConfig = MetricsConfig()
+    door: tuple[DoorConfig, ...] = ()  # [[door]] array of tables
+    zmq: ZmqConfig = ZmqConfig()
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
@@ -270,10 +325,12 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     built = {
         name: _build_table(name, type(getattr(Config(), name)), raw)
         for name, raw in data.items()
-        if name != "camera"
+        if name not in ("camera", "door")
     }
     if "camera" in data:
         built["camera"] = _build_cameras(data["camera"])
+    if "door" in data:
+        built["door"] = _build_doors(data["door"], built.get("camera", ()))
     cfg = Config(**built)
     if cfg.quality.min_brightness >= cfg.quality.max_brightness:
         raise ConfigError("quality.min_brightness: must be below quality.max_brightness")
@@ -293,6 +350,23 @@ def _build_cameras(raw: Any) -> tuple[CameraConfig, ...]:
         if names.count(cam.name) > 1:
             raise ConfigError(f"camera[{i}].name: {cam.name!r} is used by more than one camera")
     return cameras
+
+
+def _build_doors(raw: Any, cameras: tuple[CameraConfig, ...]) -> tuple[DoorConfig, ...]:
+    from edge.access import check_door  # schedules and time zones are parsed where they are used
+
+    if not isinstance(raw, list):
+        raise ConfigError("door: must be an array of tables ([[door]])")
+    doors = tuple(_build_table(f"door[{i}]", DoorConfig, table) for i, table in enumerate(raw))
+    names = [d.name for d in doors]
+    for i, door in enumerate(doors):
+        if names.count(door.name) > 1:
+            raise ConfigError(f"door[{i}].name: {door.name!r} is used by more than one door")
+        # With --source the cameras are cam0, cam1...: a door may name one of those.
+        if cameras and door.camera not in [c.name for c in cameras]:
+            raise ConfigError(f"door[{i}].camera: {door.camera!r} is not a [[camera]] name")
+        check_door(f"door[{i}]", door)
+    return doors
 
 
 def load_config(path: Path | None) -> Config:

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.access import Candidate as AccessCandidate
+from edge.access import CameraRules, person_refusal
 from edge.config import CameraConfig, DecideConfig
-from edge.gallery import Gallery, Match
+from edge.gallery import Candidate, Gallery, Match
 from edge.gallery_records import PersonProfile
 from edge.perception import Face
 from edge.track import Track
@@ -120,16 +122,8 @@ def fuse(samples: list[Sample]) -> np.ndarray:
 
 
 def access(profile: PersonProfile, camera: CameraConfig, now: float) -> str | None:
-    """Why `profile` may not pass at `camera` now, or None if it may."""
-    if not profile.consent:
-        return "no_consent"
-    if profile.valid_from is not None and now < profile.valid_from:
-        return "not_yet_valid"
-    if profile.valid_until is not None and now > profile.valid_until:
-        return "expired"
-    if camera.groups and not set(camera.groups) & set(profile.groups):
-        return "not_in_groups"
-    return None
+    """Why `profile` may not pass at `camera` now, or None if it may (no door rules)."""
+    return person_refusal(profile, camera.groups, now)
 
 
 class Decider:
@@ -146,6 +140,8 @@ class Decider:
         self.evidence: dict[int, Evidence] = {}
         self.decided: set[int] = set()
         self._profiles: dict[int, PersonProfile | None] = {}
+        # Replaced by the door's rules (schedule, anti-passback, ...) when a [[door]] uses this camera.
+        self.rules = CameraRules(camera.groups)
 
     def wants(self, track: Track) -> bool:
         return track.track_id not in self.decided
@@ -179,9 +175,10 @@ class Decider:
             match = self.gallery.identify(fuse(samples), k=5)
             score = match.candidates[0].score if match.candidates else None
             reason = self._why(match, samples)
-            if reason == "match":
+            # A spoof is refused before the rules run: it must not count as an entry (anti-passback).
+            if reason == "match" and (live is None or live.live):
                 person = match.person
-                outcome, reason = self._access(match.candidates[0].person_id)
+                outcome, reason = self._access(match.candidates[0], live)
                 person = person if outcome != "unknown" else None
         if live is not None and not live.live:
             outcome, person, reason = "spoof", None, "liveness"
@@ -226,14 +223,17 @@ class Decider:
             return "vote"
         return "match"
 
-    def _access(self, person_id: int) -> tuple[str, str]:
+    def _access(self, candidate: Candidate, live: Any | None) -> tuple[str, str]:
+        person_id = candidate.person_id
         if person_id not in self._profiles:
             record = self.gallery.store.person(person_id)
             self._profiles[person_id] = record.profile if record is not None else None
         profile = self._profiles[person_id]
         if profile is None:
             return "unknown", "removed"
-        refused = access(profile, self.camera, time.time())
+        live_ok = None if live is None else bool(live.live)
+        asked = AccessCandidate(person_id, candidate.person, profile, candidate.score, live_ok, getattr(live, "challenge", None))
+        refused = self.rules.check(asked, time.time())
         return ("deny", refused) if refused else ("grant", "match")
 
 
