@@ -35,6 +35,16 @@ class FaceMesh:
     presence: float
 
 
+# Mesh points standing for BlazeFace's six keypoints (eye centres, nose tip, mouth centre,
+# ear tragions), in its KP_* order: right eye, left eye, nose, mouth, right ear, left ear.
+_KEYPOINT_SETS = ((RIGHT_EYE_OUTER, RIGHT_EYE_INNER), (LEFT_EYE_OUTER, LEFT_EYE_INNER), (1,), (13, 14), (234,), (454,))
+
+
+def mesh_keypoints(mesh: FaceMesh) -> np.ndarray:
+    """(6, 2) keypoints from the mesh — steadier than a detector's at the bottom of its scale."""
+    return np.stack([mesh.points[list(ids), :2].mean(0) for ids in _KEYPOINT_SETS]).astype(np.float32)
+
+
 # A second pass on an ROI taken from the first pass's landmarks runs when the detector's box
 # was this far off (centre shift or size, relative to the face): FaceMesh is trained on ROIs
 # that fit the face, and a loose box (small faces, short-range detector) gives loose landmarks.
@@ -80,6 +90,18 @@ class FaceMeshModel:
         right_eye = p[[RIGHT_EYE_OUTER, RIGHT_EYE_INNER], :2].mean(0)
         left_eye = p[[LEFT_EYE_OUTER, LEFT_EYE_INNER], :2].mean(0)
         return self._run(image, roi_transform(mx, my, mside, right_eye, left_eye)) or mesh
+
+    def follow(self, image: np.ndarray, previous: FaceMesh, shift: tuple[float, float]) -> FaceMesh | None:
+        """The mesh in a new frame from the previous frame's mesh moved by `shift` (the track's
+        box motion): MediaPipe's own tracking scheme. The ROI comes from 468 points instead of a
+        6-keypoint box, so small faces need no zoomed re-detection first (one model run, not two
+        or three). None when the face is no longer there; the caller falls back to detection."""
+        p = previous.points.copy()
+        p[:, :2] += np.asarray(shift, np.float32)
+        right_eye = p[[RIGHT_EYE_OUTER, RIGHT_EYE_INNER], :2].mean(0)
+        left_eye = p[[LEFT_EYE_OUTER, LEFT_EYE_INNER], :2].mean(0)
+        cx, cy, side = _mesh_roi(p)
+        return self._run(image, roi_transform(cx, cy, side, right_eye, left_eye))
 
     def _run(self, image: np.ndarray, m: np.ndarray) -> FaceMesh | None:
         crop = cv2.warpAffine(

@@ -17,7 +17,7 @@ from edge.align import Aligner, FaceChip
 from edge.config import Config
 from edge.detect import DETECTORS, Detection, FaceDetector
 from edge.embed import Embedder, embedder_spec
-from edge.landmarks import FaceMesh, FaceMeshModel
+from edge.landmarks import FaceMesh, FaceMeshModel, mesh_keypoints
 from edge.modelstore import ModelStore
 from edge.quality import Quality, QualityGate
 from edge.runtime import open_session
@@ -108,10 +108,25 @@ class Perception:
         self._timed("refine", t)
         return out
 
-    def describe(self, image: np.ndarray, det: Detection) -> Face:
-        """Landmarks, aligned chip and quality for one detection (no embedding yet)."""
+    def describe(self, image: np.ndarray, det: Detection, previous: tuple[FaceMesh, tuple[float, float]] | None = None) -> Face:
+        """Landmarks, aligned chip and quality for one detection (no embedding yet).
+
+        `previous` = (the same face's mesh in an earlier frame, how far its box moved since):
+        the landmarks are then found from that mesh instead of from the detection.
+        """
         t = time.perf_counter()
-        mesh = self.mesh(image, det) if self.mesh is not None else None
+        mesh = None
+        if self.mesh is not None and previous is not None:
+            mesh = self.mesh.follow(image, *previous)
+            if mesh is not None:
+                # The unrefined detection's keypoints are loose on small faces; quality (eye
+                # distance, pose) reads the keypoints, so take them from the mesh.
+                det = Detection(det.box, mesh_keypoints(mesh), det.score)
+        if self.mesh is not None and mesh is None:
+            if previous is not None:
+                det = self.refined(image, det)
+                t = time.perf_counter()
+            mesh = self.mesh(image, det)
         t = self._timed("landmarks", t)
         chip = self.aligner(image, det, mesh)
         t = self._timed("align", t)

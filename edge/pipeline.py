@@ -24,8 +24,9 @@ from edge.capture import CameraReader, Frame
 from edge.config import CameraConfig, Config
 from edge.decide import Decider, Decision, Sample
 from edge.gallery import Gallery
-from edge.perception import Perception, detector_model_name, embedder_model_name
-from edge.track import SceneCut, Track, Tracker
+from edge.landmarks import FaceMesh
+from edge.perception import Face, Perception, detector_model_name, embedder_model_name
+from edge.track import Box, SceneCut, Track, Tracker
 
 # How long one camera's get() may block when several cameras share the loop.
 MULTI_CAMERA_POLL_S = 0.01
@@ -42,6 +43,7 @@ class CameraState:
     scene_cut: SceneCut
     frames: int = 0
     labels: dict[int, Decision] = field(default_factory=dict)  # decided tracks, for annotation
+    meshes: dict[int, tuple[FaceMesh, Box]] = field(default_factory=dict)  # last mesh per undecided track
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +172,12 @@ class Pipeline:
         for tr in ended:
             state.decider.forget(tr)
             state.labels.pop(tr.track_id, None)
+            state.meshes.pop(tr.track_id, None)
 
         pending = [tr for tr in state.tracker.tracks if tr.detection is not None and state.decider.wants(tr)]
         pending.sort(key=lambda tr: (tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]), reverse=True)
         pending = pending[: self.cfg.decide.max_tracks_per_frame]
-        faces = p.embed([p.describe(image, p.refined(image, tr.detection)) for tr in pending])  # type: ignore[arg-type]
+        faces = p.embed([self._describe(state, image, tr) for tr in pending])
         started = time.perf_counter()
         for tr, face in zip(pending, faces, strict=True):
             state.decider.observe(tr, face, image, t, frame.mono)
@@ -184,11 +187,28 @@ class Pipeline:
             self.annotator.write(frame, state.tracker.tracks, state.labels, state.reader.fps or 15.0)
         return decisions
 
+    def _describe(self, state: CameraState, image: np.ndarray, track: Track) -> Face:
+        """Landmarks from the track's last mesh when there is one (one FaceMesh run), else from
+        the zoomed re-detection of its box (two or three model runs)."""
+        p, det = self.perception, track.detection
+        assert det is not None
+        last = state.meshes.get(track.track_id)
+        if last is not None:
+            mesh, box = last
+            shift = ((det.box[0] + det.box[2] - box[0] - box[2]) / 2, (det.box[1] + det.box[3] - box[1] - box[3]) / 2)
+            face = p.describe(image, det, previous=(mesh, shift))
+        else:
+            face = p.describe(image, p.refined(image, det))
+        if face.mesh is not None:
+            state.meshes[track.track_id] = (face.mesh, det.box)
+        return face
+
     def _decide(self, state: CameraState, track: Track) -> Decision:
         started = time.perf_counter()
         decision, samples = state.decider.decide(track)
         self._time("match", started)
         state.labels[track.track_id] = decision
+        state.meshes.pop(track.track_id, None)
         self.decisions.append(decision)
         self.counts[decision.decision] += 1
         self.sink(decision)

@@ -85,7 +85,11 @@ def _affinity(pred: Box, det: Box, min_iou: float) -> float:
 
 
 class SceneCut:
-    """Flags a cut when a 64x36 grey thumbnail changes by more than `threshold` on average."""
+    """Flags a cut when a ~64-wide grey thumbnail changes by more than `threshold` on average.
+
+    The thumbnail is taken by striding, not by area-averaging: INTER_AREA over a 1080p frame
+    cost ~2 ms a frame, striding ~0.05 ms, and a cut changes every sample anyway.
+    """
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
@@ -94,8 +98,9 @@ class SceneCut:
     def __call__(self, image: np.ndarray) -> bool:
         if self.threshold <= 0:
             return False
-        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
-        thumb = thumb.astype(np.int16)
+        step = max(1, image.shape[1] // 64)
+        sample = np.ascontiguousarray(image[step // 2 :: step, step // 2 :: step])
+        thumb = cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY).astype(np.int16)
         cut = self._last is not None and float(np.abs(thumb - self._last).mean()) > self.threshold
         self._last = thumb
         return cut
