@@ -108,11 +108,14 @@ class Perception:
         self._timed("refine", t)
         return out
 
-    def describe(self, image: np.ndarray, det: Detection, previous: tuple[FaceMesh, tuple[float, float]] | None = None) -> Face:
+    def describe(
+        self, image: np.ndarray, det: Detection, previous: tuple[FaceMesh, tuple[float, float]] | None = None, fallback: bool = True
+    ) -> Face | None:
         """Landmarks, aligned chip and quality for one detection (no embedding yet).
 
         `previous` = (the same face's mesh in an earlier frame, how far its box moved since):
-        the landmarks are then found from that mesh instead of from the detection.
+        the landmarks are then found from that mesh instead of from the detection. When that
+        fails, `fallback` says whether to start again from the detection (None if not).
         """
         t = time.perf_counter()
         mesh = None
@@ -123,6 +126,9 @@ class Perception:
                 # distance, pose) reads the keypoints, so take them from the mesh.
                 det = Detection(det.box, mesh_keypoints(mesh), det.score)
         if self.mesh is not None and mesh is None:
+            if previous is not None and not fallback:
+                self._timed("landmarks", t)
+                return None
             if previous is not None:
                 det = self.refined(image, det)
                 t = time.perf_counter()
@@ -148,4 +154,5 @@ class Perception:
 
     def faces(self, image: np.ndarray, embed: bool = True) -> list[Face]:
         faces = [self.describe(image, det) for det in self.detect(image)]
+        faces = [f for f in faces if f is not None]
         return self.embed(faces) if embed else faces

@@ -24,7 +24,8 @@ from edge.capture import CameraReader, Frame
 from edge.config import CameraConfig, Config
 from edge.decide import Decider, Decision, Sample
 from edge.gallery import Gallery
-from edge.landmarks import FaceMesh
+from edge.detect import Detection
+from edge.landmarks import FaceMesh, mesh_keypoints
 from edge.perception import Face, Perception, detector_model_name, embedder_model_name
 from edge.track import Box, SceneCut, Track, Tracker
 
@@ -174,10 +175,17 @@ class Pipeline:
             state.labels.pop(tr.track_id, None)
             state.meshes.pop(tr.track_id, None)
 
-        pending = [tr for tr in state.tracker.tracks if tr.detection is not None and state.decider.wants(tr)]
+        # Undecided tracks with a detection this frame, or (between detector runs) with a mesh
+        # to follow.
+        pending = [
+            tr for tr in state.tracker.tracks
+            if state.decider.wants(tr) and (tr.detection is not None or tr.track_id in state.meshes)
+        ]
         pending.sort(key=lambda tr: (tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]), reverse=True)
         pending = pending[: self.cfg.decide.max_tracks_per_frame]
-        faces = p.embed([self._describe(state, image, tr) for tr in pending])
+        described = [(tr, self._describe(state, image, tr, t)) for tr in pending]
+        pending = [tr for tr, face in described if face is not None]
+        faces = p.embed([face for _, face in described if face is not None])
         started = time.perf_counter()
         for tr, face in zip(pending, faces, strict=True):
             state.decider.observe(tr, face, image, t, frame.mono)
@@ -187,19 +195,23 @@ class Pipeline:
             self.annotator.write(frame, state.tracker.tracks, state.labels, state.reader.fps or 15.0)
         return decisions
 
-    def _describe(self, state: CameraState, image: np.ndarray, track: Track) -> Face:
+    def _describe(self, state: CameraState, image: np.ndarray, track: Track, t: float) -> Face | None:
         """Landmarks from the track's last mesh when there is one (one FaceMesh run), else from
-        the zoomed re-detection of its box (two or three model runs)."""
+        the zoomed re-detection of its box (two or three model runs). Between detector runs
+        (`detect_every` > 1) the mesh alone follows the face, at the box the tracker predicts."""
         p, det = self.perception, track.detection
-        assert det is not None
         last = state.meshes.get(track.track_id)
+        if det is None:
+            if last is None:
+                return None
+            det = Detection(track.predicted(t), mesh_keypoints(last[0]), track.score)
         if last is not None:
             mesh, box = last
             shift = ((det.box[0] + det.box[2] - box[0] - box[2]) / 2, (det.box[1] + det.box[3] - box[1] - box[3]) / 2)
-            face = p.describe(image, det, previous=(mesh, shift))
+            face = p.describe(image, det, previous=(mesh, shift), fallback=track.detection is not None)
         else:
             face = p.describe(image, p.refined(image, det))
-        if face.mesh is not None:
+        if face is not None and face.mesh is not None:
             state.meshes[track.track_id] = (face.mesh, det.box)
         return face
 

@@ -44,6 +44,7 @@ class Track:
     detection: Detection | None = field(default=None, repr=False)  # this frame's, None if predicted
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float64), repr=False)
     confirmed: bool = False
+    score: float = 0.0  # the last detection's confidence
 
     def predicted(self, t: float) -> Box:
         dt = max(0.0, t - self.last_t)
@@ -138,7 +139,7 @@ class Tracker:
                 track.missed += 1
         for di, det in enumerate(detections):
             if di not in used_d:
-                self.tracks.append(Track(self._next_id, det.box, t, mono, ts, t, detection=det))
+                self.tracks.append(Track(self._next_id, det.box, t, mono, ts, t, detection=det, score=det.score))
                 self._next_id += 1
         for track in self.tracks:
             track.confirmed = track.confirmed or track.hits >= self.cfg.min_hits
@@ -164,6 +165,7 @@ class Tracker:
             track.velocity = (1 - VELOCITY_GAIN) * track.velocity + VELOCITY_GAIN * observed
         track.box = det.box
         track.detection = det
+        track.score = det.score
         track.last_t = t
         track.hits += 1
         track.missed = 0

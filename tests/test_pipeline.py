@@ -182,3 +182,15 @@ def test_observers_see_every_frame_decision_and_tick(shared_data: Path, percepti
     assert c["tick"] >= c["frame"]
     assert c["decision"] == len(decisions) == 1 and counting.samples == [3]
     gallery.close()
+
+
+def test_detecting_every_third_frame_still_tracks_one_face_to_one_decision(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(perception.cfg, track=dataclasses.replace(perception.cfg.track, detect_every=3))
+    gallery = new_gallery(tmp_path / "g", perception)
+    decisions, summary = run(cfg, gallery, perception, [CameraConfig(source=str(shared_data / "videos" / "apfol_real2.webm"))])
+    assert summary["frames"] == 214
+    assert 70 <= summary["faces"] <= 72  # the detector ran on frames 0, 3, 6, ...
+    # Between detector runs the face's mesh follows it, so every frame still gives a sample;
+    # the track counts from its second detection (frame 3), by when it has 4.
+    assert len(decisions) == 1 and decisions[0].frames_used == 4
+    gallery.close()
