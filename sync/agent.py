@@ -128,7 +128,8 @@ class SyncAgent:
                 info.wait_for_publish(timeout)
         self._client.disconnect()
         self._client.loop_stop()
-        self._outbox.close()
+        if self._thread is None or not self._thread.is_alive():  # a worker still applying a bundle keeps it
+            self._outbox.close()
 
     def queue_depth(self) -> int:
         return self._outbox.depth() + max(0, self._audit.last_seq() - self._outbox.audit_cursor())
