@@ -115,6 +115,13 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         return new_cfg, gallery
 
     pipeline.reloader = reload
+    if cfg.door or cfg.zmq.events or cfg.zmq.control:
+        from edge.outputs.doors import DoorOutputs  # ZeroMQ, GPIO and OSDP only when configured
+
+        pipeline.observers.append(DoorOutputs(cfg))
+    from edge.service import daemon_observers  # sd_notify + watchdog, journald, /metrics
+
+    pipeline.observers += daemon_observers(cfg, data_dir)
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: pipeline.stop_event.set())
     signal.signal(signal.SIGHUP, lambda *_: pipeline.reload_requested.set())

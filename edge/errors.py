@@ -47,3 +47,11 @@ class LabelsError(FacegateError):
 
 class OutputError(FacegateError):
     """A door output (GPIO line, Wiegand, OSDP port, ZeroMQ endpoint) cannot be opened or driven."""
+
+
+class ApiError(FacegateError):
+    """A request on the ZeroMQ control socket is refused; `code` is the stable, documented name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
