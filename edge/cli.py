@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
     from sync.cli_sync import add_commands as add_sync_commands
     add_sync_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    from edge.cli_config import add_commands as add_config_commands
+    add_config_commands(sub, DEFAULT_CONFIG)
 
     p = sub.add_parser("demo", help="enroll the bundled photos, identify the probes, run the daemon on the bundled clip")
     p.add_argument("--assets", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo")
