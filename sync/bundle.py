@@ -99,15 +99,15 @@ _PROFILE = protocol.obj(
         "valid_until": protocol.optional(protocol.integer()), "created_by": protocol.text(1024),
     }
 )
-_PERSON = protocol.obj(
+PERSON = protocol.obj(
     {"uid": protocol.UID, "profile": _PROFILE, "model": protocol.text(64),
      "templates": protocol.list_of(protocol.text(65536), 64), "qualities": protocol.list_of(protocol.number, 64)}
 )
-_INNER = protocol.obj({"upserts": protocol.list_of(_PERSON), "removes": protocol.list_of(protocol.UID), "erases": protocol.list_of(protocol.UID)})
+_INNER = protocol.obj({"upserts": protocol.list_of(PERSON), "removes": protocol.list_of(protocol.UID), "erases": protocol.list_of(protocol.UID)})
 
 
 def person_from_doc(doc: dict[str, Any], where: str) -> SyncPerson:
-    """A checked person from its wire form (after `_PERSON` checked the shape)."""
+    """A checked person from its wire form (after `PERSON` checked the shape)."""
     try:
         profile = PersonProfile(**{k: tuple(v) if k == "groups" else v for k, v in doc["profile"].items()})
         embeddings = tuple(np.frombuffer(base64.b64decode(t, validate=True), dtype=_FLOAT).copy() for t in doc["templates"])
