@@ -35,9 +35,9 @@ VARIANTS = (
     ("v1se", "fp32", 1),
     ("v1se", "int8", 1),
     ("v1se", "fp32", 2),
-    ("v1se", "int8", 2),
     ("both", "fp32", 1),
 )
+REFERENCE = "edgeface_xxs_int8"  # README's per-stage table has it: scales figures between machines
 
 
 def frames_with_faces(perception: Perception, path: Path, limit: int) -> list[tuple[np.ndarray, Face]]:
@@ -73,6 +73,20 @@ def per_track_ms(
     return wall, cpu
 
 
+def reference_ms(perception: Perception, runs: int = 100) -> float:
+    """CPU ms of one embedder forward pass: how busy/fast this machine is right now."""
+    from edge.runtime import open_session
+
+    session = open_session(perception.store.path(REFERENCE), "onnxruntime", 1)
+    x = {session.inputs[0].name: np.zeros((1, 3, 112, 112), np.float32)}
+    for _ in range(10):
+        session.run(x)
+    c0 = time.process_time()
+    for _ in range(runs):
+        session.run(x)
+    return round((time.process_time() - c0) * 1000.0 / runs, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--track-frames", type=int, default=10, help="frames per track before it is decided")
@@ -103,6 +117,7 @@ def main() -> None:
             "tracks": len(wall),
         }
     result["variants"] = variants
+    result[f"reference_{REFERENCE}_forward_cpu_ms"] = reference_ms(perception)
     print(json.dumps(result))
 
 
