@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.access import Candidate as AccessCandidate
 from edge.access import CameraRules, person_refusal
+from edge.access import Candidate as AccessCandidate
 from edge.config import CameraConfig, DecideConfig
 from edge.gallery import Candidate, Gallery, Match
 from edge.gallery_records import PersonProfile

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from fake_gpio import FakeChip
 
 from edge.errors import OutputError
 from edge.outputs.wiegand import WiegandOut, decode, frame, to_int
-from fake_gpio import FakeChip
 
 # (facility, card, frame) from other implementations' documentation and tests:
 # jessety/wiegand-encoder README, Z9 TestBinaryFormatter, angorb wiegand-26bit-calculator README.
@@ -60,4 +62,4 @@ def test_pulses_on_d0_and_d1_spell_the_frame() -> None:
     releases = [line for _, line, active in lines.log if not active]
     assert pulses == releases == [5 if b else 4 for b in sent]
     starts = [t for t, _, active in lines.log if active]
-    assert all(b > a for a, b in zip(starts, starts[1:]))  # one pulse at a time, in order
+    assert all(b > a for a, b in itertools.pairwise(starts))  # one pulse at a time, in order

@@ -139,7 +139,7 @@ class DoorOutputs(Observer):
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(job())
-                except Exception as exc:  # handed to the waiting control thread, which answers with it
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting control thread, which answers with it
                     future.set_exception(exc)
 
     def _reconfigure(self, pipeline: Pipeline) -> None:

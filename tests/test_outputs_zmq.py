@@ -1,0 +1,189 @@
+"""The ZeroMQ API on a running pipeline: the kiosk flow on real video (identify → unknown
+request_id → enroll → the new person is recognised), typed errors, and that only a grant ever
+reaches the relay (a spoof, deny or unknown never does)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+from fake_gpio import FakeChip
+
+from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig
+from edge.decide import Decision
+from edge.embed import embedder_spec
+from edge.gallery import Gallery
+from edge.outputs.doors import DoorOutputs
+from edge.perception import Perception, embedder_model_name
+from edge.pipeline import Pipeline
+from edge.thresholds import match_threshold
+
+RELAY = 17
+
+
+def endpoints(tmp: Path) -> ZmqConfig:
+    return ZmqConfig(events=f"ipc://{tmp}/events", control=f"ipc://{tmp}/control", unknown_ttl_s=30.0)
+
+
+class Client:
+    """What a kiosk does, with nothing but pyzmq and JSON."""
+
+    def __init__(self, zcfg: ZmqConfig) -> None:
+        self.ctx = zmq.Context()
+        self.req = self.ctx.socket(zmq.REQ)
+        self.req.setsockopt(zmq.LINGER, 0)
+        self.req.connect(zcfg.control)
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(zcfg.events)
+        self.events: list[dict] = []
+
+    def call(self, **request: object) -> dict:
+        self.req.send(json.dumps({"v": 1, **request}).encode())
+        assert self.req.poll(20000), f"no reply to {request}"
+        return json.loads(self.req.recv())
+
+    def raw(self, data: bytes) -> dict:
+        self.req.send(data)
+        assert self.req.poll(20000)
+        return json.loads(self.req.recv())
+
+    def wait_event(self, predicate, timeout: float) -> dict | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sub.poll(100):
+                topic, body = self.sub.recv_multipart()
+                event = json.loads(body)
+                assert event["type"] == topic.decode() and event["v"] == 1
+                self.events.append(event)
+            for event in self.events:
+                if predicate(event):
+                    return event
+        return None
+
+    def close(self) -> None:
+        self.req.close()
+        self.sub.close()
+        self.ctx.term()
+
+
+def _frames(video: Path, start: int, stop: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    out = []
+    for i in range(stop):
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i >= start:
+            out.append(bgr)
+    cap.release()
+    return out
+
+
+def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
+    video = shared_data / "videos" / "apfol_real2.webm"
+    # The visitor, then an empty scene long enough to end the track, then the visitor again.
+    folder = tmp_path / "kiosk"
+    folder.mkdir()
+    first, second = _frames(video, 100, 150), _frames(video, 160, 214)
+    blank = [np.zeros_like(first[0])] * 12
+    for i, bgr in enumerate(first + blank + second):
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), bgr)
+
+    cfg = perception.cfg
+    zcfg = endpoints(tmp_path)
+    door = DoorConfig(name="kiosk-gate", camera="kiosk", relay_line=RELAY, liveness_required=False)
+    run_cfg = dataclasses.replace(cfg, door=(door,), zmq=zcfg)
+    chip = FakeChip()
+    decisions: list[Decision] = []
+    started = threading.Event()
+    holder: dict[str, Pipeline] = {}
+
+    def run() -> None:
+        # The gallery's SQLite connection belongs to the thread that runs the pipeline, as in the daemon.
+        gallery = Gallery.open(tmp_path / "g", os.urandom(32), embedder_model_name(cfg),
+                               embedder_spec(cfg.embed.model).dim, match_threshold(cfg, perception.store), create=True)
+        camera = CameraConfig(name="kiosk", source=str(folder), fps=8.0)
+        pipeline = holder["p"] = Pipeline(run_cfg, gallery, [camera], decisions.append, realtime=True, perception=perception)
+        pipeline.observers.append(DoorOutputs(run_cfg, open_lines=chip))
+        started.set()
+        try:
+            pipeline.run(max_seconds=120)
+        finally:
+            gallery.close()
+
+    runner = threading.Thread(target=run, daemon=True)
+    client = Client(zcfg)
+    runner.start()
+    assert started.wait(60)
+    pipeline = holder["p"]
+    try:
+        first_answer = client.call(op="identify", camera="kiosk", wait_ms=8000)
+        assert first_answer["ok"] and first_answer["status"] == "unknown", first_answer
+        request_id = first_answer["request_id"]
+        assert client.call(op="identify", camera="hall")["error"]["code"] == "unknown_camera"
+        refused = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor")
+        assert refused["error"]["code"] == "consent_required"
+        assert client.call(op="enroll", request_id="feedbeef", name="X", consent=True)["error"]["code"] == "unknown_request"
+        enrolled = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True,
+                               consent_text="I agree to be recognised at this kiosk", groups=["visitors"])
+        assert enrolled["ok"] and enrolled["person"] == "Kiosk Visitor" and enrolled["templates"] >= 1, enrolled
+        again = client.call(op="identify", camera="kiosk")
+        assert again["status"] == "known" and again["person"] == "Kiosk Visitor"
+        # The same face walking up again is a new track, recognised from the gallery alone.
+        granted = client.wait_event(lambda e: e["type"] == "decision" and e["decision"] == "grant", timeout=60)
+        assert granted is not None, [e for e in client.events if e["type"] == "decision"]
+        assert granted["person"] == "Kiosk Visitor" and granted["door"] == "kiosk-gate"
+        assert granted["track_id"] != first_answer["track_id"]
+        unlocked = client.wait_event(lambda e: e["type"] == "door" and e["event"] == "unlocked", timeout=10)
+        assert unlocked is not None and unlocked["person"] == "Kiosk Visitor"
+        status = client.call(op="status")
+        assert status["ok"] and status["people"] == 1 and status["doors"]["kiosk-gate"]["camera"] == "kiosk"
+        assert client.raw(b"{not json")["error"]["code"] == "bad_request"
+        assert client.call(op="dance")["error"]["code"] == "unknown_op"
+    finally:
+        pipeline.stop_event.set()
+        runner.join(30)
+        client.close()
+    lines = chip.opened[0]
+    # The relay went on once, for the recognised visitor, and never while they were unknown.
+    assert [v for _, n, v in lines.log if n == RELAY][:1] == [True]
+    unknown_at = next(d for d in decisions if d.decision == "unknown").ts
+    assert all(d.decision != "grant" or d.ts > unknown_at for d in decisions)
+    assert lines.log[-1][1:] == (RELAY, False)  # stopped: strike back to locked
+
+
+def _decision(kind: str, person: str | None, reason: str) -> Decision:
+    return Decision(ts=time.time(), camera="door", track_id=7, decision=kind, person=person, score=0.9,
+                    threshold=0.3, reason=reason, frames_used=3, quality=0.9, latency_ms=100.0,
+                    usable_latency_ms=80.0, first_seen=time.time(), source_t=0.0, box=(0.0, 0.0, 10.0, 10.0))
+
+
+@pytest.mark.parametrize(("kind", "person", "reason"), [
+    ("spoof", None, "liveness"), ("deny", "Ann", "passback"), ("unknown", None, "no_match"),
+])
+def test_only_a_grant_reaches_the_relay(kind: str, person: str | None, reason: str) -> None:
+    door = DoorConfig(name="front", camera="door", relay_line=RELAY, liveness_required=True, unhealthy_after_s=60)
+    chip = FakeChip()
+    outputs = DoorOutputs(Config(door=(door,)), open_lines=chip)
+    outputs.doors["door"] = outputs._open_door(door, 0.3, time.monotonic())
+    outputs.thread.start()
+    try:
+        lines = chip.opened[0]
+        outputs.on_decision(_decision(kind, person, reason), [])
+        assert lines.wait_for(RELAY, True, timeout=1.0) is None  # nothing, however long we wait
+        outputs.on_decision(_decision("grant", "Ann", "match"), [])
+        assert lines.wait_for(RELAY, True, timeout=10.0) is not None
+    finally:
+        outputs.stop.set()
+        outputs.thread.join(5)
+        outputs.ctx.term()
