@@ -25,9 +25,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.config import Config, ModelsConfig  # noqa: E402
-from edge.liveness import Liveness  # noqa: E402
-from edge.perception import Face, Perception  # noqa: E402
+from edge.config import Config, ModelsConfig
+from edge.liveness import Liveness
+from edge.perception import Face, Perception
 
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 CLIPS = ("apfol_real2.webm", "apfol_fake2.webm")
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=120, help="frames read from each clip")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     cfg = replace(Config(), models=ModelsConfig(threads=1))
     perception = Perception(cfg, with_embedder=False)
     frames = [f for clip in CLIPS for f in frames_with_faces(perception, VIDEOS / clip, args.frames)]

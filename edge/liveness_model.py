@@ -49,8 +49,8 @@ def context_crop(image: np.ndarray, box: tuple[float, float, float, float], scal
     cw, ch = bw * s, bh * s
     left = min(max((x1 + x2) / 2 - cw / 2, 0.0), w - cw)
     top = min(max((y1 + y2) / 2 - ch / 2, 0.0), h - ch)
-    l, t = int(round(left)), int(round(top))
-    r, b = max(l + 1, int(round(left + cw))), max(t + 1, int(round(top + ch)))
+    l, t = round(left), round(top)
+    r, b = max(l + 1, round(left + cw)), max(t + 1, round(top + ch))
     region = image[t:b, l:r]
     # INTER_LINEAR like upstream; the model's training crops were made that way.
     return cv2.resize(region, (INPUT, INPUT), interpolation=cv2.INTER_LINEAR)

@@ -19,7 +19,7 @@ from edge import pad_metrics as pm
 from edge.errors import FacegateError
 
 
-def _png(fig) -> str:  # noqa: ANN001 - matplotlib Figure, imported lazily
+def _png(fig) -> str:  # matplotlib Figure, imported lazily
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)  # explicit Agg canvas: no pyplot, no display

@@ -149,7 +149,7 @@ def test_cli_eval_liveness_json_and_calibration(model_store, crops_csv: Path, tm
     proc = subprocess.run(
         [sys.executable, "-m", "edge.cli", "eval", "liveness", "--labels", str(subset), "--root", str(crops_csv.parent),
          "--json", "--calibrate", str(cal), "--report", str(report)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        check=False, capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -165,7 +165,7 @@ def test_cli_eval_liveness_bad_label_is_one_line_error(tmp_path: Path) -> None:
     bad.write_text("file,label\nx.png,maybe\n")
     proc = subprocess.run(
         [sys.executable, "-m", "edge.cli", "eval", "liveness", "--labels", str(bad)],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
     )
     assert proc.returncode == 2
     assert "label must be live or spoof" in proc.stderr and "Traceback" not in proc.stderr
