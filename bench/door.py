@@ -33,18 +33,18 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fake_gpio import FakeChip  # noqa: E402 - the in-memory chip lives with the tests
+from fake_gpio import FakeChip  # the in-memory chip lives with the tests
 
-from edge.cli_run import load_liveness  # noqa: E402
-from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig, load_config  # noqa: E402
-from edge.embed import embedder_spec  # noqa: E402
-from edge.enroll import enroll_photos, person_folders  # noqa: E402
-from edge.gallery import Gallery  # noqa: E402
-from edge.gallery_records import PersonProfile  # noqa: E402
-from edge.outputs.doors import DoorOutputs  # noqa: E402
-from edge.perception import Perception, embedder_model_name  # noqa: E402
-from edge.pipeline import Pipeline  # noqa: E402
-from edge.thresholds import match_threshold  # noqa: E402
+from edge.cli_run import load_liveness
+from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig, load_config
+from edge.embed import embedder_spec
+from edge.enroll import enroll_photos, person_folders
+from edge.gallery import Gallery
+from edge.gallery_records import PersonProfile
+from edge.outputs.doors import DoorOutputs
+from edge.perception import Perception, embedder_model_name
+from edge.pipeline import Pipeline
+from edge.thresholds import match_threshold
 
 RELAY = 17
 PERSON = "Webcam Man"
