@@ -334,6 +334,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config(**built)
     if cfg.quality.min_brightness >= cfg.quality.max_brightness:
         raise ConfigError("quality.min_brightness: must be below quality.max_brightness")
+    if cfg.liveness.enabled and cfg.liveness.challenge != "none" and cfg.align.landmarks != "mesh":
+        # The head-turn challenge reads yaw from FaceMesh; without it no track could ever pass.
+        raise ConfigError("liveness.challenge: needs align.landmarks = \"mesh\"")
     return cfg
 
 

@@ -138,6 +138,8 @@ def test_target_apcer_reads_the_calibration_table(tmp_path: Path) -> None:
         config_from_dict({"liveness": {"target_apcer": 0.05}})
     with pytest.raises(ConfigError, match="liveness.model"):
         config_from_dict({"liveness": {"model": "v3"}})
+    with pytest.raises(ConfigError, match="liveness.challenge"):
+        config_from_dict({"liveness": {"challenge": "turn_head"}, "align": {"landmarks": "keypoints"}})
 
 
 def test_cli_eval_liveness_json_and_calibration(model_store, crops_csv: Path, tmp_path: Path) -> None:
