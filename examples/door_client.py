@@ -1,0 +1,68 @@
+"""A door controller's view of facegate: follow decisions and door events, ask for status.
+
+    python examples/door_client.py --events tcp://127.0.0.1:7700 [--control tcp://127.0.0.1:7701]
+
+Uses only the public ZeroMQ API (docs/door.md) — pyzmq and JSON, nothing from facegate — so it
+is also the template for a controller written in another language. It prints one line per
+event; on a `grant` a real controller would pulse its own lock (when facegate does not drive
+the relay itself), on `forced` / `held_open` raise an alarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import zmq
+
+
+def status(ctx: zmq.Context, endpoint: str) -> dict:
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(endpoint)
+    try:
+        req.send_json({"v": 1, "op": "status"})
+        if not req.poll(5000):
+            raise SystemExit(f"no answer from {endpoint}")
+        return req.recv_json()
+    finally:
+        req.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", required=True, help="facegate's [zmq] events endpoint")
+    ap.add_argument("--control", default=None, help="facegate's [zmq] control endpoint (prints status first)")
+    ap.add_argument("--count", type=int, default=0, help="stop after this many events (0 = run until Ctrl-C)")
+    args = ap.parse_args()
+    ctx = zmq.Context()
+    if args.control:
+        print(json.dumps(status(ctx, args.control), indent=1))
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"decision")
+    sub.setsockopt(zmq.SUBSCRIBE, b"door")
+    sub.connect(args.events)
+    seen = 0
+    try:
+        while not args.count or seen < args.count:
+            topic, body = sub.recv_multipart()
+            event = json.loads(body)
+            seen += 1
+            if topic == b"decision":
+                who = event["person"] or "-"
+                print(f"{event['camera']}: {event['decision']:<7} {who:<20} ({event['reason']}, {event['latency_ms']:.0f} ms)"
+                      + (f" door {event['door']}" if event.get("door") else ""), flush=True)
+            else:
+                alarm = " ALARM" if event["event"] in ("forced", "held_open", "unhealthy") else ""
+                print(f"door {event['door']}: {event['event']}{alarm} {json.dumps({k: v for k, v in event.items() if k not in ('v', 'type', 'door', 'event')})}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close(0)
+        ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""A kiosk: "who is in front of the camera?", and enrollment when a stranger agrees to it.
+
+    python examples/kiosk_client.py --control tcp://127.0.0.1:7701 --camera kiosk [--enroll-as NAME]
+
+Uses only the public ZeroMQ API (docs/door.md): one REQ socket, JSON requests. `identify`
+answers with the person in front of the camera, or — for a face nobody in the gallery matches —
+a `request_id`. With `--enroll-as`, the kiosk asks for consent on the terminal and, if given,
+turns that request into a new person; the next `identify` answers with their name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import zmq
+
+CONSENT_TEXT = "I agree that this kiosk stores my face template to recognise me on later visits."
+
+
+class Kiosk:
+    def __init__(self, endpoint: str) -> None:
+        self.ctx = zmq.Context()
+        self.endpoint = endpoint
+        self.sock = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        return sock
+
+    def call(self, op: str, **fields: object) -> dict:
+        self.sock.send_json({"v": 1, "op": op, **fields})
+        if not self.sock.poll(15000):
+            # A REQ socket that lost its reply is stuck; start a fresh one.
+            self.sock.close()
+            self.sock = self._connect()
+            raise SystemExit(f"no answer from {self.endpoint}")
+        reply = self.sock.recv_json()
+        if not reply["ok"]:
+            raise SystemExit(f"{op}: {reply['error']['code']}: {reply['error']['message']}")
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--control", required=True, help="facegate's [zmq] control endpoint")
+    ap.add_argument("--camera", default=None, help="camera name (optional with one camera)")
+    ap.add_argument("--enroll-as", default=None, metavar="NAME", help="offer enrollment to an unknown face under this name")
+    ap.add_argument("--yes", action="store_true", help="the person has already agreed (no terminal prompt)")
+    args = ap.parse_args()
+    kiosk = Kiosk(args.control)
+    where = {"camera": args.camera} if args.camera else {}
+    try:
+        answer = kiosk.call("identify", wait_ms=5000, **where)
+        print(f"{answer['camera']}: {answer['status']}" + (f" — {answer['person']}" if answer.get("person") else ""))
+        if answer["status"] != "unknown" or not args.enroll_as:
+            return 0
+        agreed = args.yes or input(f"{CONSENT_TEXT} [y/N] ").strip().lower() == "y"
+        if not agreed:
+            print("not enrolled: no consent")
+            return 0
+        enrolled = kiosk.call("enroll", request_id=answer["request_id"], name=args.enroll_as, consent=True,
+                              consent_text=CONSENT_TEXT)
+        print(f"enrolled {enrolled['person']} ({enrolled['templates']} templates)")
+        again = kiosk.call("identify", **where)
+        print(f"{again['camera']}: {again['status']} — {again.get('person')}")
+    finally:
+        kiosk.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
