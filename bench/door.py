@@ -11,7 +11,8 @@ an in-memory GPIO chip (this machine has no GPIO hardware or gpio-sim) and a Zer
 subscriber in this process listens to. Per run:
 - `relay_ms`: capture of the track's first frame → the relay line set active;
 - `zmq_ms`: the same start → the decision event received by the subscriber;
-- `decision_ms`: → the decision itself (the pipeline's own latency_ms).
+- `decision_ms`: → the decision itself (the pipeline's own latency_ms); `decision_to_relay_ms`
+  is what the door outputs add on top.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def main() -> None:
     relay = [r["relay_ms"] for r in runs if r.get("relay_ms") is not None]
     zmq_ms = [r["zmq_ms"] for r in runs if r.get("decision") == "grant"]
     decision = [r["decision_ms"] for r in runs if r.get("decision") == "grant"]
+    # What the outputs add after the decision (queue, thread hand-over, relay / PUB).
+    added = [r["relay_ms"] - r["decision_ms"] for r in runs if r.get("relay_ms") is not None]
     print(json.dumps({
         "video": args.video.name, "fps": round(fps, 2), "runs": len(runs), "grants": len(relay),
         "liveness": args.liveness, "embedder": embedder_model_name(cfg),
@@ -157,6 +160,7 @@ def main() -> None:
         "relay_ms_min": min(relay, default=None), "relay_ms_max": max(relay, default=None),
         "zmq_ms_p50": pct(zmq_ms, 50), "zmq_ms_p95": pct(zmq_ms, 95),
         "decision_ms_p50": pct(decision, 50), "decision_ms_p95": pct(decision, 95),
+        "decision_to_relay_ms_p50": pct(added, 50), "decision_to_relay_ms_p95": pct(added, 95),
         "per_run": runs,
     }))
 
