@@ -34,7 +34,8 @@ from edge.errors import AuditError
 
 AUDIT_FILE = "audit.db"
 GENESIS = "0" * 64  # the `prev` of the first record
-KINDS = ("decision", "enroll", "remove", "key", "config_reload", "rejected_message", "gallery_update", "sync")
+# start/stop bracket each `facegate run`: a gap between a stop and the next start is downtime.
+KINDS = ("decision", "enroll", "remove", "key", "config_reload", "rejected_message", "gallery_update", "sync", "start", "stop")
 _DOMAIN = b"facegate/audit/v1\x00"
 _SCHEMA = (
     (

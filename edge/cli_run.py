@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from edge.audit import AuditLog
 from edge.config import CameraConfig, Config
 from edge.decide import Decision
 from edge.embed import embedder_spec
@@ -23,6 +24,7 @@ from edge.keys import data_dir_for, load_key
 from edge.modelstore import ModelStore
 from edge.perception import Perception, embedder_model_name
 from edge.pipeline import Pipeline, RunSummary
+from edge.run_services import AuditObserver, SyncObserver
 from edge.thresholds import match_threshold
 
 Handler = Callable[[argparse.Namespace, Config], int]
@@ -112,9 +114,16 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         new_cfg = _config(args)
         gallery = open_gallery(data_dir_for(args.data_dir, new_cfg), new_cfg, pipeline.perception.store, False, warn)
         print(f"facegate: reloaded the config and the gallery ({len(gallery)} people)", file=sys.stderr, flush=True)
+        audit.reloaded(len(gallery))
         return new_cfg, gallery
 
     pipeline.reloader = reload
+    audit_log = AuditLog.open(data_dir)
+    audit = AuditObserver(audit_log, lambda: pipeline.gallery)
+    pipeline.observers.append(audit)
+    if cfg.sync.broker_host:
+        kek = load_key(data_dir, cfg, create=False).kek
+        pipeline.observers.append(SyncObserver(cfg, data_dir, kek, audit_log, pipeline))
     if cfg.door or cfg.zmq.events or cfg.zmq.control:
         from edge.outputs.doors import DoorOutputs  # ZeroMQ, GPIO and OSDP only when configured
 
@@ -129,6 +138,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         summary = pipeline.run(args.max_seconds)
     finally:
         pipeline.gallery.close()
+        audit_log.close()
         if events is not None and events is not sys.stdout:
             events.close()
     print_summary(summary, sys.stderr)

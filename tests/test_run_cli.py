@@ -84,6 +84,17 @@ def test_run_writes_events_reloads_on_sighup_and_stops_on_sigterm(model_store, t
     assert {e["camera"] for e in lines} == {"cam0"}
     # The human-readable line per decision goes to stdout when events go to a file.
     assert "grant" in out and "Lin Manuel Miranda" in out
+    # Every decision, the reload and the start/stop are in the signed audit journal, which
+    # names the person by uid only.
+    assert facegate("audit", "verify", "--data-dir", str(data)).returncode == 0
+    tail = facegate("audit", "tail", "--data-dir", str(data), "-n", "500", "--json").stdout
+    records = [json.loads(line) for line in tail.splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("decision") == len(lines) and "config_reload" in kinds
+    assert kinds.index("start") < kinds.index("decision") and kinds[-1] == "stop"
+    granted_records = [r["body"] for r in records if r["kind"] == "decision" and r["body"]["decision"] == "grant"]
+    assert granted_records and all(b["person_uid"] for b in granted_records)
+    assert "Miranda" not in tail
 
 
 def test_run_without_a_source_or_gallery_says_what_is_missing(model_store, tmp_path: Path) -> None:
