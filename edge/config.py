@@ -226,6 +226,9 @@ class LivenessConfig:
     precision: str = field(default="fp32", metadata=_choice("fp32", "int8"))
     # Best-quality frames of a track the CNN runs on (cost: this many forward passes per model).
     passive_frames: int = field(default=1, metadata=_range(1, 16))
+    # A track whose fused score is within this of the threshold is re-scored with the other
+    # model too (v1se <-> v2); 0 = never. Costs a second CNN pass only for uncertain tracks.
+    recheck_margin: float = field(default=0.4, metadata=_range(0.0, 0.5))
     # Fused score at or above which a track is live; used when target_apcer = 0.
     threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))
     # > 0: the threshold for this attack-acceptance rate, read from `calibration`.

@@ -34,6 +34,10 @@ from edge.perception import Face
 PLANAR_POINTS = slice(0, 468, 6)
 PLANAR_REFERENCES = 8  # earlier meshes kept to measure motion against
 EPS = 1e-4
+FUSED = ("passive", "glare", "moire", "blink", "planar")
+# The other MiniFASNet, asked when a track's score is close to the threshold: a different
+# architecture and context scale (2.7x vs 4.0x) fails on different images.
+SECOND_OPINION = {"v1se": "v2", "v2": "v1se"}
 
 
 def logit(p: float) -> float:
@@ -42,7 +46,7 @@ def logit(p: float) -> float:
 
 
 def fuse(scores: dict[str, float]) -> float:
-    z = sum(logit(v) for v in scores.values())
+    z = sum(logit(scores[k]) for k in FUSED if k in scores)
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
@@ -92,7 +96,9 @@ class _Candidate:
     rank: tuple[bool, float]
     crops: list[np.ndarray]
     region: np.ndarray
+    second_crops: list[np.ndarray] | None
     scores: dict[str, float] | None = None
+    second: float | None = None
 
 
 @dataclass(slots=True)
@@ -109,6 +115,11 @@ class Liveness:
     def __init__(self, cfg: Config, store: ModelStore) -> None:
         self.cfg = cfg.liveness
         self.passive = PassiveModel.from_store(store, self.cfg.model, self.cfg.precision, cfg.models.threads)
+        self.second: PassiveModel | None = None
+        if self.cfg.recheck_margin > 0.0 and self.cfg.model in SECOND_OPINION:
+            self.second = PassiveModel.from_store(
+                store, SECOND_OPINION[self.cfg.model], self.cfg.precision, cfg.models.threads
+            )
         self.threshold = threshold_for(cfg)
 
     def new_track(self) -> TrackLiveness:
@@ -156,8 +167,10 @@ class TrackLiveness:
             return
         # Copies, not views: the caller's frame buffer is reused for the next frame.
         crops = [c.copy() for c in self._owner.passive.crops(image, box)]
+        second = self._owner.second
+        second_crops = [c.copy() for c in second.crops(image, box)] if second is not None else None
         region = cues.face_region(image, box).copy()
-        self._candidates.append(_Candidate(rank, crops, region))
+        self._candidates.append(_Candidate(rank, crops, region, second_crops))
         self._candidates.sort(key=lambda c: c.rank, reverse=True)
         del self._candidates[keep:]
 
@@ -187,6 +200,19 @@ class TrackLiveness:
         turned = bool(yaws) and max(yaws) - min(yaws) >= self._cfg.challenge_yaw_deg
         return "passed" if turned else "failed"
 
+    def _recheck(self, scores: dict[str, float]) -> dict[str, float]:
+        """Uncertain track: the second model scores the same kept frames; `passive` becomes the
+        geometric mean of both models (as `model = "both"` computes it) and `passive_second`
+        reports the second model's own score."""
+        second = self._owner.second
+        assert second is not None
+        for cand in self._candidates:
+            if cand.second is None and cand.second_crops is not None:
+                cand.second = second.score(cand.second_crops)
+        z = float(np.mean([logit(c.second) for c in self._candidates if c.second is not None]))
+        p2 = 1.0 / (1.0 + math.exp(-z))
+        return {**scores, "passive": math.sqrt(scores["passive"] * p2), "passive_second": p2}
+
     def result(self) -> LivenessResult:
         threshold = self._owner.threshold
         challenge = self._challenge()
@@ -206,5 +232,8 @@ class TrackLiveness:
             "planar": cues.planar_score(self._geo.residuals),
         }
         score = fuse(scores)
+        if self._owner.second is not None and abs(score - threshold) < self._cfg.recheck_margin:
+            scores = self._recheck(scores)
+            score = fuse(scores)
         live = score >= threshold and challenge != "failed"
         return LivenessResult(score, live, threshold, scores, self._frames, challenge)

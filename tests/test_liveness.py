@@ -85,6 +85,9 @@ def test_replay_video_is_spoof_and_live_video_is_live_in_every_window(model_stor
     assert windows["n_live"] >= 20 and windows["n_spoof"] >= 40
     assert windows["apcer"] == 0.0 and windows["bpcer"] == 0.0, summary
     assert summary["apcer"] == 0.0 and summary["bpcer"] == 0.0
+    # The confident live track ran one model; the replay, uncertain after the first, asked the second.
+    assert "passive_second" not in by_label["live"]["cues"]
+    assert by_label["spoof"]["cues"]["passive_second"] < 0.5
 
 
 def test_replayed_face_of_an_enrolled_person_is_never_granted(model_store, perception: Perception, shared_data: Path, tmp_path: Path) -> None:
