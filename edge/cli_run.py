@@ -127,7 +127,10 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     if cfg.door or cfg.zmq.events or cfg.zmq.control:
         from edge.outputs.doors import DoorOutputs  # ZeroMQ, GPIO and OSDP only when configured
 
-        pipeline.observers.append(DoorOutputs(cfg))
+        def audit_enroll(record: Any, request_id: str) -> None:
+            audit_log.append("enroll", {"person_uid": record.uid, "templates": record.n_templates, "by": f"kiosk:{request_id}"})
+
+        pipeline.observers.append(DoorOutputs(cfg, on_enrolled=audit_enroll))
     from edge.service import daemon_observers  # sd_notify + watchdog, journald, /metrics
 
     pipeline.observers += daemon_observers(cfg, data_dir)

@@ -27,7 +27,7 @@ from edge.config import Config, DoorConfig
 from edge.decide import Decision, Sample
 from edge.door_state import DoorEvent, DoorMachine
 from edge.errors import ApiError, ConfigError, GalleryError
-from edge.gallery_records import PersonProfile
+from edge.gallery_records import PersonProfile, PersonRecord
 from edge.outputs.gpio import LineOpener, Lines, open_gpiod
 from edge.outputs.kiosk import Presence
 from edge.outputs.osdp import OsdpPanel, OsdpReader, open_osdp
@@ -57,8 +57,10 @@ class Door:
 
 class DoorOutputs(Observer):
     def __init__(self, cfg: Config, open_lines: LineOpener = open_gpiod,
-                 osdp_opener: Callable[[DoorConfig], OsdpReader | OsdpPanel] = open_osdp) -> None:
+                 osdp_opener: Callable[[DoorConfig], OsdpReader | OsdpPanel] = open_osdp,
+                 on_enrolled: Callable[[PersonRecord, str], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_enrolled = on_enrolled  # (record, request_id), on the inference thread: the audit journal
         self.open_lines = open_lines
         self.osdp_opener = osdp_opener
         self.presence = Presence(cfg.zmq.unknown_ttl_s)
@@ -271,7 +273,10 @@ class DoorOutputs(Observer):
             if gallery.store.find(profile.name) is not None:
                 # Adding a stranger's face to an existing person would let them in as that person.
                 raise ApiError("invalid_profile", f"a person named {profile.name!r} is already enrolled")
-            return gallery.enroll(profile, embeddings, qualities)
+            record = gallery.enroll(profile, embeddings, qualities)
+            if self.on_enrolled is not None:
+                self.on_enrolled(record, request_id)
+            return record
 
         future: Future[Any] = Future()
         self.jobs.put((enroll, future))
