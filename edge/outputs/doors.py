@@ -53,6 +53,9 @@ class Door:
     osdp: OsdpReader | OsdpPanel | None = None
     relay_on: bool = False
     last_events: list[dict[str, Any]] = field(default_factory=list)
+    # The machine and the relay are driven from two threads: a grant straight from the
+    # inference thread (no hand-over on the latency path), timers from the outputs thread.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class DoorOutputs(Observer):
@@ -67,7 +70,7 @@ class DoorOutputs(Observer):
         self.areas = AreaRegister()
         self.doors: dict[str, Door] = {}  # by camera
         self.last_frame: dict[str, float] = {}
-        self.queue: queue.Queue[tuple[Decision, str | None, int | None]] = queue.Queue()
+        self.queue: queue.Queue[tuple[Decision, str | None, int | None, list[DoorEvent]]] = queue.Queue()
         self.jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.stop = threading.Event()
         self.ctx = zmq.Context()
@@ -127,7 +130,13 @@ class DoorOutputs(Observer):
             # The card number is the gallery id; looked up here because the gallery is this thread's.
             record = self.pipeline.gallery.store.find(decision.person) if self.pipeline and decision.person else None
             card = record.id if record is not None else None
-        self.queue.put((decision, request_id, card))
+        events: list[DoorEvent] = []
+        if decision.decision == "grant" and door is not None:
+            # Only a grant ever reaches an output: a spoof, deny or unknown changes nothing.
+            with door.lock:
+                events = door.machine.grant(time.monotonic(), decision.person)
+                self._drive(door)
+        self.queue.put((decision, request_id, card, events))
 
     def on_tick(self) -> None:
         pipeline = self.pipeline
@@ -187,16 +196,14 @@ class DoorOutputs(Observer):
             if self.publisher is not None:
                 self.publisher.close()
 
-    def _on_decision(self, decision: Decision, request_id: str | None, card: int | None) -> None:
+    def _on_decision(self, decision: Decision, request_id: str | None, card: int | None, events: list[DoorEvent]) -> None:
         door = self.doors.get(decision.camera)
         body = {**decision.to_dict(), "door": door.cfg.name if door else None, "request_id": request_id}
         if self.publisher is not None:
             self.publisher.publish("decision", body)
-        # Only a grant ever reaches an output: a spoof, deny or unknown changes nothing.
         if door is None or decision.decision != "grant":
             return
-        now = time.monotonic()
-        self._apply(door, door.machine.grant(now, decision.person), now)
+        self._publish(door, events)
         if card is not None and door.wiegand is not None:
             door.wiegand.send(card)
         if card is not None and isinstance(door.osdp, OsdpReader):
@@ -204,13 +211,17 @@ class DoorOutputs(Observer):
 
     def _tick(self, now: float) -> None:
         for door in self.doors.values():
-            door.machine.frame(self.last_frame.get(door.cfg.camera, now))
             events: list[DoorEvent] = []
-            if door.lines is not None and door.cfg.contact_line >= 0:
-                events += door.machine.contact(door.lines.get(door.cfg.contact_line), now)
-            self._apply(door, events + door.machine.tick(now), now)
+            with door.lock:
+                door.machine.frame(self.last_frame.get(door.cfg.camera, now))
+                if door.lines is not None and door.cfg.contact_line >= 0:
+                    events += door.machine.contact(door.lines.get(door.cfg.contact_line), now)
+                events += door.machine.tick(now)
+                self._drive(door)
+            self._publish(door, events)
 
-    def _apply(self, door: Door, events: list[DoorEvent], now: float) -> None:
+    def _drive(self, door: Door) -> None:
+        """Relay (and OSDP output) to what the machine says; called with door.lock held."""
         released = door.machine.released
         if released != door.relay_on:
             door.relay_on = released
@@ -218,6 +229,8 @@ class DoorOutputs(Observer):
                 door.lines.set(door.cfg.relay_line, released)
             if isinstance(door.osdp, OsdpPanel):
                 door.osdp.unlock(door.cfg.open_time_s if door.machine.healthy else FAIL_SAFE_HOLD_S) if released else door.osdp.lock()
+
+    def _publish(self, door: Door, events: list[DoorEvent]) -> None:
         for event in events:
             body = {**event.to_dict(), "ts": round(time.time(), 3)}
             door.last_events = (door.last_events + [body])[-10:]
