@@ -75,12 +75,13 @@ def one_run(cfg: Config, gallery: Gallery, perception: Perception, liveness: obj
     run_cfg = dataclasses.replace(cfg, door=(door,), zmq=ZmqConfig(events=events))
     pipeline = Pipeline(run_cfg, gallery, [CameraConfig(name="door", source=str(folder), fps=fps)], lambda d: None,
                         realtime=True, perception=perception, liveness=liveness)
-    pipeline.observers.append(DoorOutputs(run_cfg, open_lines=chip))
+    pipeline.observers.append(DoorOutputs(run_cfg, open_lines=chip))  # binds the PUB socket
     got: dict[str, object] = {}
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"decision")
     sub.connect(events)
+    time.sleep(0.3)  # a door controller is subscribed long before anyone walks up
 
     def listen() -> None:
         while not pipeline.stop_event.is_set():

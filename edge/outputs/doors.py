@@ -74,7 +74,9 @@ class DoorOutputs(Observer):
         self.jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.stop = threading.Event()
         self.ctx = zmq.Context()
-        self.publisher: EventPublisher | None = None
+        # Bound now, before the cameras open: a taken endpoint fails at start, and subscribers
+        # have time to join before the first decision (PUB drops what nobody subscribed to yet).
+        self.publisher = EventPublisher(self.ctx, cfg.zmq.events) if cfg.zmq.events else None
         self.control: ControlServer | None = None
         self.thread = threading.Thread(target=self._run, name="door-outputs", daemon=True)
         self.pipeline: Pipeline | None = None
@@ -94,8 +96,6 @@ class DoorOutputs(Observer):
                 raise ConfigError(f"door {door_cfg.name}: camera {door_cfg.camera!r} already opens door {self.doors[door_cfg.camera].cfg.name}")
             self.doors[door_cfg.camera] = self._open_door(door_cfg, pipeline.gallery.threshold, now)
         self._install_rules(pipeline)
-        if self.cfg.zmq.events:
-            self.publisher = EventPublisher(self.ctx, self.cfg.zmq.events)
         if self.cfg.zmq.control:
             handlers = {"identify": self._identify, "enroll": self._enroll, "status": self._status, "reload": self._reload}
             self.control = ControlServer(self.ctx, self.cfg.zmq.control, handlers).start()
@@ -170,6 +170,8 @@ class DoorOutputs(Observer):
             self.thread.join(5.0)
         if self.control is not None:
             self.control.close()
+        if self.publisher is not None:  # already closed by the outputs thread if it ran; twice is harmless
+            self.publisher.close()
         for door in self.doors.values():
             if door.osdp is not None:
                 door.osdp.close()
