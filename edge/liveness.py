@@ -1,8 +1,8 @@
 """Liveness per track: passive CNN on a few frames + multi-frame cues + optional challenge.
 
 `Liveness(cfg, store).new_track()` gives a `TrackLiveness`; the decision path calls
-`add(frame, face, ts)` for every frame of the track (cheap: landmark geometry, and a small crop
-copy when the frame is among the best so far) and `result()` when it decides. The CNN runs
+`add(frame, face, ts)` for every frame of the track (cheap: landmark geometry, and a reference
+to the frame when it is among the best so far) and `result()` when it decides. The CNN runs
 lazily in `result()`, on the `passive_frames` best-quality frames only, and its scores are
 cached, so a track costs at most `passive_frames` × (number of models) forward passes.
 
@@ -94,9 +94,8 @@ class _Candidate:
     """A frame kept for the CNN and the pixel cues."""
 
     rank: tuple[bool, float]
-    crops: list[np.ndarray]
-    region: np.ndarray
-    second_crops: list[np.ndarray] | None
+    image: np.ndarray = field(repr=False)  # the frame, by reference (see TrackLiveness.add)
+    box: tuple[float, float, float, float]
     scores: dict[str, float] | None = None
     second: float | None = None
 
@@ -157,6 +156,9 @@ class TrackLiveness:
         self._geo = _Geometry()
 
     def add(self, image: np.ndarray, face: Face, ts: float) -> None:
+        """One frame of the track. The frames that rank among the `passive_frames` best are
+        kept by reference until `result()` (no copy, no crop until then): do not draw into a
+        frame after handing it over."""
         self._frames += 1
         box = face.detection.box
         if face.mesh is not None:
@@ -165,12 +167,7 @@ class TrackLiveness:
         keep = self._cfg.passive_frames
         if len(self._candidates) >= keep and rank <= self._candidates[-1].rank:
             return
-        # Copies, not views: the caller's frame buffer is reused for the next frame.
-        crops = [c.copy() for c in self._owner.passive.crops(image, box)]
-        second = self._owner.second
-        second_crops = [c.copy() for c in second.crops(image, box)] if second is not None else None
-        region = cues.face_region(image, box).copy()
-        self._candidates.append(_Candidate(rank, crops, region, second_crops))
+        self._candidates.append(_Candidate(rank, image, box))
         self._candidates.sort(key=lambda c: c.rank, reverse=True)
         del self._candidates[keep:]
 
@@ -207,8 +204,8 @@ class TrackLiveness:
         second = self._owner.second
         assert second is not None
         for cand in self._candidates:
-            if cand.second is None and cand.second_crops is not None:
-                cand.second = second.score(cand.second_crops)
+            if cand.second is None:
+                cand.second = second(cand.image, cand.box)
         z = float(np.mean([logit(c.second) for c in self._candidates if c.second is not None]))
         p2 = 1.0 / (1.0 + math.exp(-z))
         return {**scores, "passive": math.sqrt(scores["passive"] * p2), "passive_second": p2}
@@ -220,7 +217,7 @@ class TrackLiveness:
             return LivenessResult(0.0, False, threshold, {}, 0, challenge)
         for cand in self._candidates:
             if cand.scores is None:
-                cand.scores = self._owner._scores(cand.crops, cand.region)
+                cand.scores = self._owner.frame_scores(cand.image, cand.box)
         frame_cues: dict[str, float] = {}
         for name in ("passive", "glare", "moire"):
             # Mean log-odds over the scored frames: one odd frame cannot decide alone.

@@ -60,16 +60,15 @@ MOIRE_SCALE = 0.5
 _NOSE_DEPTH = 0.95  # nose tip in front of the eye plane, in half inter-ocular distances
 
 
-def _eye_ratio(points: np.ndarray, idx: tuple[int, ...]) -> float:
-    outer, up1, up2, inner, lo2, lo1 = (points[i, :2] for i in idx)
-    width = float(np.linalg.norm(outer - inner))
-    gap = float(np.linalg.norm(up1 - lo1) + np.linalg.norm(up2 - lo2)) / 2.0
-    return gap / max(width, 1e-6)
+_EYES = np.array([RIGHT_EYE, LEFT_EYE])
 
 
 def eye_aspect_ratio(points: np.ndarray) -> float:
     """Mean eye aspect ratio of both eyes from FaceMesh points (~0.28 open, < 0.15 closed)."""
-    return (_eye_ratio(points, RIGHT_EYE) + _eye_ratio(points, LEFT_EYE)) / 2.0
+    p = points[_EYES, :2].astype(np.float64)  # (eye, [outer, up1, up2, inner, lo2, lo1], xy)
+    width = np.linalg.norm(p[:, 0] - p[:, 3], axis=1)
+    gap = (np.linalg.norm(p[:, 1] - p[:, 5], axis=1) + np.linalg.norm(p[:, 2] - p[:, 4], axis=1)) / 2.0
+    return float((gap / np.maximum(width, 1e-6)).mean())
 
 
 def eye_distance(points: np.ndarray) -> float:
@@ -78,10 +77,12 @@ def eye_distance(points: np.ndarray) -> float:
 
 def yaw_deg(points: np.ndarray) -> float:
     """Head yaw from the nose tip's offset from the eye midpoint (signed, degrees)."""
-    right, left = points[lm.RIGHT_EYE_OUTER, :2], points[lm.LEFT_EYE_OUTER, :2]
-    axis = left - right
-    half = max(float(np.linalg.norm(axis)) / 2.0, 1e-6)
-    offset = float(np.dot(points[lm.NOSE_TIP, :2] - (left + right) / 2.0, axis / (2 * half))) / half
+    # Plain floats: three points, and numpy's per-call overhead would dominate.
+    (rx, ry), (lx, ly), (nx, ny) = points[[lm.RIGHT_EYE_OUTER, lm.LEFT_EYE_OUTER, lm.NOSE_TIP], :2].tolist()
+    ax, ay = lx - rx, ly - ry
+    length = max(math.hypot(ax, ay), 1e-6)
+    half = length / 2.0
+    offset = ((nx - (lx + rx) / 2.0) * ax + (ny - (ly + ry) / 2.0) * ay) / length / half
     return math.degrees(math.atan2(offset, _NOSE_DEPTH))
 
 
