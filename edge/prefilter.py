@@ -5,13 +5,13 @@ Two engines keep the codes of the index's rows (row r of the index = code r) and
 
 - `NumpyCodes` (the default): codes held column-major, `(words, rows)` uint64, so a scan is a
   few long vector operations per 64-bit word (xor, popcount, add) over blocks that stay in cache;
-  the `size` nearest are cut with a histogram of the distances (they are small integers).
+  the `size` nearest are cut at a distance found from a sampled histogram (`nearest`).
 - `SqliteVecCodes`: the same codes in an in-memory sqlite-vec `vec0` table (`bit[...]` column,
   KNN `MATCH ... AND k = ?`), as DESIGN.md describes.
 
 Why numpy, though DESIGN.md names sqlite-vec: measured with sqlite-vec 0.1.9 on one core
 (512-bit codes, `bench/gallery.py --compare-sqlite-vec`), a shortlist of 2,000 takes ~300 ms at
-100k rows and ~3 s at 1M, against ~1.5 ms and ~15 ms here; even k = 1 costs 3.3 ms per 100k rows.
+100k rows and ~3 s at 1M, against ~1 ms and ~12 ms here; even k = 1 costs 3.3 ms per 100k rows.
 Two causes, both in vec0: the PyPI wheel is built without hardware popcount (or AVX), and each
 1,024-row chunk's k best are picked by k passes over the chunk, O(k · rows). 0.1.10a4 adds an
 AVX2 popcount but keeps that top-k by default (k = 200 at 100k: 34 ms). `SqliteVecCodes` stays
