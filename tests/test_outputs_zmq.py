@@ -22,11 +22,12 @@ from edge.decide import Decision
 from edge.embed import embedder_spec
 from edge.gallery import Gallery
 from edge.outputs.doors import DoorOutputs
+from edge.outputs.wiegand import decode
 from edge.perception import Perception, embedder_model_name
 from edge.pipeline import Pipeline
 from edge.thresholds import match_threshold
 
-RELAY = 17
+RELAY, D0, D1, CONTACT = 17, 5, 6, 27
 
 
 def endpoints(tmp: Path) -> ZmqConfig:
@@ -101,7 +102,8 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
 
     cfg = perception.cfg
     zcfg = endpoints(tmp_path)
-    door = DoorConfig(name="kiosk-gate", camera="kiosk", relay_line=RELAY, liveness_required=False)
+    door = DoorConfig(name="kiosk-gate", camera="kiosk", relay_line=RELAY, liveness_required=False,
+                      wiegand_d0_line=D0, wiegand_d1_line=D1, wiegand_facility=42)
     run_cfg = dataclasses.replace(cfg, door=(door,), zmq=zcfg)
     chip = FakeChip()
     decisions: list[Decision] = []
@@ -160,6 +162,9 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
     unknown_at = next(d for d in decisions if d.decision == "unknown").ts
     assert all(d.decision != "grant" or d.ts > unknown_at for d in decisions)
     assert lines.log[-1][1:] == (RELAY, False)  # stopped: strike back to locked
+    # The grant also went out as a Wiegand card read: facility 42, card = the new person's gallery id (1).
+    pulses = [1 if line == D1 else 0 for _, line, active in lines.log if active and line in (D0, D1)]
+    assert decode(pulses) == (42, 1)
 
 
 def _decision(kind: str, person: str | None, reason: str) -> Decision:
@@ -186,4 +191,48 @@ def test_only_a_grant_reaches_the_relay(kind: str, person: str | None, reason: s
     finally:
         outputs.stop.set()
         outputs.thread.join(5)
+        outputs.ctx.term()
+
+
+def test_contact_alarms_and_fail_safe_reach_the_relay_and_the_event_socket(tmp_path: Path) -> None:
+    zcfg = ZmqConfig(events=f"ipc://{tmp_path}/events")
+    door = DoorConfig(name="side", camera="door", relay_line=RELAY, contact_line=CONTACT, fail="safe",
+                      unhealthy_after_s=1.0, held_open_s=1.0)
+    chip = FakeChip()
+    outputs = DoorOutputs(Config(door=(door,), zmq=zcfg), open_lines=chip)
+    outputs.doors["door"] = outputs._open_door(door, 0.3, time.monotonic())
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"door")
+    sub.connect(zcfg.events)
+    time.sleep(0.3)
+    seen: list[str] = []
+
+    def wait_event(name: str) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and name not in seen:
+            if sub.poll(100):
+                seen.append(json.loads(sub.recv_multipart()[1])["event"])
+        return name in seen
+
+    lines = chip.opened[0]
+    outputs.last_frame["door"] = time.monotonic() + 3600  # frames keep coming, for now
+    outputs.thread.start()
+    try:
+        lines.drive_input(CONTACT, True)  # someone pushes the locked door open
+        assert wait_event("opened") and wait_event("forced") and wait_event("held_open")
+        assert [v for _, n, v in lines.log if n == RELAY] == []  # an alarm never unlocks
+        lines.drive_input(CONTACT, False)
+        assert wait_event("closed")
+        outputs.last_frame["door"] = time.monotonic() - 5  # the camera went silent
+        assert wait_event("unhealthy") and wait_event("unlocked")
+        assert lines.wait_for(RELAY, True, timeout=5) is not None  # fail-safe: released
+        outputs.last_frame["door"] = time.monotonic() + 3600
+        assert wait_event("healthy") and wait_event("locked")
+        assert lines.log[-1][1:] == (RELAY, False)
+    finally:
+        outputs.stop.set()
+        outputs.thread.join(5)
+        sub.close(0)
+        ctx.term()
         outputs.ctx.term()
