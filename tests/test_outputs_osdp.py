@@ -10,7 +10,7 @@ import tty
 import osdp
 import pytest
 
-from edge.outputs.osdp import FdChannel, OsdpPanel, OsdpReader, OUTPUT_TEMPORARY_ON, pack_bits, unpack_bits
+from edge.outputs.osdp import OUTPUT_TEMPORARY_ON, FdChannel, OsdpPanel, OsdpReader, pack_bits, unpack_bits
 from edge.outputs.wiegand import decode, frame
 
 ADDRESS = 101
@@ -48,6 +48,15 @@ def test_daemon_as_pd_reports_a_grant_as_a_card_read(scbk: bytes | None) -> None
         assert event is not None and event["event"] == osdp.Event.CardRead
         assert event["format"] == osdp.CardFormat.Wiegand and event["length"] == 26
         assert decode(unpack_bits(event["data"], 26)) == (68, 41551)
+        # The panel answers with its LED; the reader takes the command off libosdp's queue.
+        led = {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1, "on_count": 5,
+               "off_count": 5, "on_color": osdp.CommandLEDColor.Green, "off_color": osdp.CommandLEDColor.Black,
+               "timer_count": 10, "temporary": True}
+        panel.submit_command(ADDRESS, led)
+        received: list[dict] = []
+        assert wait(lambda: bool(received.extend(reader.drain()) or received))
+        assert received[0]["command"] == osdp.Command.LED and received[0]["on_color"] == osdp.CommandLEDColor.Green
+        assert reader.drain() == []
     finally:
         panel.stop()
         reader.close()

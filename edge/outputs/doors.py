@@ -221,6 +221,9 @@ class DoorOutputs(Observer):
                 events += door.machine.tick(now)
                 self._drive(door)
             self._publish(door, events)
+            if door.osdp is not None:
+                for message in door.osdp.drain():
+                    log.info("door %s: OSDP %s", door.cfg.name, message)
 
     def _drive(self, door: Door) -> None:
         """Relay (and OSDP output) to what the machine says; called with door.lock held."""

@@ -112,9 +112,13 @@ class OsdpReader:
         if self.pd.submit_event(event) is False:
             raise OutputError("osdp: the card-read event could not be queued")
 
-    def command(self, timeout_s: float) -> dict[str, Any] | None:
-        """The next command from the panel (LED, buzzer, output...), or None."""
-        return self.pd.get_command(timeout_s)
+    def drain(self) -> list[dict[str, Any]]:
+        """Commands the panel sent (LED, buzzer, output...) since the last call. libosdp queues
+        every one of them; unread, that queue would grow for as long as the daemon runs."""
+        out = []
+        while (command := self.pd.get_command(-1)) is not None:
+            out.append(command)
+        return out
 
     @property
     def online(self) -> bool:
@@ -146,9 +150,12 @@ class OsdpPanel:
         self._submit({"command": osdp.Command.Output, "output_no": self.output,
                       "control_code": OUTPUT_PERMANENT_OFF, "timer_count": 0})
 
-    def event(self, timeout_s: float) -> dict[str, Any] | None:
-        """The next event from the PD (a card read at a combined reader, a status...), or None."""
-        return self.cp.get_event(self.address, timeout_s)
+    def drain(self) -> list[dict[str, Any]]:
+        """Events the PD reported (card reads at a combined reader, status...) since the last call."""
+        out = []
+        while (event := self.cp.get_event(self.address, -1)) is not None:
+            out.append(event)
+        return out
 
     @property
     def online(self) -> bool:
