@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test models bench clean
+.PHONY: setup demo test models bench clean deb wheel
 
 setup: $(STAMP) models
 
@@ -27,6 +27,13 @@ test: setup
 
 bench: setup
 	$(PY) bench/perception.py
+
+# dist/facegate_<version>_<arch>.deb (packaging/README.md) and the wheel for pip users.
+deb:
+	packaging/build_deb.sh dist
+
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps -w dist .
 
 clean:
 	rm -rf $(VENV) models/manifest.toml models/*.tflite $(filter-out models/edgeface_xs.onnx,$(wildcard models/*.onnx))
