@@ -36,4 +36,4 @@ wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps -w dist .
 
 clean:
-	rm -rf $(VENV) models/manifest.toml models/*.tflite $(filter-out models/edgeface_xs.onnx,$(wildcard models/*.onnx))
+	rm -rf $(VENV) models/manifest.toml models/*.tflite $(filter-out models/edgeface_xs.onnx models/edgeface_xxs.onnx models/minifasnet_v2.onnx models/minifasnet_v1se.onnx,$(wildcard models/*.onnx))
