@@ -240,4 +240,12 @@ class Decider:
 def _liveness_dict(live: Any | None) -> dict[str, Any] | None:
     if live is None:
         return None
-    return {"score": round(float(live.score), 4), "live": bool(live.live), "threshold": round(float(live.threshold), 4)}
+    # The cues and the challenge state go along so an audit can tell why a track was refused.
+    return {
+        "score": round(float(live.score), 4),
+        "live": bool(live.live),
+        "threshold": round(float(live.threshold), 4),
+        "cues": {k: round(float(v), 4) for k, v in live.cues.items()},
+        "frames": int(live.frames),
+        "challenge": live.challenge,
+    }
