@@ -45,8 +45,14 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+# The hand-made cues (glare, moiré, blink, planar) may lower the score by at most
+# logit(0.15) = -1.7 each: stage lights or a bright arcade can push glare to 0.002 on a real
+# face (crowd clip, passive CNN 0.995), and one weak cue must not veto the CNN on its own.
+CUE_FLOOR = 0.15
+
+
 def fuse(scores: dict[str, float]) -> float:
-    z = sum(logit(scores[k]) for k in FUSED if k in scores)
+    z = sum(logit(scores[k] if k == "passive" else max(scores[k], CUE_FLOOR)) for k in FUSED if k in scores)
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 

@@ -194,3 +194,23 @@ def test_detecting_every_third_frame_still_tracks_one_face_to_one_decision(share
     # the track counts from its second detection (frame 3), by when it has 4.
     assert len(decisions) == 1 and decisions[0].frames_used == 4
     gallery.close()
+
+
+def test_real_people_in_the_crowd_and_on_stage_are_never_called_spoof(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
+    """BPCER on real footage: lighting (arcade glare, stage lights) must not make a live face a spoof."""
+    from edge.liveness import Liveness
+
+    gallery = new_gallery(tmp_path / "g", perception)
+    full = dataclasses.replace(perception.cfg, detect=dataclasses.replace(perception.cfg.detect, model="full"))
+    crowd_perception = Perception(full, perception.store)
+    outcomes = []
+    for cfg, p, clip in (
+        (full, crowd_perception, shared_data / "videos" / "facenet_pytorch_video.mp4"),
+        (perception.cfg, perception, REPO / "assets" / "demo" / "video" / "short_hamilton_clip.mp4"),
+    ):
+        decisions: list[Decision] = []
+        Pipeline(cfg, gallery, [CameraConfig(source=str(clip))], decisions.append, perception=p, liveness=Liveness(cfg, p.store)).run(300)
+        outcomes += [(clip.name, d.track_id, d.decision, d.liveness) for d in decisions]
+    assert len(outcomes) >= 15
+    assert [o for o in outcomes if o[2] == "spoof"] == []
+    gallery.close()
