@@ -178,6 +178,8 @@ def moire_score(region_rgb: np.ndarray) -> tuple[float, float]:
     spectrum = cv2.dft(grey * _WINDOW, flags=cv2.DFT_COMPLEX_OUTPUT)  # ~4x faster than np.fft here
     power = spectrum[..., 0] ** 2 + spectrum[..., 1] ** 2
     band = power[_HIGH_BAND]
+    if float(band.max()) <= 0.0:
+        return 0.5, 0.0  # a flat region (covered lens, blown-out face) has no spectrum to judge
     peak = math.log(float(band.max()) / max(float(np.median(band)), 1e-9))
     excess = max(0.0, peak - MOIRE_PEAK)
     return 0.5 * math.exp(-excess / MOIRE_SCALE), peak

@@ -152,6 +152,16 @@ class Perception:
         self._timed("embed", t)
         return [Face(f.detection, f.mesh, f.chip, f.quality, vectors[i]) for i, f in enumerate(faces)]
 
+    def warm_up(self) -> None:
+        """Runs every model once on a synthetic frame: ONNX Runtime's first run of a session
+        allocates and picks kernels (tens of ms), which must not land on the first person at
+        the door. Timings of the warm-up are discarded."""
+        image = np.full((480, 640, 3), 128, np.uint8)
+        kp = np.array([[290, 220], [350, 220], [320, 250], [320, 280], [260, 230], [380, 230]], np.float32)
+        self.detect(image)
+        self.embed([self.describe(image, Detection((250.0, 170.0, 390.0, 310.0), kp, 0.9))])  # type: ignore[list-item]
+        self.timings_ms.clear()
+
     def faces(self, image: np.ndarray, embed: bool = True) -> list[Face]:
         faces = [self.describe(image, det) for det in self.detect(image)]
         faces = [f for f in faces if f is not None]

@@ -234,6 +234,9 @@ class Pipeline:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, max_seconds: float | None = None) -> RunSummary:
+        self.perception.warm_up()
+        if self.liveness is not None and hasattr(self.liveness, "crop_score"):
+            self.liveness.crop_score(np.full((160, 160, 3), 128, np.uint8), (40.0, 40.0, 120.0, 120.0))
         started = time.monotonic()
         readers = [CameraReader(cam, realtime=self.realtime).start() for cam in self.cameras]
         self.states = {r.cam.name: self._state(r.cam, r) for r in readers}

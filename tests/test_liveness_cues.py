@@ -135,3 +135,9 @@ def test_homography_residual_is_zero_for_a_plane_and_not_for_parallax() -> None:
     assert cues.homography_residual(a, b) < 1e-6
     depth = rng.uniform(-1, 1, 60)
     assert cues.homography_residual(a, b + np.c_[depth * 5.0, np.zeros(60)]) > 1.0
+
+
+def test_flat_region_gives_no_moire_evidence_instead_of_failing() -> None:
+    from edge.liveness_cues import moire_score
+
+    assert moire_score(np.full((96, 96, 3), 128, np.uint8)) == (0.5, 0.0)
