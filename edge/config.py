@@ -263,6 +263,36 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HubConfig:
+    """`facegate hub serve` and `facegate admin` (docs/hub.md): the hub's store, keys and broker."""
+
+    # Hub state: hub.db (SQLite), hub_sign.key / hub_seal.key (Ed25519 / X25519 private keys).
+    data_dir: str = "/var/lib/facegate-hub"
+    # "" = SQLite at <data_dir>/hub.db; or postgresql://user@host:port/db (needs psycopg).
+    database: str = ""
+    # KEK that wraps every person key at rest; "" = <data_dir>/hub.key (created on first use, 0600).
+    key_file: str = ""
+    broker_host: str = "127.0.0.1"
+    broker_port: int = field(default=1883, metadata=_range(1, 65535))
+    # MQTT client id; "" = facegate-hub-<host name>. Each hub instance needs its own.
+    client_id: str = ""
+    # Shared-subscription group: instances with the same name split device messages between them.
+    share_group: str = "facegate-hub"
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Read-only status page (fleet, last decisions, pending acks); 0 = off.
+    web_port: int = field(default=0, metadata=_range(0, 65535))
+    web_address: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("hub.tls_key_file: a client certificate needs its key and the other way round")
+        if self.database and not self.database.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ConfigError(f"hub.database: \"\" (SQLite in data_dir), sqlite:///path or postgresql://... (got {self.database!r})")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     models: ModelsConfig = ModelsConfig()
     detect: DetectConfig = DetectConfig()
@@ -279,6 +309,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     door: tuple[DoorConfig, ...] = ()  # [[door]] array of tables
     zmq: ZmqConfig = ZmqConfig()
+    hub: HubConfig = HubConfig()
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
