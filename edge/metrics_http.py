@@ -102,7 +102,7 @@ def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPReques
     class Handler(BaseHTTPRequestHandler):
         server_version = "facegate"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 encoder, content_type = exposition.choose_encoder(self.headers.get("Accept", ""))
@@ -120,7 +120,7 @@ def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPReques
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - scrapes are not news
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler

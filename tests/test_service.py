@@ -173,7 +173,7 @@ def test_daemon_notifies_ready_then_watchdog_which_stops_while_the_loop_is_wedge
     try:
         assert wait_for(lambda: listener.lines("READY=1"), 120), (tmp_path / "stderr.txt").read_text()
         ready = listener.lines("READY=1")[0]
-        first = [m for _, m in listener.messages][0]
+        first = next(m for _, m in listener.messages)
         assert first == "READY=1", "READY=1 must be the first thing the manager hears"
         status = [m for _, m in listener.messages if m.startswith("STATUS=")]
         assert status and "0 people" in status[0] and "cam0" in status[0]
