@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
     from edge.cli_audit import add_commands as add_audit_commands
     add_audit_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    from edge.cli_admin import add_commands as add_admin_commands
+    add_admin_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
     from sync.cli_sync import add_commands as add_sync_commands
     add_sync_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
     from edge.cli_config import add_commands as add_config_commands
