@@ -49,6 +49,8 @@ mkdir -p "$SITE/assets"
 cp -r "$REPO/assets/calibration" "$SITE/assets/"
 # A venv is not relocatable: its scripts name the interpreter by absolute path.
 grep -rlI --null "$ROOT" "$ROOT$VENV/bin" "$ROOT$VENV/pyvenv.cfg" | xargs -0 -r sed -i "s|$ROOT||g"
+# Shared libraries need not be executable (some wheels ship them 0755; lintian objects).
+find "$ROOT$VENV" -name '*.so*' -type f -exec chmod 0644 {} +
 # Byte code is compiled by postinst for the installed paths (and removed by prerm).
 find "$ROOT$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +
 
