@@ -83,7 +83,7 @@ class MetricsObserver(Observer):
         except OSError as exc:
             _LOG.warning("metrics: cannot listen on %s:%d (%s); running without /metrics", cfg.metrics.address, cfg.metrics.port, exc.strerror or exc)
             return observer
-        _LOG.warning("metrics on %s/metrics (health: /healthz, /readyz)", observer.server.url)
+        _LOG.info("metrics on %s/metrics (health: /healthz, /readyz)", observer.server.url)
         return observer
 
     # -- hooks (inference thread) --------------------------------------------------------------
