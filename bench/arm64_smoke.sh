@@ -34,7 +34,9 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # pip inside the root trusts what pip outside does (a proxy's CA, if this network has one).
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/host-ca-certificates.crt"
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
+# ONNX Runtime's cpuinfo reads /sys/devices/system/cpu; without it, it warns and guesses.
+mountpoint -q "$ROOT/sys" || mount -t sysfs sys "$ROOT/sys"
+trap 'umount "$ROOT/proc" "$ROOT/sys" 2>/dev/null || true' EXIT
 in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 machine=$(in_root uname -m)
 

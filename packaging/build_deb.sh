@@ -23,6 +23,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/facegate-deb.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/root
 VENV=/opt/facegate/venv
+# Set DEBFULLNAME / DEBEMAIL to sign the package as its real maintainer (lintian flags the default).
+MAINTAINER="${DEBFULLNAME:-facegate maintainers} <${DEBEMAIL:-facegate@localhost}>"
 mkdir -p "$OUT" "$ROOT"
 
 echo "facegate $VERSION ($ARCH, python $PYVER): wheel" >&2
@@ -67,7 +69,7 @@ grep -q '^key_file = "/etc/facegate/kek.key"' "$ROOT/etc/facegate/config.toml"
 install -m 0644 systemd/facegate.service systemd/facegate-hub.service "$ROOT/lib/systemd/system/"
 install -m 0644 README.md docs/*.md "$ROOT/opt/facegate/share/doc/"
 packaging/copyright.sh > "$ROOT/usr/share/doc/facegate/copyright"
-sed -e "s/@VERSION@/$VERSION/" -e "s/@DATE@/$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")/" \
+sed -e "s/@VERSION@/$VERSION/" -e "s|@MAINTAINER@|$MAINTAINER|" -e "s/@DATE@/$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")/" \
     packaging/debian/changelog.in | gzip -9n > "$ROOT/usr/share/doc/facegate/changelog.gz"  # a native package
 install -D -m 0644 packaging/debian/lintian-overrides "$ROOT/usr/share/lintian/overrides/facegate"
 
@@ -84,7 +86,7 @@ mkdir -p "$ROOT/DEBIAN"
 install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$ROOT/DEBIAN/"
 echo /etc/facegate/config.toml > "$ROOT/DEBIAN/conffiles"
 SIZE=$(du -sk --exclude=DEBIAN "$ROOT" | cut -f1)
-sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE/" -e "s/@PYVER@/$PYVER/g" -e "s/@SHLIBS@/$SHLIBS/" \
+sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE/" -e "s/@PYVER@/$PYVER/g" -e "s/@SHLIBS@/$SHLIBS/" -e "s|@MAINTAINER@|$MAINTAINER|" \
     packaging/debian/control.in > "$ROOT/DEBIAN/control"
 find "$ROOT" -type d -exec chmod 0755 {} +
 DEB=$OUT/facegate_${VERSION}_${ARCH}.deb
