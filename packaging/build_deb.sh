@@ -61,11 +61,12 @@ mkdir -p "$ROOT/opt/facegate/bin" "$ROOT/usr/bin" "$ROOT/etc/facegate" "$ROOT/li
 ln -s ../venv/bin/facegate "$ROOT/opt/facegate/bin/facegate"
 install -m 0755 packaging/facegate-wrapper "$ROOT/usr/bin/facegate"
 # The packaged config differs from the repository's only in where state and key live.
-sed -e 's|^data_dir = ""  *#.*|data_dir = "/var/lib/facegate"  # the unit'"'"'s StateDirectory|' \
-    -e 's|^key_file = ""  *#.*|key_file = "/etc/facegate/kek.key"  # made by the package; the service gets it as a credential|' \
+# (only in [gallery]: other tables have keys of the same names).
+sed -e '/^\[gallery\]/,/^\[/ s|^data_dir = ""  *#.*|data_dir = "/var/lib/facegate"  # the unit'"'"'s StateDirectory|' \
+    -e '/^\[gallery\]/,/^\[/ s|^key_file = ""  *#.*|key_file = "/etc/facegate/kek.key"  # made by the package; the service gets it as a credential|' \
     config.toml > "$ROOT/etc/facegate/config.toml"
-grep -q '^data_dir = "/var/lib/facegate"' "$ROOT/etc/facegate/config.toml"
-grep -q '^key_file = "/etc/facegate/kek.key"' "$ROOT/etc/facegate/config.toml"
+test "$(grep -c '^data_dir = "/var/lib/facegate"' "$ROOT/etc/facegate/config.toml")" = 1
+test "$(grep -c '^key_file = "/etc/facegate/kek.key"' "$ROOT/etc/facegate/config.toml")" = 1
 install -m 0644 systemd/facegate.service systemd/facegate-hub.service "$ROOT/lib/systemd/system/"
 install -m 0644 README.md docs/*.md "$ROOT/opt/facegate/share/doc/"
 packaging/copyright.sh > "$ROOT/usr/share/doc/facegate/copyright"
