@@ -159,6 +159,9 @@ class HubService:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = lambda *_a: self.connected.clear()
+        # "Connected" once the broker granted the subscriptions: a message published before the
+        # SUBACK would reach no hub (and wait for the device's resend).
+        self.client.on_subscribe = lambda *_a: self.connected.set()
 
     def start(self) -> HubService:
         self.client.connect_async(self.cfg.broker_host, self.cfg.broker_port, 30, clean_start=False, properties=_connect_props(7 * 86400))
@@ -173,7 +176,6 @@ class HubService:
         subs = [(f"{share}{protocol.PREFIX}/devices/+/{leaf}", 1) for leaf in LEAVES]
         subs.append((f"{protocol.PREFIX}/devices/+/{protocol.STATUS}", 1))
         client.subscribe(subs)
-        self.connected.set()
         log.info("hub %s connected to %s:%d", self.client_id, self.cfg.broker_host, self.cfg.broker_port)
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
