@@ -28,7 +28,7 @@ from edge.gallery_records import PersonProfile, new_uid
 Handler = Callable[[argparse.Namespace, Config], int]
 
 
-def _hub(cfg: Config):  # noqa: ANN202 - lazy import keeps `facegate --help` light
+def _hub(cfg: Config):
     from sync.hub import Hub
 
     return Hub(cfg.hub)
@@ -219,7 +219,7 @@ def cmd_audit_query(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def verify_device_chain(store, device_id: str, key_hex: str) -> tuple[int, str]:  # noqa: ANN001 - HubStore, lazily imported
+def verify_device_chain(store, device_id: str, key_hex: str) -> tuple[int, str]:
     """(records checked, '' or the first failure): the stored chain from record 1, in pages."""
     key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex))
     prev, seq, checked = GENESIS, 0, 0

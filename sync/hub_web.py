@@ -71,7 +71,7 @@ class StatusPage:
         page = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path not in ("/", "/status.json"):
                     self.send_error(404)
                     return

@@ -35,20 +35,20 @@ from sync.hub_db import HubDb
 from sync.ingest import AuditIngest, IngestResult
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, sign_pub TEXT NOT NULL, seal_pub TEXT NOT NULL, groups_json TEXT NOT NULL,"
-    " added BIGINT NOT NULL, audit_seq BIGINT NOT NULL, audit_hash TEXT NOT NULL, status_json TEXT NOT NULL, last_seen BIGINT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, sign_pub TEXT NOT NULL, seal_pub TEXT NOT NULL, groups_json TEXT NOT NULL,"
+     " added BIGINT NOT NULL, audit_seq BIGINT NOT NULL, audit_hash TEXT NOT NULL, status_json TEXT NOT NULL, last_seen BIGINT NOT NULL)"),
     "CREATE TABLE IF NOT EXISTS hub_groups (name TEXT PRIMARY KEY, added BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS persons (uid TEXT PRIMARY KEY, name_tag BLOB, wrapped_key BLOB, sealed BLOB, groups_json TEXT NOT NULL,"
-    " created BIGINT NOT NULL, erased BIGINT)",
+    ("CREATE TABLE IF NOT EXISTS persons (uid TEXT PRIMARY KEY, name_tag BLOB, wrapped_key BLOB, sealed BLOB, groups_json TEXT NOT NULL,"
+     " created BIGINT NOT NULL, erased BIGINT)"),
     "CREATE TABLE IF NOT EXISTS scopes (scope TEXT PRIMARY KEY, seq BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS bundles (scope TEXT NOT NULL, seq BIGINT NOT NULL, created BIGINT NOT NULL, persons BIGINT NOT NULL,"
-    " erases_json TEXT NOT NULL, recipients_json TEXT NOT NULL, PRIMARY KEY (scope, seq))",
-    "CREATE TABLE IF NOT EXISTS gallery_acks (device TEXT NOT NULL, scope TEXT NOT NULL, seq BIGINT NOT NULL, ok INTEGER NOT NULL,"
-    " gallery_version BIGINT NOT NULL, error TEXT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (device, scope, seq))",
-    "CREATE TABLE IF NOT EXISTS erasures (uid TEXT NOT NULL, device TEXT NOT NULL, requested BIGINT NOT NULL, confirmed BIGINT,"
-    " PRIMARY KEY (uid, device))",
-    "CREATE TABLE IF NOT EXISTS audit (device TEXT NOT NULL, seq BIGINT NOT NULL, ts_us BIGINT NOT NULL, kind TEXT NOT NULL,"
-    " body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT NOT NULL, person_uid TEXT, PRIMARY KEY (device, seq))",
+    ("CREATE TABLE IF NOT EXISTS bundles (scope TEXT NOT NULL, seq BIGINT NOT NULL, created BIGINT NOT NULL, persons BIGINT NOT NULL,"
+     " erases_json TEXT NOT NULL, recipients_json TEXT NOT NULL, PRIMARY KEY (scope, seq))"),
+    ("CREATE TABLE IF NOT EXISTS gallery_acks (device TEXT NOT NULL, scope TEXT NOT NULL, seq BIGINT NOT NULL, ok INTEGER NOT NULL,"
+     " gallery_version BIGINT NOT NULL, error TEXT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (device, scope, seq))"),
+    ("CREATE TABLE IF NOT EXISTS erasures (uid TEXT NOT NULL, device TEXT NOT NULL, requested BIGINT NOT NULL, confirmed BIGINT,"
+     " PRIMARY KEY (uid, device))"),
+    ("CREATE TABLE IF NOT EXISTS audit (device TEXT NOT NULL, seq BIGINT NOT NULL, ts_us BIGINT NOT NULL, kind TEXT NOT NULL,"
+     " body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT NOT NULL, person_uid TEXT, PRIMARY KEY (device, seq))"),
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_us)",
     "CREATE INDEX IF NOT EXISTS audit_person ON audit (person_uid)",
     "CREATE TABLE IF NOT EXISTS alerts (at BIGINT NOT NULL, device TEXT NOT NULL, problem TEXT NOT NULL)",

@@ -31,7 +31,7 @@ class PgServer:
 
     def _run(self, *args: str) -> None:
         prefix = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
-        proc = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([*prefix, *args], check=False, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])}: {proc.stderr[-1000:]}")
 

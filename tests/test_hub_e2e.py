@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto 
 
 
 def _cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "--config", str(config), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "--config", str(config), *args], cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"facegate {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return proc
@@ -56,7 +56,7 @@ def _frames(folder: Path, cycles: int) -> None:
                 n += 1
 
 
-def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+def _wait(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -122,7 +122,7 @@ def test_enroll_push_grant_audit_erase(tmp_path: Path) -> None:
 
             for device in DEVICES:
                 for name, uid in uids.items():
-                    _wait(lambda: bool(granted(uid, device)), 60, f"{device} granting {name}")
+                    _wait(lambda uid=uid, device=device: bool(granted(uid, device)), 60, f"{device} granting {name}")
             verify = json.loads(_cli(hub_cfg, "admin", "audit", "verify", "--json").stdout)
             assert [d["ok"] for d in verify["devices"]] == [True, True] and all(d["records"] > 3 for d in verify["devices"])
             assert verify["alerts"] == []
@@ -134,7 +134,7 @@ def test_enroll_push_grant_audit_erase(tmp_path: Path) -> None:
             confirmed_us = int(time.time() * 1e6)
             # Two more cycles of both photos on both devices: Colin Powell still granted, Tony Blair never again.
             for device in DEVICES:
-                _wait(lambda: len(granted(uids["Colin Powell"], device, confirmed_us)) >= 2, 60, f"{device} granting Colin Powell after the erase")
+                _wait(lambda device=device: len(granted(uids["Colin Powell"], device, confirmed_us)) >= 2, 60, f"{device} granting Colin Powell after the erase")
                 assert granted(erased, device, confirmed_us) == []
                 after = hub.store.audit_query(device=device, kind="decision", since_us=confirmed_us)
                 assert any(r.body.get("decision") == "unknown" for _d, r in after), "the erased person's photo was not decided as unknown"

@@ -27,7 +27,7 @@ from tests.sync_helpers import new_device
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (apt-get install mosquitto)")
 
 
-def _wait(condition, timeout: float = 30.0) -> bool:  # noqa: ANN001
+def _wait(condition, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -62,7 +62,7 @@ def test_enrollments_merge_on_the_hub_and_come_back_in_bundles(tmp_path: Path) -
                     profile = PersonProfile(name="Kiosk Customer", consent_at=1_700_000_000, consent_text="I agree", retention_days=30)
                     record = store.enroll(profile, [np.full(64, 1.0 + i, np.float32)], [0.7], "kiosk_model")
                 log.append("enroll", {"person_uid": record.uid, "templates": 1, "by": "kiosk"})
-                assert _wait(lambda: len(hub.store.persons()) == 1 and len(hub.store.persons()[0].embeddings) == i + 1)
+                assert _wait(lambda i=i: len(hub.store.persons()) == 1 and len(hub.store.persons()[0].embeddings) == i + 1)
             assert _wait(lambda: all(a.queue_depth() == 0 for a in agents)), "enrollment uploads were not acked"
             [merged] = hub.store.persons()
             assert merged.profile.groups == ("shop",) and merged.profile.consent_text == "I agree" and len(merged.embeddings) == 2

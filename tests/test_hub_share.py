@@ -53,7 +53,7 @@ def test_two_hub_instances_split_the_ingest(tmp_path: Path) -> None:
                 with acked:
                     while upto[0] < batch[-1].seq:
                         device.publish(protocol.device_topic("door-1", protocol.AUDIT), payload, qos=1)
-                        acked.wait_for(lambda: upto[0] >= batch[-1].seq, timeout=5)
+                        acked.wait_for(lambda last=batch[-1].seq: upto[0] >= last, timeout=5)
         finally:
             device.disconnect()
             device.loop_stop()

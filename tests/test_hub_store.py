@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from edge.audit import AuditLog
+from edge.cli_admin import verify_device_chain
 from edge.config import HubConfig
 from edge.device_identity import DeviceIdentity, raw_public
-from edge.cli_admin import verify_device_chain
+from edge.gallery_store import GalleryStore
+from edge.gallery_sync import SyncPerson
 from sync import protocol
 from sync.bundle import apply_bundle, open_bundle
 from sync.hub import Hub
-from edge.gallery_store import GalleryStore
-from edge.gallery_sync import SyncPerson
 from sync.store import HubStoreError
 from tests.conftest import unavailable
 from tests.pg_server import PgServer
