@@ -49,6 +49,7 @@ _SCHEMA = (
      " PRIMARY KEY (uid, device))"),
     ("CREATE TABLE IF NOT EXISTS audit (device TEXT NOT NULL, seq BIGINT NOT NULL, ts_us BIGINT NOT NULL, kind TEXT NOT NULL,"
      " body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT NOT NULL, person_uid TEXT, PRIMARY KEY (device, seq))"),
+    "CREATE INDEX IF NOT EXISTS persons_name ON persons (name_tag)",  # add_person's duplicate-name check
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_us)",
     "CREATE INDEX IF NOT EXISTS audit_person ON audit (person_uid)",
     "CREATE TABLE IF NOT EXISTS alerts (at BIGINT NOT NULL, device TEXT NOT NULL, problem TEXT NOT NULL)",
