@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import closing
 from importlib import metadata
@@ -69,7 +69,7 @@ class MetricsObserver(Observer):
         self.ready = Gauge("facegate_ready", "1 while the pipeline runs (models and gallery loaded), else 0", registry=r)
         self._pipeline: Pipeline | None = None
         self._gallery: object = None
-        self._stage_seen: dict[str, tuple[int, int]] = {}  # stage → (id of its timings list, entries seen)
+        self._stage_seen: dict[str, tuple[int, int]] = {}  # stage → (id of its timing counter, calls seen)
         self._frame_times: dict[str, deque[float]] = {}
         r.register(_ScrapeCollector(self, data_dir if cfg.sync.broker_host else None))
 
@@ -113,8 +113,8 @@ class MetricsObserver(Observer):
         pipeline = self._pipeline
         if pipeline is None:
             return
-        self._observe_stages(pipeline.perception.timings_ms)
-        self._observe_stages(pipeline.timings_ms)
+        self._observe_stages(pipeline.perception.timings_ms, pipeline.perception.timing_counts)
+        self._observe_stages(pipeline.timings_ms, pipeline.timing_counts)
         if pipeline.gallery is not self._gallery:  # SIGHUP reopened it (and maybe the models)
             self._gallery_changed(pipeline)
             self._models_changed(pipeline)
@@ -138,17 +138,19 @@ class MetricsObserver(Observer):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _observe_stages(self, timings: dict[str, list[float]]) -> None:
-        # The pipeline keeps every timing for its summary; pick up only the new ones. A reload
-        # builds a new Perception with new lists, hence the list identity in the bookmark.
+    def _observe_stages(self, timings: dict[str, deque[float]], counts: Counter[str]) -> None:
+        # The pipeline keeps the last timings per stage in bounded deques and counts every call;
+        # pick up only the calls since the last frame. A reload builds a new Perception with
+        # new counters, hence the counter identity in the bookmark.
         for stage, values in list(timings.items()):
-            list_id, seen = self._stage_seen.get(stage, (0, 0))
-            if list_id != id(values):
+            counter_id, seen = self._stage_seen.get(stage, (0, 0))
+            if counter_id != id(counts):
                 seen = 0
+            new = min(counts[stage] - seen, len(values))
             histogram = self.stage_seconds.labels(stage)
-            for ms in values[seen:]:
-                histogram.observe(ms / 1000.0)
-            self._stage_seen[stage] = (id(values), len(values))
+            for i in range(new, 0, -1):
+                histogram.observe(values[-i] / 1000.0)
+            self._stage_seen[stage] = (id(counts), counts[stage])
 
     def _gallery_changed(self, pipeline: Pipeline) -> None:
         self._gallery = pipeline.gallery

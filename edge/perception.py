@@ -7,7 +7,7 @@ only builds them from `Config` and the model store and runs them in order, timin
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,9 @@ class Face:
         return out
 
 
+TIMING_WINDOW = 10_000
+
+
 def detector_model_name(cfg: Config) -> str:
     suffix = "_tflite" if cfg.models.backend == "tflite" else ""
     return f"detector_{cfg.detect.model}{suffix}"
@@ -80,11 +83,14 @@ class Perception:
             # Embedders exist only as ONNX; the TFLite backend covers detection and landmarks.
             session = open_session(self.store.path(embedder_model_name(cfg)), "onnxruntime", threads)
             self.embedder = Embedder(session, spec, flip=cfg.embed.flip)
-        self.timings_ms: dict[str, list[float]] = defaultdict(list)
+        # The last TIMING_WINDOW calls per stage: a daemon runs for months, so no unbounded lists.
+        self.timings_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=TIMING_WINDOW))
+        self.timing_counts: Counter[str] = Counter()  # calls ever timed, per stage (for /metrics)
 
     def _timed(self, stage: str, started: float) -> float:
         now = time.perf_counter()
         self.timings_ms[stage].append((now - started) * 1000.0)
+        self.timing_counts[stage] += 1
         return now
 
     def detect(self, image: np.ndarray, refine: bool | None = None) -> list[Detection]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from edge.decide import Decider, Decision, Sample
 from edge.gallery import Gallery
 from edge.detect import Detection
 from edge.landmarks import FaceMesh, mesh_keypoints
-from edge.perception import Face, Perception, detector_model_name, embedder_model_name
+from edge.perception import TIMING_WINDOW, Face, Perception, detector_model_name, embedder_model_name
 from edge.track import Box, SceneCut, Track, Tracker
 
 # How long one camera's get() may block when several cameras share the loop.
@@ -55,7 +55,7 @@ class RunSummary:
     decisions: dict[str, int]
     latency_ms: list[float]
     usable_latency_ms: list[float]  # from the first gate-passing frame (tracks that had one)
-    stages_ms: dict[str, float]  # mean per call
+    stages_ms: dict[str, float]  # mean per call over the last TIMING_WINDOW calls
     cameras: dict[str, dict[str, object]]
 
     @property
@@ -138,8 +138,9 @@ class Pipeline:
         self.cameras = cameras
         self.states: dict[str, CameraState] = {}
         self.annotator = Annotator(annotate, [c.name for c in cameras]) if annotate else None
-        self.timings_ms: dict[str, list[float]] = defaultdict(list)
-        self.decisions: list[Decision] = []
+        self.timings_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=TIMING_WINDOW))
+        self.timing_counts: Counter[str] = Counter()
+        self.decisions: deque[Decision] = deque(maxlen=TIMING_WINDOW)  # the latest, for the summary
         self.counts: Counter[str] = Counter()
         self.faces = 0
         self.stop_event = threading.Event()
@@ -230,6 +231,7 @@ class Pipeline:
 
     def _time(self, stage: str, started: float) -> None:
         self.timings_ms[stage].append((time.perf_counter() - started) * 1000.0)
+        self.timing_counts[stage] += 1
 
     # -- the loop ----------------------------------------------------------------------------
 
