@@ -102,7 +102,10 @@ class SceneCut:
         step = max(1, image.shape[1] // 64)
         sample = np.ascontiguousarray(image[step // 2 :: step, step // 2 :: step])
         thumb = cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY).astype(np.int16)
-        cut = self._last is not None and float(np.abs(thumb - self._last).mean()) > self.threshold
+        if self._last is not None and self._last.shape != thumb.shape:
+            cut = True  # the frame size changed (a folder of mixed stills, a camera mode change)
+        else:
+            cut = self._last is not None and float(np.abs(thumb - self._last).mean()) > self.threshold
         self._last = thumb
         return cut
 

@@ -82,3 +82,10 @@ def test_scene_cut_flags_a_cut_not_motion() -> None:
     assert not cut(moved)
     bright = rng.integers(150, 255, (360, 640, 3), dtype=np.uint8)
     assert cut(bright)
+
+
+def test_a_change_of_frame_size_is_a_cut_not_a_crash() -> None:
+    cut = SceneCut(45.0)
+    assert not cut(np.full((360, 640, 3), 30, np.uint8))
+    assert cut(np.full((250, 250, 3), 30, np.uint8))
+    assert not cut(np.full((250, 250, 3), 30, np.uint8))
