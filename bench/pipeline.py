@@ -60,18 +60,14 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, model=args.detector))
     if args.threads:
         cfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, threads=args.threads))
-    if args.liveness and hasattr(cfg, "liveness"):
+    if args.liveness:
         cfg = dataclasses.replace(cfg, liveness=dataclasses.replace(cfg.liveness, enabled=args.liveness == "on"))
     perception = Perception(cfg)
     liveness = load_liveness(cfg, perception)
     cap = cv2.VideoCapture(args.source)
-    ok, first = cap.read()
     width, height, src_fps = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), cap.get(cv2.CAP_PROP_FPS)
     cap.release()
-    if ok:  # first-call costs (allocations, kernel selection) are not the steady state
-        for _ in range(3):
-            perception.faces(cv2.cvtColor(first, cv2.COLOR_BGR2RGB))
-        perception.timings_ms.clear()
+    # No warm-up here: Pipeline.run warms every model and clears the timings before it starts.
 
     decisions: list[Decision] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +78,6 @@ def main() -> None:
         if args.enroll:
             for name, photos in person_folders(args.enroll):
                 enroll_photos(gallery, perception, PersonProfile(name=name), photos)
-            perception.timings_ms.clear()
         pipeline = Pipeline(
             cfg, gallery, [CameraConfig(name="bench", source=args.source)], decisions.append,
             realtime=args.realtime, perception=perception, liveness=liveness,

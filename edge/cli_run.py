@@ -47,9 +47,8 @@ def cameras_for(sources: list[str], cfg: Config) -> list[CameraConfig]:
 
 
 def load_liveness(cfg: Config, perception: Perception) -> Any | None:
-    """The liveness checker when `[liveness] enabled`; None when off or not built."""
-    section = getattr(cfg, "liveness", None)
-    if section is None or not getattr(section, "enabled", False):
+    """The liveness checker when `[liveness] enabled`, else None."""
+    if not cfg.liveness.enabled:
         return None
     from edge.liveness import Liveness
 

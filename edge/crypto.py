@@ -186,9 +186,14 @@ def generate_kek_file(path: Path) -> bytes:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)  # the rename itself must survive a power cut
+    return kek
+
+
+def fsync_dir(folder: Path) -> None:
+    """Makes a rename or link inside `folder` durable (POSIX needs the directory synced too)."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)  # the rename itself must survive a power cut
+        os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return kek

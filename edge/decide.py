@@ -90,14 +90,12 @@ class Evidence:
         self.first_ok_t: float | None = None  # source time of the first gate-passing frame
         self.first_ok_mono: float | None = None  # and its monotonic capture time
         self.liveness = liveness  # a TrackLiveness, or None when liveness is off
-        self.seen = 0
 
     @property
     def n_ok(self) -> int:
         return sum(s.ok for s in self.samples)
 
     def add(self, face: Face, image: np.ndarray, t: float, mono: float, keep: int) -> None:
-        self.seen += 1
         if self.liveness is not None:
             self.liveness.add(image, face, t)
         if face.embedding is None:

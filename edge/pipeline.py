@@ -237,7 +237,7 @@ class Pipeline:
 
     def run(self, max_seconds: float | None = None) -> RunSummary:
         self.perception.warm_up()
-        if self.liveness is not None and hasattr(self.liveness, "crop_score"):
+        if self.liveness is not None:
             self.liveness.crop_score(np.full((160, 160, 3), 128, np.uint8), (40.0, 40.0, 120.0, 120.0))
         started = time.monotonic()
         readers = [CameraReader(cam, realtime=self.realtime).start() for cam in self.cameras]
