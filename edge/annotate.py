@@ -52,7 +52,7 @@ class Annotator:
             decision = labels.get(track.track_id)
             kind = getattr(decision, "decision", None)
             colour = COLOURS.get(kind, COLOURS[None])
-            x1, y1, x2, y2 = (int(round(v)) for v in track.box)
+            x1, y1, x2, y2 = (round(v) for v in track.box)
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2 if track.detection is not None else 1)
             text = f"#{track.track_id}"
             if decision is not None:

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2  # noqa: E402 - after the log-level variables above
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -98,7 +98,7 @@ class _Images:
         self.corrupt = 0
         self.last_error = ""
 
-    def isOpened(self) -> bool:  # noqa: N802 - mirrors cv2.VideoCapture
+    def isOpened(self) -> bool:
         return True
 
     def read(self) -> tuple[bool, np.ndarray | None]:

@@ -81,7 +81,7 @@ def human_line(d: Decision) -> str:
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     perception = Perception(cfg)
     data_dir = data_dir_for(args.data_dir, cfg)
-    warn = lambda m: print(f"facegate: warning: {m}", file=sys.stderr)  # noqa: E731
+    warn = lambda m: print(f"facegate: warning: {m}", file=sys.stderr)
     gallery = open_gallery(data_dir, cfg, perception.store, create=False, warn=warn)
     events: IO[str] | None = None
     if args.events == "-":

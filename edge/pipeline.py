@@ -23,8 +23,8 @@ from edge.annotate import Annotator
 from edge.capture import CameraReader, Frame
 from edge.config import CameraConfig, Config
 from edge.decide import Decider, Decision, Sample
-from edge.gallery import Gallery
 from edge.detect import Detection
+from edge.gallery import Gallery
 from edge.landmarks import FaceMesh, mesh_keypoints
 from edge.perception import TIMING_WINDOW, Face, Perception, detector_model_name, embedder_model_name
 from edge.track import Box, SceneCut, Track, Tracker

@@ -74,8 +74,8 @@ def iou(a: Box, b: Box) -> float:
 def _affinity(pred: Box, det: Box, min_iou: float) -> float:
     """How well a detection continues a predicted box; 0 = it cannot."""
     overlap = iou(pred, det)
-    pcx, pcy, pw, ph = _cxcywh(pred)
-    dcx, dcy, dw, dh = _cxcywh(det)
+    pcx, pcy, pw, _ = _cxcywh(pred)
+    dcx, dcy, dw, _ = _cxcywh(det)
     scale = max(pw, dw) / max(1.0, min(pw, dw))
     if scale > MAX_SCALE_CHANGE:
         return 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 import time
@@ -10,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from mjpeg_server import MjpegServer, free_port, load_jpegs
 
 from edge.capture import CameraReader, prepare, source_kind
 from edge.config import CameraConfig
-from mjpeg_server import MjpegServer, free_port, load_jpegs
 
 CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo" / "video" / "short_hamilton_clip.mp4"
 CLIP_FRAMES = 275
@@ -53,7 +54,7 @@ def test_realtime_with_a_slow_consumer_drops_stale_frames_and_keeps_the_newest()
     stats = reader.stats
     assert stats.dropped_stale > 150
     assert len(frames) + stats.dropped_stale == stats.frames == CLIP_FRAMES
-    assert all(b.index > a.index for a, b in zip(frames, frames[1:], strict=False))
+    assert all(b.index > a.index for a, b in itertools.pairwise(frames))
     # Each frame handed over is at most ~a consumer period old.
     ages = [f.t for f in frames]
     assert max(np.diff(ages)) < 0.3
@@ -74,7 +75,7 @@ def test_fps_cap_roi_and_rotation() -> None:
 def test_image_folder_skips_a_corrupt_image_and_counts_it(tmp_path: Path) -> None:
     cap = cv2.VideoCapture(str(CLIP))
     for i in range(6):
-        ok, frame = cap.read()
+        _, frame = cap.read()
         cv2.imwrite(str(tmp_path / f"{i:03d}.jpg"), frame)
     (tmp_path / "003.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     (tmp_path / "notes.txt").write_text("ignored")
