@@ -31,13 +31,15 @@ from edge.perception import Face, Perception
 
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 CLIPS = ("apfol_real2.webm", "apfol_fake2.webm")
-# (model, precision, passive_frames, recheck_margin); the first is the default config.
+# (model, precision, passive_frames, recheck_margin, [models] backend); the first is the
+# default config ("auto" = the CNN on TFLite/XNNPACK when installed).
 VARIANTS = (
-    ("v1se", "fp32", 1, 0.4),
-    ("v1se", "fp32", 1, 0.0),
-    ("v1se", "int8", 1, 0.4),
-    ("v1se", "fp32", 2, 0.4),
-    ("both", "fp32", 1, 0.0),
+    ("v1se", "fp32", 1, 0.4, "auto"),
+    ("v1se", "fp32", 1, 0.4, "onnxruntime"),
+    ("v1se", "fp32", 1, 0.0, "auto"),
+    ("v1se", "int8", 1, 0.4, "onnxruntime"),
+    ("v1se", "fp32", 2, 0.4, "auto"),
+    ("both", "fp32", 1, 0.0, "auto"),
 )
 REFERENCE = "edgeface_xxs_int8"  # README's per-stage table has it: scales figures between machines
 
@@ -108,9 +110,10 @@ def main() -> None:
         "cpu": "1 core (sched_setaffinity), onnxruntime intra_op_num_threads=1",
     }
     variants = {}
-    for model, precision, k, margin in VARIANTS:
+    for model, precision, k, margin, backend in VARIANTS:
         lv = replace(cfg.liveness, model=model, precision=precision, passive_frames=k, recheck_margin=margin)
-        liveness = Liveness(replace(cfg, liveness=lv), perception.store)
+        models = replace(cfg.models, backend=backend)
+        liveness = Liveness(replace(cfg, liveness=lv, models=models), perception.store)
         per_track_ms(liveness, clips[CLIPS[0]][: args.track_frames * 2], args.track_frames, 1)  # warm-up
         entry = {}
         # Live and replay tracks apart: a replay is where the second opinion gets asked.
@@ -124,7 +127,7 @@ def main() -> None:
                 "wall_ms_per_track_p50": round(float(np.median(wall)), 2),
                 "tracks": len(wall),
             }
-        variants[f"{model}_{precision}_k{k}_recheck{margin}"] = entry
+        variants[f"{model}_{precision}_k{k}_recheck{margin}_{backend}"] = entry
     result["variants"] = variants
     result[f"reference_{REFERENCE}_forward_cpu_ms"] = reference_ms(perception)
     print(json.dumps(result))

@@ -28,7 +28,8 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class ModelsConfig:
     dir: str = ""  # empty: $FACEGATE_MODELS_DIR or the repo's models/
-    backend: str = field(default="onnxruntime", metadata=_choice("onnxruntime", "tflite"))
+    # auto: TFLite (XNNPACK) for FaceMesh and liveness when installed, ONNX Runtime otherwise
+    backend: str = field(default="auto", metadata=_choice("auto", "onnxruntime", "tflite"))
     threads: int = field(default=1, metadata=_range(1, 64))
 
 

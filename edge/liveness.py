@@ -33,6 +33,7 @@ from edge.perception import Face
 # is over-determined 17×, and 6× fewer points keep a fit under 0.1 ms.
 PLANAR_POINTS = slice(0, 468, 6)
 PLANAR_REFERENCES = 8  # earlier meshes kept to measure motion against
+PLANAR_STRIDE = 2
 EPS = 1e-4
 FUSED = ("passive", "glare", "moire", "blink", "planar")
 # The other MiniFASNet, asked when a track's score is close to the threshold: a different
@@ -112,6 +113,7 @@ class _Geometry:
     yaws: list[float] = field(default_factory=list)
     references: list[np.ndarray] = field(default_factory=list)
     residuals: list[float] = field(default_factory=list)
+    last_fit: int = -PLANAR_STRIDE  # mesh count at the last homography fit
 
 
 class Liveness:
@@ -119,11 +121,12 @@ class Liveness:
 
     def __init__(self, cfg: Config, store: ModelStore) -> None:
         self.cfg = cfg.liveness
-        self.passive = PassiveModel.from_store(store, self.cfg.model, self.cfg.precision, cfg.models.threads)
+        backend = cfg.models.backend
+        self.passive = PassiveModel.from_store(store, self.cfg.model, self.cfg.precision, cfg.models.threads, backend)
         self.second: PassiveModel | None = None
         if self.cfg.recheck_margin > 0.0 and self.cfg.model in SECOND_OPINION:
             self.second = PassiveModel.from_store(
-                store, SECOND_OPINION[self.cfg.model], self.cfg.precision, cfg.models.threads
+                store, SECOND_OPINION[self.cfg.model], self.cfg.precision, cfg.models.threads, backend
             )
         self.threshold = threshold_for(cfg)
 
@@ -189,8 +192,11 @@ class TrackLiveness:
         # Mean landmark displacement against every kept reference pose, in inter-ocular distances.
         motions = np.sqrt(((np.stack(geo.references) - pts) ** 2).sum(axis=2)).mean(axis=1) / iod
         j = int(np.argmax(motions))
-        if motions[j] >= cues.PLANAR_MIN_MOTION:
+        # At most every PLANAR_STRIDE-th mesh: consecutive frames fitted against the same
+        # reference give nearly the same residual, and a fit is the costliest step of add().
+        if motions[j] >= cues.PLANAR_MIN_MOTION and len(geo.ears) - geo.last_fit >= PLANAR_STRIDE:
             geo.residuals.append(cues.homography_residual(geo.references[j], pts) / iod)
+            geo.last_fit = len(geo.ears)
         # Keep a spread of earlier poses: the first mesh, then one whenever the face has moved.
         if float(motions.min()) >= cues.PLANAR_MIN_MOTION / 2:
             geo.references.append(pts)

@@ -51,7 +51,8 @@ GLARE_V, GLARE_S = 235, 40
 # face region measured on live stage footage. Only glare beyond this allowance is evidence; a
 # reflection off a screen or glossy print typically covers 5-25 %.
 GLARE_ALLOWANCE = 0.03
-GLARE_SCALE = 0.03  # glare beyond the allowance at which the score falls to e^-1 of neutral
+GLARE_SCALE = 0.03
+GLARE_PIXELS = 128  # glare beyond the allowance at which the score falls to e^-1 of neutral
 SPECTRUM_SIZE = 128
 # log(peak / median) of the high band that broadband texture stays under: live faces measured
 # up to 7.9 (webcam, stage footage); a windowed 128² spectrum of noise alone gives ~3.
@@ -65,10 +66,13 @@ _EYES = np.array([RIGHT_EYE, LEFT_EYE])
 
 def eye_aspect_ratio(points: np.ndarray) -> float:
     """Mean eye aspect ratio of both eyes from FaceMesh points (~0.28 open, < 0.15 closed)."""
-    p = points[_EYES, :2].astype(np.float64)  # (eye, [outer, up1, up2, inner, lo2, lo1], xy)
-    width = np.linalg.norm(p[:, 0] - p[:, 3], axis=1)
-    gap = (np.linalg.norm(p[:, 1] - p[:, 5], axis=1) + np.linalg.norm(p[:, 2] - p[:, 4], axis=1)) / 2.0
-    return float((gap / np.maximum(width, 1e-6)).mean())
+    # Plain floats: twelve points, and numpy's per-call overhead would dominate.
+    ratios = []
+    for eye in _EYES:
+        (ox, oy), (u1x, u1y), (u2x, u2y), (ix, iy), (l2x, l2y), (l1x, l1y) = points[eye, :2].tolist()
+        gap = (math.hypot(u1x - l1x, u1y - l1y) + math.hypot(u2x - l2x, u2y - l2y)) / 2.0
+        ratios.append(gap / max(math.hypot(ox - ix, oy - iy), 1e-6))
+    return sum(ratios) / 2.0
 
 
 def eye_distance(points: np.ndarray) -> float:
@@ -99,39 +103,42 @@ def blink_score(ears: list[float]) -> float:
     return 0.5
 
 
-def _normalise(pts: np.ndarray) -> np.ndarray:
-    """Hartley normalisation: centroid at 0, mean distance sqrt(2) (conditions the DLT)."""
-    c = pts.mean(axis=0)
-    s = math.sqrt(2.0) / max(float(np.linalg.norm(pts - c, axis=1).mean()), 1e-9)
-    return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
+def _normalise(pts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Hartley normalisation (conditions the DLT): centred, mean distance sqrt(2); and the scale."""
+    d = pts - pts.mean(axis=0)
+    s = math.sqrt(2.0) / max(float(np.sqrt((d * d).sum(axis=1)).mean()), 1e-9)
+    return d * s, s
 
 
 def homography_residual(a: np.ndarray, b: np.ndarray) -> float:
     """Mean distance between `b` and `a` mapped by the least-squares homography a -> b.
 
-    Linear least squares with h33 = 1 on Hartley-normalised points (8 unknowns, solved through
-    the 8×8 normal equations: ~20 µs, against ~300 µs for the SVD form). h33 = 1 only excludes
-    maps that send the image centre to infinity, which no face motion is.
+    Linear least squares with h33 = 1 on Hartley-normalised points: 8 unknowns solved through
+    the 8×8 normal equations (one 9-column product gives both sides), ~90 µs against ~300 µs
+    for the SVD form. h33 = 1 only excludes maps that send the image centre to infinity, which
+    no face motion is. Normalising `b` is a similarity, so distances measured in its frame are
+    the image distances times its scale.
     """
-    ta, tb = _normalise(a), _normalise(b)
-    an = a @ ta[:2, :2].T + ta[:2, 2]
-    bn = b @ tb[:2, :2].T + tb[:2, 2]
+    an, _ = _normalise(a)
+    bn, scale_b = _normalise(b)
     n = len(a)
-    rows = np.zeros((2 * n, 8))
-    rows[:n, 0:2], rows[:n, 2] = an, 1.0
-    rows[n:, 3:5], rows[n:, 5] = an, 1.0
-    rows[:n, 6:8] = -bn[:, 0:1] * an
-    rows[n:, 6:8] = -bn[:, 1:2] * an
-    rhs = np.concatenate([bn[:, 0], bn[:, 1]])
+    m = np.zeros((2 * n, 9))
+    m[:n, 0:2], m[:n, 2] = an, 1.0
+    m[n:, 3:5], m[n:, 5] = an, 1.0
+    m[:n, 6:8] = an * -bn[:, 0:1]
+    m[n:, 6:8] = an * -bn[:, 1:2]
+    m[:n, 8], m[n:, 8] = bn[:, 0], bn[:, 1]
+    normal = m.T @ m
     try:
-        h = np.linalg.solve(rows.T @ rows, rows.T @ rhs)
+        h = np.linalg.solve(normal[:8, :8], normal[:8, 8])
     except np.linalg.LinAlgError:
         return 0.0  # degenerate (all points collinear): nothing a plane could not explain
-    hn = np.append(h, 1.0).reshape(3, 3)
-    full = np.linalg.inv(tb) @ hn @ ta
-    mapped = np.c_[a, np.ones(n)] @ full.T
-    mapped = mapped[:, :2] / np.where(np.abs(mapped[:, 2:3]) < 1e-12, 1e-12, mapped[:, 2:3])
-    return float(np.linalg.norm(mapped - b, axis=1).mean())
+    x, y = an[:, 0], an[:, 1]
+    w = h[6] * x + h[7] * y + 1.0
+    w = np.where(np.abs(w) < 1e-12, 1e-12, w)
+    dx = (h[0] * x + h[1] * y + h[2]) / w - bn[:, 0]
+    dy = (h[3] * x + h[4] * y + h[5]) / w - bn[:, 1]
+    return float(np.sqrt(dx * dx + dy * dy).mean()) / scale_b
 
 
 def planar_score(residuals: list[float]) -> float:
@@ -158,7 +165,10 @@ def face_region(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.n
 
 def glare_score(region_rgb: np.ndarray) -> tuple[float, float]:
     """(score, share of specular pixels) for an RGB face region."""
-    hsv = cv2.cvtColor(region_rgb, cv2.COLOR_RGB2HSV)
+    # A share is a proportion: every k-th pixel estimates it unbiasedly (k keeps >= 128 rows or
+    # columns), and a 1080p face close to the camera would otherwise convert ~10x the pixels.
+    step = max(1, max(region_rgb.shape[:2]) // GLARE_PIXELS)
+    hsv = cv2.cvtColor(np.ascontiguousarray(region_rgb[::step, ::step]), cv2.COLOR_RGB2HSV)
     share = float(((hsv[..., 2] >= GLARE_V) & (hsv[..., 1] <= GLARE_S)).mean())
     return 0.5 * math.exp(-max(0.0, share - GLARE_ALLOWANCE) / GLARE_SCALE), share
 

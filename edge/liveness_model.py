@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.errors import ConfigError
 from edge.modelstore import ModelStore
-from edge.runtime import Session, open_session
+from edge.runtime import Session, open_session, resolve
 
 INPUT = 80
 REAL_CLASS = 1
@@ -69,14 +69,16 @@ class PassiveModel:
         self._models = [(s, s.inputs[0].name, spec) for s, spec in sessions]
 
     @classmethod
-    def from_store(cls, store: ModelStore, model: str, precision: str, threads: int = 1) -> PassiveModel:
+    def from_store(
+        cls, store: ModelStore, model: str, precision: str, threads: int = 1, backend: str = "auto"
+    ) -> PassiveModel:
         if model not in MODEL_CHOICES:
             raise ConfigError(f"liveness.model: must be one of {', '.join(MODEL_CHOICES)} (got {model!r})")
         sessions = []
         for key in MODEL_CHOICES[model]:
             spec = SPECS[key]
-            path = store.path(f"{spec.name}_{precision}")
-            sessions.append((open_session(path, "onnxruntime", threads), spec))
+            name, chosen = resolve(backend, "liveness", f"{spec.name}_{precision}", store.records)
+            sessions.append((open_session(store.path(name), chosen, threads), spec))
         return cls(sessions)
 
     def crops(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from edge.embed import Embedder, embedder_spec
 from edge.landmarks import FaceMesh, FaceMeshModel, mesh_keypoints
 from edge.modelstore import ModelStore
 from edge.quality import Quality, QualityGate
-from edge.runtime import open_session
+from edge.runtime import open_session, resolve
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -48,9 +49,14 @@ class Face:
 TIMING_WINDOW = 10_000
 
 
-def detector_model_name(cfg: Config) -> str:
-    suffix = "_tflite" if cfg.models.backend == "tflite" else ""
-    return f"detector_{cfg.detect.model}{suffix}"
+def detector_model(cfg: Config, records: Mapping[str, object]) -> tuple[str, str]:
+    """(manifest name, backend) of the detector."""
+    return resolve(cfg.models.backend, "detector", f"detector_{cfg.detect.model}", records)
+
+
+def mesh_model(cfg: Config, records: Mapping[str, object]) -> tuple[str, str]:
+    """(manifest name, backend) of FaceMesh."""
+    return resolve(cfg.models.backend, "landmarks", "facemesh", records)
 
 
 def embedder_model_name(cfg: Config) -> str:
@@ -63,9 +69,10 @@ class Perception:
     def __init__(self, cfg: Config, store: ModelStore | None = None, with_embedder: bool = True) -> None:
         self.cfg = cfg
         self.store = store or ModelStore(Path(cfg.models.dir) if cfg.models.dir else None)
-        backend, threads = cfg.models.backend, cfg.models.threads
+        threads, records = cfg.models.threads, self.store.records
+        name, backend = detector_model(cfg, records)
         self.detector = FaceDetector(
-            open_session(self.store.path(detector_model_name(cfg)), backend, threads),
+            open_session(self.store.path(name), backend, threads),
             DETECTORS[cfg.detect.model],
             min_score=cfg.detect.min_score,
             nms_iou=cfg.detect.nms_iou,
@@ -73,8 +80,8 @@ class Perception:
         )
         self.mesh: FaceMeshModel | None = None
         if cfg.align.landmarks == "mesh":
-            mesh_name = "facemesh_tflite" if backend == "tflite" else "facemesh"
-            self.mesh = FaceMeshModel(open_session(self.store.path(mesh_name), backend, threads))
+            name, backend = mesh_model(cfg, records)
+            self.mesh = FaceMeshModel(open_session(self.store.path(name), backend, threads))
         spec = embedder_spec(cfg.embed.model)
         self.aligner = Aligner(spec.template)
         self.quality = QualityGate(cfg.quality)

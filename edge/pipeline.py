@@ -26,7 +26,7 @@ from edge.decide import Decider, Decision, Sample
 from edge.detect import Detection
 from edge.gallery import Gallery
 from edge.landmarks import FaceMesh, mesh_keypoints
-from edge.perception import TIMING_WINDOW, Face, Perception, detector_model_name, embedder_model_name
+from edge.perception import TIMING_WINDOW, Face, Perception, detector_model, embedder_model_name, mesh_model
 from edge.track import Box, SceneCut, Track, Tracker
 
 # How long one camera's get() may block when several cameras share the loop.
@@ -83,9 +83,10 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def model_versions(perception: Perception, cfg: Config) -> dict[str, str]:
-    names = {"detector": detector_model_name(cfg), "embedder": embedder_model_name(cfg)}
+    records = perception.store.records
+    names = {"detector": detector_model(cfg, records)[0], "embedder": embedder_model_name(cfg)}
     if perception.mesh is not None:
-        names["landmarks"] = "facemesh_tflite" if cfg.models.backend == "tflite" else "facemesh"
+        names["landmarks"] = mesh_model(cfg, records)[0]
     out = {}
     for role, name in names.items():
         record = perception.store.records.get(name)

@@ -8,6 +8,8 @@ recipe, same output checksum), so `make setup` is quick the second time:
 3. dlib ResNet fp32: converted from `face-recognition-models` by models/dlib_resnet.py.
 4. int8 (QDQ, static) variants of both embedders, calibrated on real face chips made by our
    own detector + aligner from the crops committed in assets/calibration.
+5. MiniFASNet liveness: the committed fp32 ONNX, its int8 variant, and a TFLite twin written by
+   models/onnx_to_tflite.py and checked against ONNX Runtime before it is accepted.
 """
 
 from __future__ import annotations
@@ -146,12 +148,15 @@ def _steps() -> list[Step]:
 
 
 def _liveness_steps() -> list[Step]:
-    """MiniFASNet passive liveness: committed fp32 ONNX, int8 built here (models/quantize_liveness.py)."""
+    """MiniFASNet passive liveness: committed fp32 ONNX, int8 built here (models/quantize_liveness.py),
+    TFLite twin built here (models/onnx_to_tflite.py)."""
     steps = []
     for variant in ("v2", "v1se"):
         file = f"minifasnet_{variant}.onnx"
         source = _committed(file, "Silent-Face-Anti-Spoofing (minivision-ai) via models/convert_minifasnet.py")
         steps.append(Step(f"minifasnet_{variant}_fp32", file, "liveness", "fp32", APACHE, "1", source, _verify_committed))
+        tflite = f"minifasnet_{variant}.tflite"
+        steps.append(Step(f"minifasnet_{variant}_fp32_tflite", tflite, "liveness", "fp32", APACHE, "1", _built(file), _onnx_to_tflite))
         steps.append(Step(f"minifasnet_{variant}_int8", f"minifasnet_{variant}_int8.onnx", "liveness", "int8", APACHE, "1", _built(file), _liveness_quantizer(variant)))
     return steps
 
@@ -170,6 +175,30 @@ def _liveness_quantizer(variant: str) -> Callable[[Path, Path, Path], None]:
         quantize_liveness(variant, src, out, models_dir, CALIBRATION_DIR)
 
     return make
+
+
+# Largest logit difference accepted between the TFLite twin and ONNX Runtime (measured 3e-6:
+# the same float32 arithmetic in a different order).
+TFLITE_TOLERANCE = 1e-3
+
+
+def _onnx_to_tflite(src: Path, out: Path, _models_dir: Path) -> None:
+    import numpy as np
+
+    from edge.runtime import OnnxSession, TFLiteSession, tflite_available
+    from models.onnx_to_tflite import convert
+
+    convert(src, out)
+    if not tflite_available():
+        return  # nothing to check it with; the ONNX model stays the one in use (runtime.resolve)
+    reference, twin = OnnxSession(src), TFLiteSession(out)
+    rng = np.random.default_rng(0)
+    name = reference.inputs[0].name
+    for _ in range(4):
+        x = (rng.random((1, 3, 80, 80)) * 255.0).astype(np.float32)
+        diff = float(np.abs(reference.run({name: x})[0] - twin.run({twin.inputs[0].name: x})[0]).max())
+        if diff > TFLITE_TOLERANCE:
+            raise ModelError(f"{out.name}: TFLite output differs from ONNX Runtime by {diff:.2e}")
 
 
 def _verify_committed(src: Path, out: Path, _models_dir: Path) -> None:

@@ -62,6 +62,59 @@ def test_passive_models_load_from_the_manifest_and_give_three_class_probabilitie
     assert np.all((p >= 0) & (p <= 1))
 
 
+@pytest.mark.parametrize("variant", ["v2", "v1se"])
+def test_tflite_twin_matches_onnx_runtime_on_real_crops(model_store, crops_csv: Path, variant: str) -> None:
+    """models/onnx_to_tflite.py rewrote the graph (NHWC, explicit pads, PReLU, folded BN): the
+    same real crops must give the same logits on both runtimes, live and spoof alike."""
+    from edge.liveness_model import SPECS, context_crop
+
+    onnx_session = open_session(model_store.path(f"minifasnet_{variant}_fp32"), "onnxruntime")
+    twin = open_session(model_store.path(f"minifasnet_{variant}_fp32_tflite"), "tflite")
+    rows = read_labels(crops_csv, None)[::25]
+    assert len(rows) >= 20
+    for row in rows:
+        bgr = cv2.imread(str(row.path))
+        crop = context_crop(bgr, (0.0, 0.0, float(bgr.shape[1]), float(bgr.shape[0])), SPECS[variant].scale)
+        x = np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)
+        (a,) = onnx_session.run({onnx_session.inputs[0].name: x})
+        (b,) = twin.run({twin.inputs[0].name: x})
+        assert np.abs(a - b).max() < 1e-3, row.path
+
+
+def test_backend_resolution_per_role() -> None:
+    from edge.runtime import resolve, tflite_available
+
+    records = {"facemesh": 1, "facemesh_tflite": 1, "minifasnet_v1se_fp32": 1, "minifasnet_v1se_fp32_tflite": 1, "detector_short": 1, "detector_short_tflite": 1, "edgeface_xs_int8": 1}
+    twin = "tflite" if tflite_available() else "onnxruntime"
+    assert resolve("auto", "landmarks", "facemesh", records)[1] == twin
+    assert resolve("auto", "liveness", "minifasnet_v1se_fp32", records)[1] == twin
+    assert resolve("auto", "detector", "detector_short", records) == ("detector_short", "onnxruntime")
+    assert resolve("auto", "liveness", "minifasnet_v1se_int8", records) == ("minifasnet_v1se_int8", "onnxruntime")
+    assert resolve("tflite", "detector", "detector_short", records) == ("detector_short_tflite", "tflite")
+    assert resolve("tflite", "embedder", "edgeface_xs_int8", records) == ("edgeface_xs_int8", "onnxruntime")
+    assert resolve("onnxruntime", "landmarks", "facemesh", records) == ("facemesh", "onnxruntime")
+
+
+def test_onnx_to_tflite_refuses_an_operator_it_does_not_know(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge.errors import ModelError
+    from models.onnx_to_tflite import convert
+
+    graph = helper.make_graph(
+        [helper.make_node("Tanh", ["input"], ["out"])],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 8, 8])],
+    )
+    src = tmp_path / "tanh.onnx"
+    onnx.save(helper.make_model(graph), str(src))
+    with pytest.raises(ModelError, match="Tanh"):
+        convert(src, tmp_path / "tanh.tflite")
+    assert not (tmp_path / "tanh.tflite").exists()
+
+
 def test_crops_acer_within_ten_percent_overall_and_per_source(model_store, crops_csv: Path) -> None:
     summary, items = run_crops(Config(), read_labels(crops_csv, None))
     assert summary["n_live"] == 313 and summary["n_spoof"] == 715 and len(items) == 1028

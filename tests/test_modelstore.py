@@ -46,7 +46,8 @@ def test_manifest_records_every_model_with_source_and_licence(model_store) -> No
     expected = {
         "detector_short", "detector_full", "facemesh", "detector_short_tflite", "detector_full_tflite",
         "facemesh_tflite", "edgeface_xs_fp32", "edgeface_xs_int8", "edgeface_xxs_fp32", "edgeface_xxs_int8",
-        "dlib_resnet_fp32", "dlib_resnet_int8",
+        "dlib_resnet_fp32", "dlib_resnet_int8", "minifasnet_v1se_fp32", "minifasnet_v1se_fp32_tflite",
+        "minifasnet_v2_fp32", "minifasnet_v2_fp32_tflite", "minifasnet_v1se_int8", "minifasnet_v2_int8",
     }
     assert expected <= set(model_store.records)
     for name in expected:
