@@ -10,7 +10,9 @@ is the processing rate; with it the file plays at its own rate, frames the pipel
 up with are dropped (`dropped_stale`), and `decision_latency_ms_*` is the time from the capture
 of a track's first frame to its decision, as a person at the door would wait;
 `usable_latency_ms_*` counts from the track's first frame that passed the quality gate (the
-part of the wait the system, not the face, is responsible for; `tracks_never_usable` had none).
+part of the wait the system, not the face, is responsible for; `tracks_never_usable` had none);
+`face_latency_ms_*` counts from the first frame in which FaceMesh confirmed a face (a face is
+visible, though maybe turned or blurred; `tracks_without_face` never showed one: backs of heads).
 Stage figures are the mean ms per call: `detect` per frame, `landmarks`/`align`/`quality`/
 `embed` per described face, `track` per frame, `match` per decision (fusion, identify, vote,
 access), `liveness` per frame (cheap per-frame cues; the CNN runs at decision time, in `match`).
@@ -110,6 +112,9 @@ def main() -> None:
         "usable_latency_ms_p50": summary["usable_latency_ms_p50"],
         "usable_latency_ms_p95": summary["usable_latency_ms_p95"],
         "tracks_never_usable": sum(d.usable_latency_ms is None for d in decisions),
+        "face_latency_ms_p50": summary["face_latency_ms_p50"],
+        "face_latency_ms_p95": summary["face_latency_ms_p95"],
+        "tracks_without_face": sum(d.face_latency_ms is None for d in decisions),
         "cpu_threads": len(os.sched_getaffinity(0)),
         "inference_threads": cfg.models.threads,
         "cpu_seconds": round(cpu, 2),

@@ -103,7 +103,7 @@ class DecideConfig:
     # Most frames kept per track (the best by quality).
     max_frames: int = field(default=8, metadata=_range(1, 100))
     # Decide with the good frames there are this long after the first one (ms of source time).
-    max_wait_ms: float = field(default=100.0, metadata=_range(0.0, 60000.0))
+    max_wait_ms: float = field(default=60.0, metadata=_range(0.0, 60000.0))
     # Share of the track's frames whose own best match must be the fused match's person.
     min_vote: float = field(default=0.5, metadata=_range(0.0, 1.0))
     # Undecided tracks described (landmarks + embedding) per frame; the rest wait a frame.

@@ -52,6 +52,9 @@ class Decision:
     box: tuple[float, float, float, float]
     models: dict[str, str] = field(default_factory=dict)
     liveness: dict[str, Any] | None = None
+    # From the capture of the track's first frame in which FaceMesh confirmed a face (None: it
+    # never did — the back of a head, a face-like pattern) to this decision.
+    face_latency_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +70,7 @@ class Decision:
             "quality": round(self.quality, 3),
             "latency_ms": round(self.latency_ms, 1),
             "usable_latency_ms": None if self.usable_latency_ms is None else round(self.usable_latency_ms, 1),
+            "face_latency_ms": None if self.face_latency_ms is None else round(self.face_latency_ms, 1),
             "first_seen": round(self.first_seen, 3),
             "source_t": round(self.source_t, 3),
             "box": [round(v, 1) for v in self.box],
@@ -89,6 +93,7 @@ class Evidence:
         self.samples: list[Sample] = []
         self.first_ok_t: float | None = None  # source time of the first gate-passing frame
         self.first_ok_mono: float | None = None  # and its monotonic capture time
+        self.first_face_mono: float | None = None  # capture time of the first FaceMesh-confirmed frame
         self.liveness = liveness  # a TrackLiveness, or None when liveness is off
 
     @property
@@ -98,6 +103,8 @@ class Evidence:
     def add(self, face: Face, image: np.ndarray, t: float, mono: float, keep: int) -> None:
         if self.liveness is not None:
             self.liveness.add(image, face, t)
+        if self.first_face_mono is None and face.quality.confirmed:
+            self.first_face_mono = mono
         if face.embedding is None:
             return
         if face.quality.ok and self.first_ok_t is None:
@@ -178,7 +185,11 @@ class Decider:
                 person = match.person
                 outcome, reason = self._access(match.candidates[0], live)
                 person = person if outcome != "unknown" else None
-        if live is not None and not live.live:
+        if ev.first_face_mono is None:
+            # FaceMesh never saw a face in this track (the back of a head, a poster's outline):
+            # nothing to recognise and nothing to call a spoof.
+            outcome, person, reason = "unknown", None, "no_face"
+        elif live is not None and not live.live:
             outcome, person, reason = "spoof", None, "liveness"
         decision = Decision(
             ts=time.time(),
@@ -198,6 +209,7 @@ class Decider:
             box=track.box,
             models=self.models,
             liveness=_liveness_dict(live),
+            face_latency_ms=None if ev.first_face_mono is None else (now_mono - ev.first_face_mono) * 1000.0,
         )
         return decision, samples
 

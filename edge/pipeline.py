@@ -55,6 +55,7 @@ class RunSummary:
     decisions: dict[str, int]
     latency_ms: list[float]
     usable_latency_ms: list[float]  # from the first gate-passing frame (tracks that had one)
+    face_latency_ms: list[float]  # from the first FaceMesh-confirmed frame (tracks that had one)
     stages_ms: dict[str, float]  # mean per call over the last TIMING_WINDOW calls
     cameras: dict[str, dict[str, object]]
 
@@ -73,6 +74,8 @@ class RunSummary:
             "decision_latency_ms_p95": _percentile(self.latency_ms, 95),
             "usable_latency_ms_p50": _percentile(self.usable_latency_ms, 50),
             "usable_latency_ms_p95": _percentile(self.usable_latency_ms, 95),
+            "face_latency_ms_p50": _percentile(self.face_latency_ms, 50),
+            "face_latency_ms_p95": _percentile(self.face_latency_ms, 95),
             "stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
             "cameras": self.cameras,
         }
@@ -288,6 +291,7 @@ class Pipeline:
             decisions=dict(self.counts),
             latency_ms=[d.latency_ms for d in self.decisions],
             usable_latency_ms=[d.usable_latency_ms for d in self.decisions if d.usable_latency_ms is not None],
+            face_latency_ms=[d.face_latency_ms for d in self.decisions if d.face_latency_ms is not None],
             stages_ms={k: float(np.mean(v)) for k, v in stages.items() if v},
             cameras={name: s.reader.stats.to_dict() for name, s in self.states.items()},
         )

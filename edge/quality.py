@@ -24,6 +24,7 @@ from edge.config import QualityConfig
 from edge.detect import KP_LEFT_EYE, KP_MOUTH, KP_NOSE, KP_RIGHT_EYE, Detection
 
 # Nose position between eye line (0) and mouth (1) on a frontal face, measured on LFW.
+UNCONFIRMED = "unconfirmed"  # the reason given when FaceMesh finds no face in the box
 _FRONTAL_NOSE_RATIO = 0.55
 # Depth of the nose tip in front of the eye plane, in half inter-ocular distances.
 _NOSE_DEPTH = 0.95
@@ -43,6 +44,11 @@ class Quality:
     @property
     def ok(self) -> bool:
         return not self.reasons
+
+    @property
+    def confirmed(self) -> bool:
+        """FaceMesh saw a face in the box (whatever else the gate says about it)."""
+        return not any(r.startswith(UNCONFIRMED) for r in self.reasons)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -102,7 +108,7 @@ class QualityGate:
 
         reasons = []
         if not landmarks_confirmed:
-            reasons.append("unconfirmed: the landmark model sees no face in this box")
+            reasons.append(f"{UNCONFIRMED}: the landmark model sees no face in this box")
         if eye_px < lim.min_eye_distance_px:
             reasons.append(f"too_small: eyes {eye_px:.0f} px apart < {lim.min_eye_distance_px:.0f}")
         if sharpness < lim.min_sharpness:

@@ -114,6 +114,15 @@ def test_nobody_is_granted_on_videos_of_people_not_enrolled(shared_data: Path, p
     # One decision per track.
     keys = [(d.camera, d.track_id) for d in crowd + stage]
     assert len(keys) == len(set(keys))
+    # The arcade crowd has people walking past with their backs or hair to the camera: the
+    # detector fires on their heads, FaceMesh confirms no face, and the decision says so.
+    no_face = [d for d in crowd if d.reason == "no_face"]
+    assert no_face and all(d.decision == "unknown" and d.face_latency_ms is None for d in no_face)
+    for d in crowd + stage:
+        if d.reason != "no_face":
+            # first frame of the track <= first confirmed face <= first gate-passing frame
+            assert d.face_latency_ms is not None and d.face_latency_ms <= d.latency_ms + 1e-6
+            assert d.usable_latency_ms is None or d.usable_latency_ms <= d.face_latency_ms + 1e-6
     gallery.close()
 
 
