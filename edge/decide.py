@@ -185,7 +185,7 @@ class Decider:
                 person = match.person
                 outcome, reason = self._access(match.candidates[0], live)
                 person = person if outcome != "unknown" else None
-        if ev.first_face_mono is None:
+        if ev.first_face_mono is None and ev.first_ok_mono is None:
             # FaceMesh never saw a face in this track (the back of a head, a poster's outline):
             # nothing to recognise and nothing to call a spoof.
             outcome, person, reason = "unknown", None, "no_face"

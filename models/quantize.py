@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.config import AlignConfig, Config, DetectConfig, EmbedConfig
+from edge.config import AlignConfig, Config, DetectConfig, EmbedConfig, ModelsConfig
 from edge.embed import chips_to_tensor, embedder_spec
 from edge.errors import ModelError
 from edge.imageio import load_image
@@ -41,7 +41,10 @@ STATIC_CONV = {"edgeface_xs": True, "edgeface_xxs": False, "dlib_resnet": True}
 
 
 def calibration_chips(embedder: str, models_dir: Path, calibration_dir: Path) -> list[np.ndarray]:
+    # ONNX Runtime for every stage, whatever is installed: the int8 model (and the thresholds
+    # calibrated for it) must not depend on whether TFLite ran FaceMesh on this machine.
     cfg = Config(
+        models=ModelsConfig(backend="onnxruntime"),
         detect=DetectConfig(model="full", min_score=0.6),
         align=AlignConfig(landmarks="mesh"),
         embed=EmbedConfig(model=embedder, precision="fp32", flip=False),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.config import Config, DetectConfig
+from edge.config import Config, DetectConfig, ModelsConfig
 from edge.errors import ModelError
 from edge.imageio import load_image
 from edge.liveness_model import SPECS, context_crop
@@ -26,7 +26,8 @@ from edge.perception import Perception
 
 
 def calibration_tensors(scale: float, models_dir: Path, calibration_dir: Path) -> np.ndarray:
-    cfg = Config(detect=DetectConfig(model="full", min_score=0.6))
+    # ONNX Runtime for every stage (see models/quantize.py): the build must not depend on TFLite.
+    cfg = Config(models=ModelsConfig(backend="onnxruntime"), detect=DetectConfig(model="full", min_score=0.6))
     perception = Perception(cfg, ModelStore(models_dir), with_embedder=False)
     crops = []
     for path in sorted(calibration_dir.glob("*.jpg")):
