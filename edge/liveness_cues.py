@@ -51,8 +51,8 @@ GLARE_V, GLARE_S = 235, 40
 # face region measured on live stage footage. Only glare beyond this allowance is evidence; a
 # reflection off a screen or glossy print typically covers 5-25 %.
 GLARE_ALLOWANCE = 0.03
-GLARE_SCALE = 0.03
-GLARE_PIXELS = 128  # glare beyond the allowance at which the score falls to e^-1 of neutral
+GLARE_SCALE = 0.03  # glare beyond the allowance at which the score falls to e^-1 of neutral
+GLARE_PIXELS = 128  # glare is measured on a subsample keeping at least this many rows or columns
 SPECTRUM_SIZE = 128
 # log(peak / median) of the high band that broadband texture stays under: live faces measured
 # up to 7.9 (webcam, stage footage); a windowed 128² spectrum of noise alone gives ~3.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,16 +48,6 @@ class Face:
 TIMING_WINDOW = 10_000
 
 
-def detector_model(cfg: Config, records: Mapping[str, object]) -> tuple[str, str]:
-    """(manifest name, backend) of the detector."""
-    return resolve(cfg.models.backend, "detector", f"detector_{cfg.detect.model}", records)
-
-
-def mesh_model(cfg: Config, records: Mapping[str, object]) -> tuple[str, str]:
-    """(manifest name, backend) of FaceMesh."""
-    return resolve(cfg.models.backend, "landmarks", "facemesh", records)
-
-
 def embedder_model_name(cfg: Config) -> str:
     return f"{cfg.embed.model}_{cfg.embed.precision}"
 
@@ -69,10 +58,12 @@ class Perception:
     def __init__(self, cfg: Config, store: ModelStore | None = None, with_embedder: bool = True) -> None:
         self.cfg = cfg
         self.store = store or ModelStore(Path(cfg.models.dir) if cfg.models.dir else None)
-        threads, records = cfg.models.threads, self.store.records
-        name, backend = detector_model(cfg, records)
+        threads, records, backend = cfg.models.threads, self.store.records, cfg.models.backend
+        name, chosen = resolve(backend, "detector", f"detector_{cfg.detect.model}", records)
+        # Manifest name of each model this instance runs, by role (events report their versions).
+        self.model_names = {"detector": name, "embedder": embedder_model_name(cfg)}
         self.detector = FaceDetector(
-            open_session(self.store.path(name), backend, threads),
+            open_session(self.store.path(name), chosen, threads),
             DETECTORS[cfg.detect.model],
             min_score=cfg.detect.min_score,
             nms_iou=cfg.detect.nms_iou,
@@ -80,15 +71,16 @@ class Perception:
         )
         self.mesh: FaceMeshModel | None = None
         if cfg.align.landmarks == "mesh":
-            name, backend = mesh_model(cfg, records)
-            self.mesh = FaceMeshModel(open_session(self.store.path(name), backend, threads))
+            name, chosen = resolve(backend, "landmarks", "facemesh", records)
+            self.model_names["landmarks"] = name
+            self.mesh = FaceMeshModel(open_session(self.store.path(name), chosen, threads))
         spec = embedder_spec(cfg.embed.model)
         self.aligner = Aligner(spec.template)
         self.quality = QualityGate(cfg.quality)
         self.embedder: Embedder | None = None
         if with_embedder:
-            # Embedders exist only as ONNX; the TFLite backend covers detection and landmarks.
-            session = open_session(self.store.path(embedder_model_name(cfg)), "onnxruntime", threads)
+            # Embedders exist only as ONNX (TFLite twins exist for detection, landmarks, liveness).
+            session = open_session(self.store.path(self.model_names["embedder"]), "onnxruntime", threads)
             self.embedder = Embedder(session, spec, flip=cfg.embed.flip)
         # The last TIMING_WINDOW calls per stage: a daemon runs for months, so no unbounded lists.
         self.timings_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=TIMING_WINDOW))

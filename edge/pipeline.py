@@ -26,7 +26,7 @@ from edge.decide import Decider, Decision, Sample
 from edge.detect import Detection
 from edge.gallery import Gallery
 from edge.landmarks import FaceMesh, mesh_keypoints
-from edge.perception import TIMING_WINDOW, Face, Perception, detector_model, embedder_model_name, mesh_model
+from edge.perception import TIMING_WINDOW, Face, Perception
 from edge.track import Box, SceneCut, Track, Tracker
 
 # How long one camera's get() may block when several cameras share the loop.
@@ -85,13 +85,9 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-def model_versions(perception: Perception, cfg: Config) -> dict[str, str]:
-    records = perception.store.records
-    names = {"detector": detector_model(cfg, records)[0], "embedder": embedder_model_name(cfg)}
-    if perception.mesh is not None:
-        names["landmarks"] = mesh_model(cfg, records)[0]
+def model_versions(perception: Perception) -> dict[str, str]:
     out = {}
-    for role, name in names.items():
+    for role, name in perception.model_names.items():
         record = perception.store.records.get(name)
         out[role] = f"{name}@{record.version}" if record is not None else name
     return out
@@ -138,7 +134,7 @@ class Pipeline:
         self.realtime = realtime
         self.perception = perception or Perception(cfg)
         self.liveness = liveness
-        self.models = model_versions(self.perception, cfg)
+        self.models = model_versions(self.perception)
         self.cameras = cameras
         self.states: dict[str, CameraState] = {}
         self.annotator = Annotator(annotate, [c.name for c in cameras]) if annotate else None
@@ -304,7 +300,7 @@ class Pipeline:
         cfg, gallery = self.reloader()
         if any(getattr(cfg, s) != getattr(self.cfg, s) for s in _PERCEPTION_SECTIONS):
             self.perception = Perception(cfg)
-            self.models = model_versions(self.perception, cfg)
+            self.models = model_versions(self.perception)
         old, self.gallery, self.cfg = self.gallery, gallery, cfg
         for state in self.states.values():
             state.decider.cfg = cfg.decide

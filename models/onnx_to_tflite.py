@@ -34,7 +34,7 @@ class _Graph:
 
     tensors: list[tuple[str, list[int], int, int]] = field(default_factory=list)  # name, shape, type, buffer
     buffers: list[bytes] = field(default_factory=lambda: [b""])  # buffer 0: the empty sentinel
-    ops: list[tuple[int, list[int], list[int], int, tuple]] = field(default_factory=list)
+    ops: list[tuple[int, list[int], list[int], tuple]] = field(default_factory=list)  # opcode index, ins, outs, options
     opcodes: list[int] = field(default_factory=list)
 
     def tensor(self, name: str, shape: list[int], data: np.ndarray | None = None) -> int:
@@ -58,7 +58,7 @@ class _Graph:
     def op(self, code: int, inputs: list[int], outputs: list[int], options: tuple = ()) -> None:
         if code not in self.opcodes:
             self.opcodes.append(code)
-        self.ops.append((self.opcodes.index(code), inputs, outputs, code, options))
+        self.ops.append((self.opcodes.index(code), inputs, outputs, options))
 
 
 def _attrs(node) -> dict:
@@ -98,7 +98,7 @@ def convert(src: Path, out: Path) -> None:
 
     (inp,) = [i for i in graph.input if i.name not in inits]
     new(inp.name)
-    skipped: set[str] = set()  # Mul nodes folded into a PRELU
+    slopes: dict[str, np.ndarray] = {}  # output of a Mul folded into a PRELU -> its slope
     folded_bn: dict[str, str] = {}  # BatchNormalization output -> the MatMul output it folds into
     for node in graph.node:
         kind, name = node.op_type, node.name
@@ -111,14 +111,15 @@ def convert(src: Path, out: Path) -> None:
             slope = inits[node.input[1]].reshape(-1)
             if slope.max() > 1.0:
                 raise ModelError(f"{src.name}: {name}: Max(x, a*x) is a PReLU only for slopes <= 1")
-            skipped.add(node.output[0])
+            slopes[node.output[0]] = slope
             ids[node.output[0]] = -1
         elif kind == "Max":
             a, b = node.input
-            x = a if b in skipped else b
-            mul = next(n for n in graph.node if n.output[0] in (a, b) and n.output[0] in skipped)
-            slope = inits[mul.input[1]].reshape(1, 1, -1)
-            g.op(Op.PRELU, [ids[x], g.const(f"{name}/alpha", slope)], [new(node.output[0])])
+            if a not in slopes and b not in slopes:
+                raise ModelError(f"{src.name}: {name}: a Max that is not part of a PReLU")
+            x, scaled = (a, b) if b in slopes else (b, a)
+            alpha = slopes[scaled].reshape(1, 1, -1)
+            g.op(Op.PRELU, [ids[x], g.const(f"{name}/alpha", alpha)], [new(node.output[0])])
         elif kind in ("Add", "Mul"):
             from tflite.BuiltinOptions import BuiltinOptions
 
@@ -295,7 +296,7 @@ def _serialise(g: _Graph, inputs: list[int], outputs: list[int]) -> bytes:
         tflite.TensorAddName(builder, name_off)
         tensors.append(tflite.TensorEnd(builder))
     ops = []
-    for opcode_index, ins, outs, _code, options in g.ops:
+    for opcode_index, ins, outs, options in g.ops:
         ins_off, outs_off = _int_vector(builder, ins), _int_vector(builder, outs)
         opt_type, opt_off = _options(builder, options)
         tflite.OperatorStart(builder)
