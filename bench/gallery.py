@@ -1,7 +1,7 @@
 """1:N search latency, recall and memory of `edge.vector_index.VectorIndex`; prints one JSON object.
 
     .venv/bin/python bench/gallery.py --size N [--dim 512] [--queries 500] [--seed 0]
-        [--prefilter numpy|sqlite-vec] [--compare-sqlite-vec Q] [--no-centre]
+        [--prefilter auto|faiss|numpy|sqlite-vec] [--compare-sqlite-vec Q] [--no-centre]
         [--encrypted [--per-person N] [--open-repeats R]]
 
 One core: the process is pinned to one CPU (`--cpu`, default the highest) and BLAS / OpenMP run
@@ -27,10 +27,14 @@ Reported: `search_p50_ms` / `search_p95_ms` over all queries after a warm-up; `b
 time other processes took the core away);
 `recall_at_1`: share of queries whose top-1 id equals exact float32 search's (also split by
 enrolled / stranger queries); `build_ms`; `open_ms`: with `--encrypted`, the gallery is enrolled
-into an encrypted `GalleryStore` in a temporary directory and opened as the daemon opens it,
-`Gallery(GalleryStore.open(...))`, `--open-repeats` times: the median (each in `open_ms_runs`),
-`open_cpu_ms` the same in CPU time, split once into `open_decrypt_ms` (`load_embeddings`) and
-`open_index_ms` (`build`); one thread (`open_threads`). Null without `--encrypted`. `rss_mb`: peak RSS of the process (the bench holds the float32 gallery too:
+into an encrypted `GalleryStore` in a temporary directory and opened as the daemon opens it from
+its templates, `Gallery(GalleryStore.open(...), snapshot=False)` (every template decrypted, the
+index built), `--open-repeats` times: the median (each in `open_ms_runs`), `open_cpu_ms` the
+same in CPU time, split once into `open_decrypt_ms` (`load_embeddings`) and `open_index_ms`
+(`build`); one thread (`open_threads`). Then with the index snapshot on (edge/index_snapshot.py):
+`open_first_ms` (a cold open that then writes the snapshot, `snapshot_mb`) and `open_warm_ms`
+(median of `--open-repeats` opens from the snapshot: a restart with an unchanged gallery).
+Null without `--encrypted`. `rss_mb`: peak RSS of the process (the bench holds the float32 gallery too:
 2 GB at 1M × 512); `index_mb`: `VectorIndex.memory_bytes`. `--compare-sqlite-vec Q` adds the same
 index with the sqlite-vec prefilter, timed on Q queries (slow: O(shortlist · rows) per query).
 """
@@ -53,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.prefilter import PREFILTERS
 from edge.vector_index import VectorIndex
 
 ENROLLED_SHARE = 0.8
@@ -142,8 +147,11 @@ def recall(found: np.ndarray, truth: np.ndarray, identity: np.ndarray) -> dict[s
 
 @dataclass(frozen=True, slots=True)
 class OpenFigures:
-    open_ms: list[float]  # whole opens, `Gallery(GalleryStore.open(...))`, one per repeat
+    open_ms: list[float]  # whole cold opens, `Gallery(GalleryStore.open(...), snapshot=False)`, one per repeat
     open_cpu_ms: list[float]  # the same opens in CPU time of this process
+    first_ms: float  # the first open with the snapshot on: a cold open, then the snapshot written
+    warm_ms: list[float]  # opens from the index snapshot, one per repeat
+    snapshot_mb: float
     decrypt_ms: float  # `load_embeddings` alone (read + unwrap + decrypt), last repeat
     index_ms: float  # `VectorIndex.build` on what it returned, last repeat
     template_ids: np.ndarray  # in gallery row order
@@ -170,12 +178,17 @@ def encrypted_open(gallery: np.ndarray, index: VectorIndex, per_person: int, rep
         )
         with GalleryStore.open(Path(tmp), kek, create=True) as store:
             store.enroll_many(items, model, batch=2000)
-        opens, opens_cpu = [], []
-        for _ in range(repeats):
+        def timed_open(snapshot: bool, expect: str) -> tuple[float, float]:
             started, started_cpu = time.perf_counter(), time.process_time()
-            with Gallery(GalleryStore.open(Path(tmp), kek), model, gallery.shape[1], threshold=0.0):
-                opens.append((time.perf_counter() - started) * 1000.0)
-                opens_cpu.append((time.process_time() - started_cpu) * 1000.0)
+            with Gallery(GalleryStore.open(Path(tmp), kek), model, gallery.shape[1], threshold=0.0, snapshot=snapshot) as opened:
+                took = (time.perf_counter() - started) * 1000.0, (time.process_time() - started_cpu) * 1000.0
+                assert opened.opened_from == expect, opened.opened_from
+            return took
+
+        opens, opens_cpu = zip(*(timed_open(False, "templates") for _ in range(repeats)), strict=True)
+        first = timed_open(True, "templates")[0]
+        warm = [timed_open(True, "snapshot")[0] for _ in range(repeats)]
+        snapshot_mb = sum(f.stat().st_size for f in Path(tmp).glob("index-*.snap")) / 2**20
         with GalleryStore.open(Path(tmp), kek) as store:
             started = time.perf_counter()
             template_ids, _person_ids, vectors = store.load_embeddings(model)
@@ -183,7 +196,7 @@ def encrypted_open(gallery: np.ndarray, index: VectorIndex, per_person: int, rep
             index.build(template_ids, vectors)
             built = time.perf_counter()
     # Template ids grow in enrollment order, which is gallery row order.
-    return OpenFigures(opens, opens_cpu, (decrypted - started) * 1000.0, (built - decrypted) * 1000.0, template_ids)
+    return OpenFigures(list(opens), list(opens_cpu), first, warm, snapshot_mb, (decrypted - started) * 1000.0, (built - decrypted) * 1000.0, template_ids)
 
 
 def sqlite_vec_figures(args: argparse.Namespace, data: Synthetic, truth: np.ndarray, ids: np.ndarray) -> dict[str, object]:
@@ -213,7 +226,7 @@ def main() -> None:
     parser.add_argument("--mean-norm", type=float, default=0.12)
     parser.add_argument("--exact-max", type=int, default=20_000)
     parser.add_argument("--shortlist", type=int, default=None, help="default: the index's own (by size)")
-    parser.add_argument("--prefilter", choices=("numpy", "sqlite-vec"), default="numpy")
+    parser.add_argument("--prefilter", choices=PREFILTERS, default="auto")
     parser.add_argument("--no-centre", action="store_true", help="sign codes of the raw rows")
     parser.add_argument("--compare-sqlite-vec", type=int, default=0, metavar="Q")
     parser.add_argument("--cpu", type=int, help="core to pin to (default: the highest this process may use)")
@@ -251,7 +264,7 @@ def main() -> None:
         "size": args.size,
         "dim": args.dim,
         "regime": index.regime,
-        "prefilter": args.prefilter,
+        "prefilter": index.scan_engine or args.prefilter,
         "shortlist": index._shortlist_size(),
         "centre": not args.no_centre,
         "queries": args.queries,
@@ -268,6 +281,10 @@ def main() -> None:
         "open_decrypt_ms": None if opened is None else round(opened.decrypt_ms, 1),
         "open_index_ms": None if opened is None else round(opened.index_ms, 1),
         "open_threads": 1 if opened is not None else None,
+        "open_first_ms": None if opened is None else round(opened.first_ms, 1),
+        "open_warm_ms": None if opened is None else round(float(np.median(opened.warm_ms)), 1),
+        "open_warm_ms_runs": None if opened is None else [round(t, 1) for t in opened.warm_ms],
+        "snapshot_mb": None if opened is None else round(opened.snapshot_mb, 1),
         "templates_per_person": args.per_person if args.encrypted else None,
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "index_mb": round(index.memory_bytes / 2**20, 1),

@@ -38,7 +38,7 @@ def _open(args: argparse.Namespace, cfg: Config, perception: Perception, create:
     key = load_key(data_dir, cfg, create=create, warn=_warn)
     threshold = match_threshold(cfg, perception.store)
     dim = embedder_spec(cfg.embed.model).dim
-    return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create)
+    return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create, snapshot=cfg.gallery.index_snapshot)
 
 
 def _progress(done: int, total: int, rejected: int) -> None:

@@ -34,7 +34,7 @@ def open_gallery(data_dir: Path, cfg: Config, store: ModelStore, create: bool, w
     key = load_key(data_dir, cfg, create=create, warn=warn)
     threshold = match_threshold(cfg, store)
     dim = embedder_spec(cfg.embed.model).dim
-    return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create)
+    return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create, snapshot=cfg.gallery.index_snapshot)
 
 
 def cameras_for(sources: list[str], cfg: Config) -> list[CameraConfig]:

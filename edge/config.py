@@ -80,6 +80,9 @@ class GalleryConfig:
     data_dir: str = ""
     # "" = $CREDENTIALS_DIRECTORY/facegate-kek (systemd LoadCredential=), else <data_dir>/kek.key
     key_file: str = ""
+    # Keep an encrypted copy of a large gallery's search index (edge/index_snapshot.py) so that a
+    # restart with an unchanged gallery skips decrypting every template (100k: ~0.1 s, not ~1.4 s).
+    index_snapshot: bool = True
 
 
 @dataclass(frozen=True, slots=True)

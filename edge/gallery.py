@@ -8,20 +8,24 @@ person only when that score clears the threshold derived from `[match] target_fm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 
+from edge import index_snapshot
 from edge.errors import GalleryError
+from edge.gallery_records import LoadedTemplates
 from edge.gallery_store import GalleryStore, PersonProfile, PersonRecord
 from edge.vector_index import VectorIndex
 
 # Templates fetched per requested candidate: a person has several templates, and the k best
 # templates may all belong to one person.
 _TEMPLATES_PER_CANDIDATE = 4
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,27 +71,81 @@ def _refuse_other_models(store: GalleryStore, model: str) -> None:
 class Gallery:
     """`Gallery.open(...)`, then `identify`, `verify`, `enroll`, `remove`; close when done."""
 
-    def __init__(self, store: GalleryStore, model: str, dim: int, threshold: float) -> None:
+    def __init__(self, store: GalleryStore, model: str, dim: int, threshold: float, snapshot: bool = True) -> None:
+        """Opens the index from the encrypted snapshot when one matches the gallery (`snapshot`
+        on, `edge.index_snapshot`), else from the templates — and then, for a large gallery,
+        leaves a snapshot for the next open."""
         self.store = store
         self.model = model
         self.threshold = threshold
         _refuse_other_models(store, model)
-        template_ids, person_ids, vectors = store.load_embeddings(model)
         self.index = VectorIndex(dim)
-        self.index.build(template_ids, vectors.reshape(-1, dim))
-        del vectors  # the only plaintext copy outside the index; let it go before serving
-        # Template id → person id as two aligned arrays, template ids ascending (the store's ids
-        # only grow): a search's few ids are looked up with searchsorted. A dict of 100k entries
-        # and a per-person list of templates cost 0.13 s of the open.
-        self._template_ids = template_ids
-        self._template_persons = person_ids
+        self.opened_from = "templates"
+        if not (snapshot and self._restore_snapshot()):
+            stamp = self._load_templates()
+            if snapshot and len(self.index) >= index_snapshot.MIN_TEMPLATES:
+                self._save_snapshot(stamp)
         # Names are decrypted when a person first appears among candidates, not at open:
         # decrypting 100k profiles up front would cost more than loading the templates.
         self._names: dict[int, str] = {}
 
+    def _load_templates(self) -> str:
+        """The cold open: every template decrypted, block by block, into the index. Returns the
+        gallery fingerprint the index was built at."""
+        template_ids: list[np.ndarray] = [np.empty(0, np.int64)]
+        person_ids: list[np.ndarray] = [np.empty(0, np.int64)]
+
+        def blocks(loaded: LoadedTemplates) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for block in loaded.blocks:
+                template_ids.append(block.ids)
+                person_ids.append(block.person_ids)
+                yield block.ids, block.vectors
+
+        # Decrypted block by block into the index: no whole-gallery plaintext copy is ever made.
+        with self.store.embedding_blocks(self.model) as loaded:
+            self.index.build_from_blocks(loaded.count, blocks(loaded))
+        # Template id → person id as two aligned arrays, template ids ascending (the store's ids
+        # only grow): a search's few ids are looked up with searchsorted. A dict of 100k entries
+        # and a per-person list of templates cost 0.13 s of the open.
+        self._template_ids = np.concatenate(template_ids)
+        self._template_persons = np.concatenate(person_ids)
+        return loaded.fingerprint
+
+    def _snapshot_path(self) -> Path:
+        return index_snapshot.file_for(self.store.path.parent, self.model)
+
+    def _restore_snapshot(self) -> bool:
+        found = self.store.index_snapshot_key(self.model)
+        if found is None:
+            return False
+        key, stamp = found
+        arrays = index_snapshot.read(self._snapshot_path(), self.model, stamp, key)
+        if arrays is None:
+            return False
+        persons = arrays.pop("persons", None)
+        try:
+            self.index.restore(arrays)
+        except GalleryError as exc:  # a snapshot of another index layout (an older facegate)
+            _LOG.warning("index snapshot not usable (%s); opening from the templates", exc)
+            return False
+        ids = self.index.ids
+        if persons is None or persons.shape != ids.shape or not np.all(ids[1:] > ids[:-1]):
+            self.index = VectorIndex(self.index.dim)  # ids must ascend for `_persons_of`
+            return False
+        self._template_ids, self._template_persons = self.index.ids.copy(), persons
+        self.opened_from = "snapshot"
+        return True
+
+    def _save_snapshot(self, stamp: str) -> None:
+        path = self._snapshot_path()
+        index_snapshot.discard_files(path.parent)
+        key = index_snapshot.write(path, self.model, stamp, {**self.index.export(), "persons": self._template_persons})
+        if key is not None and not self.store.record_index_snapshot(self.model, stamp, key):
+            path.unlink(missing_ok=True)  # the gallery changed meanwhile: this snapshot is stale
+
     @classmethod
-    def open(cls, data_dir: Path, kek: bytes, model: str, dim: int, threshold: float, create: bool = False) -> Gallery:
-        return cls(GalleryStore.open(data_dir, kek, create=create), model, dim, threshold)
+    def open(cls, data_dir: Path, kek: bytes, model: str, dim: int, threshold: float, create: bool = False, snapshot: bool = True) -> Gallery:
+        return cls(GalleryStore.open(data_dir, kek, create=create), model, dim, threshold, snapshot)
 
     def close(self) -> None:
         self.store.close()

@@ -12,7 +12,7 @@ import json
 import math
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -177,12 +177,46 @@ def check_templates(embeddings: list[np.ndarray], qualities: list[float]) -> lis
     return vectors
 
 
-def decrypt_templates(
-    rows: Iterable[tuple[int, int, bytes, bytes, bytes, bytes]], n: int, dim: int, device_key: bytes, model: str, where: str, remedy: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(template ids, person ids, vectors (n, dim)) from `n` rows of (template id, person id,
-    person uid, wrapped person key, template uid, sealed template), the templates of one person
-    in a run (rows in template id order: a person's templates mostly have consecutive ids).
+# Rows decrypted per block at open: 1,024 × 512 floats (2 MB) stay in the cache until the index
+# has encoded them. A whole-gallery float32 array (100k × 512: 200 MB) cost 0.4 s of first-touch
+# page faults in a fresh process, and held every template in clear at once.
+_OPEN_BLOCK_ROWS = 1_024
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TemplateBlock:
+    """Consecutive decrypted templates: `vectors` is a view of a buffer that the next block
+    overwrites, so a consumer copies what it keeps."""
+
+    ids: np.ndarray  # (m,) int64 template ids, ascending
+    person_ids: np.ndarray  # (m,) int64
+    vectors: np.ndarray  # (m, dim) float32
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LoadedTemplates:
+    """What `GalleryStore.embedding_blocks` yields: `count` templates of `dim` floats, to be read
+    from `blocks` while the store's read snapshot is open."""
+
+    count: int
+    dim: int
+    fingerprint: str  # `edge.index_snapshot.fingerprint` of the snapshot being read
+    blocks: Iterator[TemplateBlock]
+
+
+def decrypt_template_blocks(
+    rows: Iterable[tuple[int, int, bytes, bytes, bytes, bytes]],
+    n: int,
+    dim: int,
+    device_key: bytes,
+    model: str,
+    where: str,
+    remedy: str,
+    block: int = _OPEN_BLOCK_ROWS,
+) -> Iterator[TemplateBlock]:
+    """`n` rows of (template id, person id, person uid, wrapped person key, template uid, sealed
+    template) as decrypted blocks of `block` rows; the templates of one person come in a run
+    (rows in template id order: a person's templates mostly have consecutive ids).
 
     The gallery's open-time hot path, written as one flat loop: with one template per person it
     runs once per person, and every Python operation in it costs ~1 % of the open time. Each
@@ -190,19 +224,18 @@ def decrypt_templates(
     begins (one AESGCM at a time: each holds ~2 KB of OpenSSL state). A record that fails
     authentication raises GalleryError naming the person key or the template.
     """
-    ids: list[int] = []
-    person_ids: list[int] = []
-    # A plaintext is the vector plus one trailing quality float. Row i is decrypted to offset
-    # i*dim, so its quality lands on the first float of row i+1 and is overwritten by the next
-    # decryption (the last one lands in the spare float): the vectors come out contiguous
-    # without a second copy of the whole gallery in memory.
-    flat = np.empty(n * dim + 1, dtype=_FLOAT)
+    # A plaintext is the vector plus one trailing quality float. Row i of a block is decrypted to
+    # offset i*dim, so its quality lands on the first float of row i+1 and is overwritten by the
+    # next decryption (the block's last one lands in the spare float): rows come out contiguous.
+    flat = np.empty(min(n, block) * dim + 1, dtype=_FLOAT)
     out = memoryview(flat).cast("B")
     row_bytes, plain_bytes = _FLOAT.itemsize * dim, _FLOAT.itemsize * (dim + 1)
     device = AESGCM(device_key)
     key_head, model_head = _PERSON_KEY_HEAD, aad("facegate", "templates", SCHEMA_VERSION, model)
     template_id = person_id = current = -1
-    aead, head, start = device, b"", 0
+    aead, head, start, total = device, b"", 0, 0
+    ids: list[int] = []
+    person_ids: list[int] = []
     try:
         for template_id, person_id, person_uid, wrapped, uid, sealed in rows:
             if person_id != current:
@@ -213,12 +246,18 @@ def decrypt_templates(
             start += row_bytes
             ids.append(template_id)
             person_ids.append(person_id)
+            if len(ids) == block:
+                total += block
+                yield TemplateBlock(np.array(ids, dtype=np.int64), np.array(person_ids, dtype=np.int64), flat[: block * dim].reshape(block, dim))
+                ids, person_ids, start = [], [], 0
     except (InvalidTag, ValueError, IndexError) as exc:  # ValueError: a blob or key of another length
         what = f"person {person_id} key" if current == -1 else f"template {template_id} (person {person_id})"
         raise GalleryError(f"{where}: {what} fails authentication: it was altered, truncated, or copied from another record; {remedy}") from exc
-    if len(ids) != n:  # the join drops templates whose person row is missing (one read snapshot: nothing else)
-        raise GalleryError(f"{where}: {n - len(ids)} templates refer to persons that do not exist; run an integrity check")
-    return np.array(ids, dtype=np.int64), np.array(person_ids, dtype=np.int64), flat[: n * dim].reshape(n, dim)
+    total += len(ids)
+    if total != n:  # the join drops templates whose person row is missing (one read snapshot: nothing else)
+        raise GalleryError(f"{where}: {n - total} templates refer to persons that do not exist; run an integrity check")
+    if ids:
+        yield TemplateBlock(np.array(ids, dtype=np.int64), np.array(person_ids, dtype=np.int64), flat[: len(ids) * dim].reshape(len(ids), dim))
 
 
 def template_dim(sealed_len: int, overhead: int) -> int:

@@ -26,7 +26,7 @@ from typing import Any, Self
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge import crypto, gallery_db, gallery_sync
+from edge import crypto, gallery_db, gallery_sync, index_snapshot
 from edge import gallery_records as records
 from edge.crypto import KEY_BYTES, SEAL_OVERHEAD
 from edge.errors import CryptoError, GalleryError, KeyfileError
@@ -252,12 +252,14 @@ class GalleryStore:
             rows = db.execute("SELECT id, person_id, uid, sealed FROM templates WHERE person_id=? AND model=? ORDER BY id", (person_id, model)).fetchall()
             return self._decode(rows, model, self._template_keys(model))
 
-    def load_embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(template ids int64, person ids int64, vectors float32 (n, dim)) of `model`, id order.
+    @contextmanager
+    def embedding_blocks(self, model: str) -> Iterator[records.LoadedTemplates]:
+        """The templates of `model` in id order, decrypted block by block while they are read:
+        `with store.embedding_blocks(model) as loaded:` then iterate `loaded.blocks` inside.
 
         The open-time hot path: rows stream from one read snapshot, each decrypted straight into
-        the result with `decrypt_into`; a person key is unwrapped once per run of that person's
-        templates (once per person unless enrollments interleaved). A record that fails
+        a reused block buffer with `decrypt_into`; a person key is unwrapped once per run of that
+        person's templates (once per person unless enrollments interleaved). A record that fails
         authentication raises GalleryError naming the template and person: a tampered gallery is
         not loaded in part (`integrity_check` lists every bad record).
         """
@@ -272,7 +274,36 @@ class GalleryStore:
                 " FROM templates t JOIN persons p ON p.id = t.person_id WHERE t.model=? ORDER BY t.id",
                 (model,),
             )
-            return records.decrypt_templates(rows, n, dim, self._dk, model, str(self.path), _RESTORE)
+            blocks = records.decrypt_template_blocks(rows, n, dim, self._dk, model, str(self.path), _RESTORE)
+            try:
+                yield records.LoadedTemplates(n, dim, index_snapshot.fingerprint(db, model), blocks)
+            finally:
+                blocks.close()
+
+    def load_embeddings(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(template ids int64, person ids int64, vectors float32 (n, dim)) of `model`, id order:
+        `embedding_blocks` gathered into whole arrays."""
+        with self.embedding_blocks(model) as loaded:
+            ids, person_ids, vectors = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty((0, loaded.dim), np.float32)]
+            for block in loaded.blocks:
+                ids.append(block.ids)
+                person_ids.append(block.person_ids)
+                vectors.append(block.vectors.copy())
+        return np.concatenate(ids), np.concatenate(person_ids), np.concatenate(vectors)
+
+    # -- index snapshot (edge.index_snapshot) -----------------------------------------------
+
+    def index_snapshot_key(self, model: str) -> tuple[bytes, str] | None:
+        """(key, fingerprint) of `model`'s index snapshot when one matches the gallery now."""
+        with self._transaction(write=False) as db:
+            stamp = index_snapshot.fingerprint(db, model)
+            key = index_snapshot.stored_key(db, self._dk_aead, self._dk_version, model, stamp)
+        return None if key is None else (key, stamp)
+
+    def record_index_snapshot(self, model: str, stamp: str, key: bytes) -> bool:
+        """Keeps `key` for the snapshot taken at `stamp`; False when the gallery changed since."""
+        with self._transaction(write=True) as db:
+            return index_snapshot.record_key(db, self._dk_aead, self._dk_version, model, stamp, key)
 
     # -- remove and rotate -----------------------------------------------------------------
 
@@ -291,6 +322,7 @@ class GalleryStore:
                 return False
             self._erase_rows(db, row[0])
         self._checkpoint()
+        index_snapshot.discard_files(self.path.parent)  # their keys went with the rows
         return True
 
     def _erase_rows(self, db: sqlite3.Connection, person_id: int) -> None:
@@ -310,6 +342,7 @@ class GalleryStore:
         with self._transaction(write=True) as db:
             version = gallery_sync.apply(self, db, change)
         self._checkpoint()  # erased persons must not linger in the WAL
+        index_snapshot.discard_files(self.path.parent)  # stale now; replaced templates took the keys along
         return version
 
     def sync_state(self) -> SyncState:
@@ -335,6 +368,7 @@ class GalleryStore:
                     (crypto.wrap_key(dk, pk, records.person_key_aad(uid)), crypto.keyed_tag(tag_key, name), person_id),
                 )
             db.execute("DELETE FROM device_keys")
+            index_snapshot.drop_keys(db)  # wrapped by the old DK: the next open takes a new snapshot
             for kid, kek in self._keks.items():
                 db.execute("INSERT INTO device_keys VALUES (?, ?, ?, ?)", (kid, version, crypto.wrap_key(kek, dk, records.device_key_aad(kid, version)), at))
         self._set_device_key(dk, version, self._kek_id)

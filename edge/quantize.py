@@ -13,7 +13,7 @@ dequantised copy of the gallery (`EncodedQuery`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,24 +90,30 @@ class Int8Codec:
 
     @classmethod
     def fit(cls, vectors: np.ndarray, centre: bool = True, ids: np.ndarray | None = None) -> Int8Codec:
-        """Fitted on unit rows (normalised here, block by block); `vectors` is not copied whole.
-
-        At most FIT_ROWS evenly spaced rows are used: the mean and per-dimension peaks of a
-        face-embedding gallery are settled long before that, and fitting on all of 1M rows
-        cost a third of the build. One pass: the peak distance from the mean is the larger of
-        max - mean and mean - min. It gets FIT_MARGIN headroom so rows outside the sample
-        rarely clip (a clipped component only loses precision, never the row).
-        """
+        """Fitted on at most FIT_ROWS evenly spaced rows of `vectors` (see `fit_blocks`)."""
         step = max(1, -(-len(vectors) // FIT_ROWS))
-        dim = vectors.shape[1]
+        return cls.fit_blocks([(None if ids is None else ids[::step], vectors[::step])], centre=centre, dim=vectors.shape[1])
+
+    @classmethod
+    def fit_blocks(cls, blocks: Iterable[tuple[np.ndarray | None, np.ndarray]], centre: bool, dim: int) -> Int8Codec:
+        """Fitted on every row of the (ids, vectors) blocks, normalised here block by block.
+
+        The mean and per-dimension peaks of a face-embedding gallery are settled long before
+        FIT_ROWS rows, and fitting on all of 1M rows cost a third of the build. One pass: the
+        peak distance from the mean is the larger of max - mean and mean - min. It gets
+        FIT_MARGIN headroom so rows outside the sample rarely clip (a clipped component only
+        loses precision, never the row). `ids` name a zero or non-finite row in the error.
+        """
         total = np.zeros(dim, dtype=np.float64)
         high = np.full(dim, -np.inf, dtype=np.float32)
         low = np.full(dim, np.inf, dtype=np.float32)
-        for rows in normalised_blocks(vectors[::step], ids=None if ids is None else ids[::step]):
-            total += rows.sum(axis=0, dtype=np.float64)
-            np.maximum(high, rows.max(axis=0), out=high)
-            np.minimum(low, rows.min(axis=0), out=low)
-        n = len(range(0, len(vectors), step))
+        n = 0
+        for ids, vectors in blocks:
+            for rows in normalised_blocks(vectors, ids=ids):
+                total += rows.sum(axis=0, dtype=np.float64)
+                np.maximum(high, rows.max(axis=0), out=high)
+                np.minimum(low, rows.min(axis=0), out=low)
+                n += len(rows)
         mean = (total / max(1, n)).astype(np.float32) if centre else np.zeros(dim, dtype=np.float32)
         peak = np.maximum(high - mean, mean - low) if n else np.zeros(dim, dtype=np.float32)
         # A dimension that never varies still needs a usable scale (any positive value works).

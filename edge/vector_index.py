@@ -31,8 +31,9 @@ skipped words save), faiss `IndexBinaryFlat` (1.3 ms for k = 1,000) and OpenCV's
 
 The regime is decided by `build`; `add` switches exact → two-stage when the gallery outgrows
 `exact_max`, and `remove` never switches back (the float rows are gone; the next `build`
-decides again). Nothing here touches the disk: the default prefilter is numpy, and the optional
-sqlite-vec one uses a private `:memory:` database with temp_store=MEMORY.
+decides again). Nothing here touches the disk: the default prefilter is faiss (numpy where faiss
+is not installed), and the optional sqlite-vec one uses a private `:memory:` database with
+temp_store=MEMORY.
 
 Row r of every array is the same template; removal moves the last rows into the holes, so rows
 stay dense and a removed id can never come back from a search. An index is not safe for a write
@@ -41,13 +42,14 @@ concurrent with anything else; the daemon serialises gallery changes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import numpy as np
 
 from edge.errors import GalleryError
-from edge.prefilter import PREFILTERS, CodeStore, NumpyCodes, SqliteVecCodes, grown
-from edge.quantize import BLOCK_ROWS, Int8Codec, normalised_blocks, words_for
+from edge.prefilter import PREFILTERS, CodeStore, engine, grown
+from edge.quantize import BLOCK_ROWS, FIT_ROWS, Int8Codec, normalised_blocks, words_for
 
 METRICS = ("cosine",)
 
@@ -72,7 +74,7 @@ class VectorIndex:
         exact_max: int = 20_000,
         shortlist: int | None = None,
         *,
-        prefilter: str = "numpy",
+        prefilter: str = "auto",
         centre: bool = True,
     ) -> None:
         if dim < 1:
@@ -107,6 +109,11 @@ class VectorIndex:
         return "exact" if self._exact is not None else "two-stage"
 
     @property
+    def scan_engine(self) -> str | None:
+        """The shortlist engine in use ("faiss", "numpy", "sqlite-vec"); None in the exact regime."""
+        return None if self._codes is None else self._codes.name
+
+    @property
     def memory_bytes(self) -> int:
         """Bytes of the arrays (and, for sqlite-vec, database pages) the index holds."""
         held = [self._ids, self._exact, self._int8]
@@ -121,20 +128,106 @@ class VectorIndex:
         """Replaces the content. `vectors` (n, dim) are normalised here; the input is not kept.
         A bad input raises GalleryError and leaves the index as it was."""
         ids, vectors = self._checked(ids, vectors)
-        if len(ids) > self.exact_max:
-            codec = Int8Codec.fit(vectors, centre=self.centre, ids=ids)
-            int8, codes = self._encoded(codec, ids, vectors)
-            store = SqliteVecCodes(words_for(self.dim)) if self.prefilter == "sqlite-vec" else NumpyCodes(words_for(self.dim))
+        codec = Int8Codec.fit(vectors, centre=self.centre, ids=ids) if len(ids) > self.exact_max else None
+        self._fill(len(ids), codec, [(ids, vectors)])
+
+    def build_from_blocks(self, n: int, blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """`build` from (ids, vectors) blocks totalling `n` rows, each block encoded as it comes:
+        the gallery's open decrypts into one reused block buffer, so its templates never exist
+        in clear all at once (and a 100k × 512 float32 array's first-touch page faults, 0.4 s,
+        are never paid). A block's arrays may be overwritten once the next block is drawn.
+
+        In the two-stage regime the codec is fitted on the first FIT_ROWS rows (copies held
+        until the fit), not on rows spread over the whole gallery: enrollment order says
+        nothing about the embeddings' mean and spread.
+        """
+        blocks = iter(blocks)
+        held: list[tuple[np.ndarray, np.ndarray]] = []
+        codec = None
+        if n > self.exact_max:
+            count = 0
+            while count < FIT_ROWS:
+                block = next(blocks, None)
+                if block is None:
+                    break
+                ids, vectors = self._checked(*block)
+                held.append((ids.copy(), vectors.copy()))
+                count += len(ids)
+            codec = Int8Codec.fit_blocks(held, centre=self.centre, dim=self.dim)
+        self._fill(n, codec, itertools.chain(held, blocks))
+
+    def _fill(self, n: int, codec: Int8Codec | None, blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The index's arrays for `n` rows filled from the blocks: float32 rows when `codec` is
+        None (exact regime), else int8 rows and sign codes. Replaces the content only once every
+        block is in; a bad block raises GalleryError and leaves the index as it was."""
+        all_ids = np.empty(n, dtype=np.int64)
+        exact = np.empty((n, self.dim), dtype=np.float32) if codec is None else None
+        int8 = np.empty((n, self.dim), dtype=np.int8) if codec is not None else None
+        codes = np.empty((n, words_for(self.dim)), dtype=np.uint64) if codec is not None else None
+        filled = 0
+        for block in blocks:
+            ids, vectors = self._checked(*block)
+            if filled + len(ids) > n:
+                raise GalleryError(f"more than the {n} templates announced")
+            all_ids[filled : filled + len(ids)] = ids
+            for start, rows in zip(range(filled, filled + len(ids), BLOCK_ROWS), normalised_blocks(vectors, ids=ids), strict=True):
+                stop = start + len(rows)
+                if codec is None:
+                    exact[start:stop] = rows
+                else:
+                    codec.encode_into(rows, int8[start:stop], codes[start:stop])
+            filled += len(ids)
+        if filled != n:
+            raise GalleryError(f"{filled} templates for the {n} announced")
+        if n > 1 and not np.all(all_ids[1:] > all_ids[:-1]) and len(np.unique(all_ids)) != n:
+            raise GalleryError("template ids repeat")
+        self._clear()
+        if codec is not None:
+            store = engine(self.prefilter, words_for(self.dim))
             store.append(codes)
-            del codes
-            self._clear()
             self._exact, self._codec, self._codes, self._int8 = None, codec, store, int8
         else:
-            exact = np.concatenate([np.empty((0, self.dim), np.float32), *normalised_blocks(vectors, ids=ids)])
-            self._clear()
             self._exact = exact
-        self._ids = ids.copy()
-        self._n = len(ids)
+        self._ids = all_ids
+        self._n = n
+
+    def export(self) -> dict[str, np.ndarray]:
+        """The arrays that are the index (views where possible), for `restore`: ids and float32
+        rows in the exact regime; ids, int8 rows, sign codes and the codec's mean and scale in
+        the two-stage one."""
+        n = self._n
+        if self._exact is not None:
+            return {"ids": self._ids[:n], "exact": self._exact[:n]}
+        assert self._codec is not None and self._codes is not None and self._int8 is not None
+        return {"ids": self._ids[:n], "int8": self._int8[:n], "codes": self._codes.rows(), "mean": self._codec.mean, "scale": self._codec.scale}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replaces the content with `export`'s arrays (taken over, not copied); GalleryError when
+        they do not describe an index of this dimension, leaving the index as it was."""
+        ids = arrays.get("ids")
+        n = -1 if ids is None else len(ids)
+        words = words_for(self.dim)
+        expected = {"ids": ((n,), np.int64), "exact": ((n, self.dim), np.float32)}
+        if "exact" not in arrays:
+            expected = {"ids": ((n,), np.int64), "int8": ((n, self.dim), np.int8), "codes": ((n, words), np.uint64),
+                        "mean": ((self.dim,), np.float32), "scale": ((self.dim,), np.float32)}
+        if n < 0 or set(arrays) != set(expected) or any(arrays[k].shape != shape or arrays[k].dtype != dtype for k, (shape, dtype) in expected.items()):
+            raise GalleryError(f"index arrays {sorted(arrays)} do not make a {self.dim}-d index")
+        if "exact" in arrays:
+            self._clear()
+            self._exact = arrays["exact"]
+        else:
+            store = engine(self.prefilter, words)
+            store.append(arrays["codes"])
+            self._clear()
+            self._exact, self._int8 = None, arrays["int8"]
+            self._codec, self._codes = Int8Codec(arrays["mean"], arrays["scale"]), store
+        self._ids, self._n = ids, n
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The template ids held, in row order."""
+        return self._ids[: self._n]
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids, vectors = self._checked(ids, vectors)

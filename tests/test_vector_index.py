@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.errors import GalleryError
-from edge.prefilter import nearest, nearest_by_histogram
+from edge.prefilter import NumpyCodes, engine, nearest, nearest_by_histogram
 from edge.vector_index import VectorIndex
 
 
@@ -107,7 +107,7 @@ def assert_finds_best(index: VectorIndex, ids: np.ndarray, gallery: np.ndarray, 
         assert true >= float(cosines.max()) - 0.01
 
 
-@pytest.mark.parametrize("prefilter", ["numpy", "sqlite-vec"])
+@pytest.mark.parametrize("prefilter", ["faiss", "numpy", "sqlite-vec"])
 def test_add_and_remove_keep_two_stage_answers_right(small, prefilter: str) -> None:
     ids, gallery, queries = small
     index = VectorIndex(64, exact_max=100, shortlist=400, prefilter=prefilter)
@@ -123,13 +123,33 @@ def test_add_and_remove_keep_two_stage_answers_right(small, prefilter: str) -> N
 def test_both_prefilters_give_the_same_answers(small) -> None:
     ids, gallery, queries = small
     found = {}
-    for prefilter in ("numpy", "sqlite-vec"):
+    for prefilter in ("faiss", "numpy", "sqlite-vec"):
         index = VectorIndex(64, exact_max=0, shortlist=300, prefilter=prefilter)
         index.build(ids, gallery)
         index.remove(ids[::7])
         found[prefilter] = [[i for i, _ in index.search(q, k=3)] for q in queries]
+    # faiss and numpy compute the same distances and cut them with the same `nearest`.
+    assert found["faiss"] == found["numpy"]
     agree = np.mean([a == b for a, b in zip(found["numpy"], found["sqlite-vec"], strict=True)])
     assert agree >= 0.9  # ties at the shortlist's edge may be cut differently
+
+
+@pytest.mark.parametrize("words", [1, 2, 8, 9])
+def test_faiss_and_numpy_scans_count_the_same_bits(words: int) -> None:
+    rng = np.random.default_rng(words)
+    codes = rng.integers(0, 2**63, (5_000, words), dtype=np.uint64) | rng.integers(0, 2, (5_000, words), dtype=np.uint64) << 63
+    query = codes[17] ^ np.uint64(0b1011)
+    faiss_codes = engine("faiss", words)
+    numpy_codes = NumpyCodes(words)
+    for store in (faiss_codes, numpy_codes):
+        store.append(codes[:3_000])
+        store.append(codes[3_000:])
+        store.move(np.array([4_999]), np.array([2]))
+        store.truncate(4_999)
+    expected = np.bitwise_count(np.bitwise_xor(np.concatenate([codes[:2], codes[4_999:], codes[3:4_999]]), query)).sum(axis=1)
+    assert np.array_equal(faiss_codes.distances(query), expected)
+    assert np.array_equal(numpy_codes.distances(query), expected)
+    assert expected[17] == 3 * words  # the probe differs from row 17 in three bits per word
 
 
 def test_add_past_exact_max_switches_to_two_stage(small) -> None:
@@ -197,8 +217,8 @@ def test_adding_a_known_id_is_refused() -> None:
 def test_unknown_options_list_the_valid_ones() -> None:
     with pytest.raises(GalleryError, match="valid: cosine"):
         VectorIndex(4, metric="l2")
-    with pytest.raises(GalleryError, match="valid: numpy, sqlite-vec"):
-        VectorIndex(4, prefilter="faiss")
+    with pytest.raises(GalleryError, match="valid: auto, faiss, numpy, sqlite-vec"):
+        VectorIndex(4, prefilter="annoy")
 
 
 def test_centring_is_what_rescues_off_centre_embeddings() -> None:
