@@ -1,7 +1,7 @@
 """The whole video runtime on one video: throughput, per-stage cost, decision latency. One JSON object.
 
     .venv/bin/python bench/pipeline.py --source VIDEO [--realtime] [--detector short|full]
-        [--threads N] [--liveness on|off] [--enroll DIR]
+        [--threads N] [--liveness on|off] [--max-face-wait-ms MS] [--enroll DIR]
 
 Runs the same Pipeline as `facegate run` in this process (one inference thread plus one
 capture thread), against an encrypted gallery in a temporary folder: empty, or enrolled from
@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--detector", choices=("short", "full"), default=None)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads per model ([models] threads)")
     ap.add_argument("--liveness", choices=("on", "off"), default=None)
+    ap.add_argument("--max-face-wait-ms", type=float, default=None, help="[decide] max_face_wait_ms (default: the config's)")
     ap.add_argument("--enroll", type=Path, default=None, help="DIR/<Name>/*.jpg to enroll first")
     ap.add_argument("--max-seconds", type=float, default=600.0)
     args = ap.parse_args()
@@ -62,6 +63,8 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, model=args.detector))
     if args.threads:
         cfg = dataclasses.replace(cfg, models=dataclasses.replace(cfg.models, threads=args.threads))
+    if args.max_face_wait_ms is not None:
+        cfg = dataclasses.replace(cfg, decide=dataclasses.replace(cfg.decide, max_face_wait_ms=args.max_face_wait_ms))
     if args.liveness:
         cfg = dataclasses.replace(cfg, liveness=dataclasses.replace(cfg.liveness, enabled=args.liveness == "on"))
     perception = Perception(cfg)
@@ -115,6 +118,7 @@ def main() -> None:
         "face_latency_ms_p50": summary["face_latency_ms_p50"],
         "face_latency_ms_p95": summary["face_latency_ms_p95"],
         "tracks_without_face": sum(d.face_latency_ms is None for d in decisions),
+        "max_face_wait_ms": cfg.decide.max_face_wait_ms,
         "cpu_threads": len(os.sched_getaffinity(0)),
         "inference_threads": cfg.models.threads,
         "cpu_seconds": round(cpu, 2),

@@ -107,6 +107,11 @@ class DecideConfig:
     max_frames: int = field(default=8, metadata=_range(1, 100))
     # Decide with the good frames there are this long after the first one (ms of source time).
     max_wait_ms: float = field(default=60.0, metadata=_range(0.0, 60000.0))
+    # 0 = a track with a face but no frame the quality gate accepts waits for one (a door: the
+    # person may still turn to the camera). > 0 = decide this long after the first
+    # FaceMesh-confirmed face whatever the frames (a kiosk that must answer fast; such an early
+    # decision is "unknown", reason low_quality or no_usable_frame, and final for the track).
+    max_face_wait_ms: float = field(default=0.0, metadata=_range(0.0, 60000.0))
     # Share of the track's frames whose own best match must be the fused match's person.
     min_vote: float = field(default=0.5, metadata=_range(0.0, 1.0))
     # Undecided tracks described (landmarks + embedding) per frame; the rest wait a frame.

@@ -93,7 +93,8 @@ class Evidence:
         self.samples: list[Sample] = []
         self.first_ok_t: float | None = None  # source time of the first gate-passing frame
         self.first_ok_mono: float | None = None  # and its monotonic capture time
-        self.first_face_mono: float | None = None  # capture time of the first FaceMesh-confirmed frame
+        self.first_face_t: float | None = None  # source time of the first FaceMesh-confirmed frame
+        self.first_face_mono: float | None = None  # and its monotonic capture time
         self.liveness = liveness  # a TrackLiveness, or None when liveness is off
 
     @property
@@ -104,7 +105,7 @@ class Evidence:
         if self.liveness is not None:
             self.liveness.add(image, face, t)
         if self.first_face_mono is None and face.quality.confirmed:
-            self.first_face_mono = mono
+            self.first_face_t, self.first_face_mono = t, mono
         if face.embedding is None:
             return
         if face.quality.ok and self.first_ok_t is None:
@@ -163,8 +164,10 @@ class Decider:
             return False
         if ev.first_ok_t is None:
             # Nothing the quality gate accepts yet (far away, turned, dark): keep watching
-            # rather than decide "unknown" for someone who is still walking up to the door.
-            return False
+            # rather than decide "unknown" for someone who is still walking up to the door —
+            # unless the deployment asked for an answer by a deadline after the face appeared.
+            deadline = self.cfg.max_face_wait_ms
+            return deadline > 0 and ev.first_face_t is not None and (t - ev.first_face_t) * 1000.0 >= deadline
         waited = (t - ev.first_ok_t) * 1000.0 >= self.cfg.max_wait_ms
         return ev.n_ok >= self.cfg.min_frames or waited
 
