@@ -106,7 +106,7 @@ class DecideConfig:
     # Most frames kept per track (the best by quality).
     max_frames: int = field(default=8, metadata=_range(1, 100))
     # Decide with the good frames there are this long after the first one (ms of source time).
-    max_wait_ms: float = field(default=60.0, metadata=_range(0.0, 60000.0))
+    max_wait_ms: float = field(default=40.0, metadata=_range(0.0, 60000.0))
     # 0 = a track with a face but no frame the quality gate accepts waits for one (a door: the
     # person may still turn to the camera). > 0 = decide this long after the first
     # FaceMesh-confirmed face whatever the frames (a kiosk that must answer fast; such an early

@@ -157,7 +157,7 @@ def read(path: Path, model: str, stamp: str, key: bytes) -> dict[str, np.ndarray
         return None
 
 
-def _read(source, model: str, stamp: str, aead: AESGCM) -> dict[str, np.ndarray]:  # noqa: ANN001 - a binary file
+def _read(source, model: str, stamp: str, aead: AESGCM) -> dict[str, np.ndarray]:
     if source.read(len(MAGIC)) != MAGIC:
         raise GalleryError("not an index snapshot")
     (length,) = struct.unpack(">I", source.read(4))

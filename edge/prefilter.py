@@ -116,7 +116,7 @@ def faiss_module():
     spin-waits on the other core after every parallel region.
     """
     try:
-        import faiss  # noqa: PLC0415 - optional and slow to import
+        import faiss
     except ImportError:
         return None
     faiss.omp_set_num_threads(1)
@@ -140,7 +140,7 @@ def engine(prefilter: str, words: int) -> CodeStore:
 class FaissCodes:
     name = "faiss"
 
-    def __init__(self, words: int, faiss) -> None:  # noqa: ANN001 - the faiss module
+    def __init__(self, words: int, faiss) -> None:
         self._faiss = faiss
         self._codes = np.empty((0, words * 8), dtype=np.uint8)
         self._n = 0

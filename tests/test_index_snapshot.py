@@ -83,7 +83,7 @@ def test_a_warm_open_answers_exactly_as_the_cold_one(people) -> None:
 
 
 def test_the_snapshot_holds_no_plaintext(people) -> None:
-    data_dir, kek, centres = people
+    data_dir, kek, _ = people
     with _open(data_dir, kek):
         pass
     raw = b"".join(p.read_bytes() for p in _snapshots(data_dir))
