@@ -137,16 +137,37 @@ def engine(prefilter: str, words: int) -> CodeStore:
     return NumpyCodes(words)
 
 
-class FaissCodes:
+class _ArrayCodes:
+    """Codes in one numpy array (`_codes`) of which the first `_n` rows are live; subclasses
+    lay the array out for their scan and compute `distances`."""
+
+    _codes: np.ndarray
+    _n: int
+
+    def __len__(self) -> int:
+        return self._n
+
+    def truncate(self, n: int) -> None:
+        self._n = n
+
+    def distances(self, code: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def shortlist(self, code: np.ndarray, size: int) -> np.ndarray:
+        return nearest(self.distances(code), size)
+
+    @property
+    def nbytes(self) -> int:
+        return self._codes.nbytes
+
+
+class FaissCodes(_ArrayCodes):
     name = "faiss"
 
     def __init__(self, words: int, faiss) -> None:
         self._faiss = faiss
         self._codes = np.empty((0, words * 8), dtype=np.uint8)
         self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
 
     def append(self, codes: np.ndarray) -> None:
         self._codes = grown(self._codes, self._n + len(codes))
@@ -155,9 +176,6 @@ class FaissCodes:
 
     def move(self, src: np.ndarray, dst: np.ndarray) -> None:
         self._codes[dst] = self._codes[src]
-
-    def truncate(self, n: int) -> None:
-        self._n = n
 
     def rows(self) -> np.ndarray:
         """The codes, (rows, words) uint64 (a view)."""
@@ -172,23 +190,13 @@ class FaissCodes:
             self._faiss.hammings(ptr(query), ptr(self._codes), 1, self._n, self._codes.shape[1], ptr(out))
         return out
 
-    def shortlist(self, code: np.ndarray, size: int) -> np.ndarray:
-        return nearest(self.distances(code), size)
 
-    @property
-    def nbytes(self) -> int:
-        return self._codes.nbytes
-
-
-class NumpyCodes:
+class NumpyCodes(_ArrayCodes):
     name = "numpy"
 
     def __init__(self, words: int) -> None:
         self._codes = np.empty((words, 0), dtype=np.uint64)
         self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
 
     def append(self, codes: np.ndarray) -> None:
         self._codes = grown(self._codes, self._n + len(codes), axis=1)
@@ -197,9 +205,6 @@ class NumpyCodes:
 
     def move(self, src: np.ndarray, dst: np.ndarray) -> None:
         self._codes[:, dst] = self._codes[:, src]
-
-    def truncate(self, n: int) -> None:
-        self._n = n
 
     def rows(self) -> np.ndarray:
         """The codes, (rows, words) uint64 (a copy)."""
@@ -229,13 +234,6 @@ class NumpyCodes:
                     else:
                         np.add(acc, g, out=acc)
         return out
-
-    def shortlist(self, code: np.ndarray, size: int) -> np.ndarray:
-        return nearest(self.distances(code), size)
-
-    @property
-    def nbytes(self) -> int:
-        return self._codes.nbytes
 
 
 class SqliteVecCodes:
