@@ -81,6 +81,9 @@ class Gallery:
         _refuse_other_models(store, model)
         self.index = VectorIndex(dim)
         self.opened_from = "templates"
+        if not snapshot:
+            # Turned off: no copy of the index may stay behind from when it was on.
+            store.drop_index_snapshots()
         if not (snapshot and self._restore_snapshot()):
             stamp = self._load_templates()
             if snapshot and len(self.index) >= index_snapshot.MIN_TEMPLATES:

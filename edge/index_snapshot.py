@@ -104,8 +104,17 @@ def drop_keys(db: sqlite3.Connection) -> None:
     db.execute(f"DELETE FROM meta WHERE key LIKE '{_META_PREFIX}%'")
 
 
+def has_keys(db: sqlite3.Connection) -> bool:
+    return db.execute(f"SELECT 1 FROM meta WHERE key LIKE '{_META_PREFIX}%' LIMIT 1").fetchone() is not None
+
+
+def files(data_dir: Path) -> list[Path]:
+    """Snapshot files in `data_dir`, finished or left half-written by a crash."""
+    return sorted(data_dir.glob("index-*.snap*"))
+
+
 def discard_files(data_dir: Path) -> None:
-    for path in data_dir.glob("index-*.snap*"):
+    for path in files(data_dir):
         path.unlink(missing_ok=True)
 
 

@@ -80,6 +80,9 @@ def test_a_warm_open_answers_exactly_as_the_cold_one(people) -> None:
         assert [c.person for c in (warm.identify(centres["Di"]),)] == ["Di"]
     with _open(data_dir, kek, snapshot=False) as plain:  # [gallery] index_snapshot = false
         assert plain.opened_from == "templates"
+        assert _answers(plain, probes) == expected
+    # Turning it off leaves no copy of the index behind: file and key are gone.
+    assert _snapshots(data_dir) == [] and _snapshot_rows(data_dir) == []
 
 
 def test_the_snapshot_holds_no_plaintext(people) -> None:
