@@ -86,6 +86,11 @@ class Sample:
     ok: bool  # passed the quality gate
 
 
+# Source times are frame counts over the frame rate: 3/25 - 2/25 is 0.039999... s in floating
+# point, so a wait of exactly one frame interval would wait for the next frame half the time.
+_CLOCK_SLACK_MS = 0.5
+
+
 class Evidence:
     """What one track has gathered so far."""
 
@@ -167,8 +172,8 @@ class Decider:
             # rather than decide "unknown" for someone who is still walking up to the door —
             # unless the deployment asked for an answer by a deadline after the face appeared.
             deadline = self.cfg.max_face_wait_ms
-            return deadline > 0 and ev.first_face_t is not None and (t - ev.first_face_t) * 1000.0 >= deadline
-        waited = (t - ev.first_ok_t) * 1000.0 >= self.cfg.max_wait_ms
+            return deadline > 0 and ev.first_face_t is not None and (t - ev.first_face_t) * 1000.0 >= deadline - _CLOCK_SLACK_MS
+        waited = (t - ev.first_ok_t) * 1000.0 >= self.cfg.max_wait_ms - _CLOCK_SLACK_MS
         return ev.n_ok >= self.cfg.min_frames or waited
 
     def decide(self, track: Track) -> tuple[Decision, list[Sample]]:

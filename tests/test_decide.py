@@ -77,3 +77,15 @@ def test_a_good_frame_before_the_deadline_decides_as_usual(ann_gallery) -> None:
     assert decider.due(track, 2.02)
     decision, _ = decider.decide(track)
     assert (decision.decision, decision.person) == ("grant", "Ann")
+
+
+def test_a_wait_of_one_frame_interval_ends_on_the_next_frame(ann_gallery) -> None:
+    """3/25 - 2/25 s is 39.999... ms in floating point: still one 40 ms frame interval."""
+    gallery, ann = ann_gallery
+    decider = Decider(DecideConfig(max_wait_ms=40.0, min_frames=3), CameraConfig(name="door", source="x"), gallery, {})
+    track = _turned_track(decider, ann, face_at=2 / 25)
+    ev = decider.evidence[7]
+    ev.samples = [Sample(ann, 0.9, True)]
+    ev.first_ok_t, ev.first_ok_mono = 2 / 25, time.monotonic()
+    assert not decider.due(track, 2 / 25 + 0.02)
+    assert decider.due(track, 3 / 25)
