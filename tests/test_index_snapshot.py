@@ -223,3 +223,31 @@ def test_index_export_and_restore_round_trip(prefilter: str, exact_max: int) -> 
         assert copy.search(probe, k=3) == index.search(probe, k=3)
     with pytest.raises(Exception, match="do not make a 64-d index"):
         VectorIndex(64).restore(index.export())
+
+
+@pytest.mark.parametrize("crash", ["mid-write", "before-the-key", "file-lost"])
+def test_every_state_a_crash_can_leave_opens_right(people, crash: str) -> None:
+    """A kill while the snapshot is written (a .tmp file), after the rename but before the key
+    is recorded (a file no key opens), or a file lost after its key was recorded: the open
+    decrypts the templates, answers right, and leaves one good snapshot."""
+    data_dir, kek, centres = people
+    with _open(data_dir, kek):
+        pass
+    [path] = _snapshots(data_dir)
+    if crash == "mid-write":
+        half = path.read_bytes()[:1000]
+        with GalleryStore.open(data_dir, kek) as store:
+            store.drop_index_snapshots()  # no finished file, no key
+        path.with_name(path.name + ".tmp").write_bytes(half)
+    elif crash == "before-the-key":
+        with GalleryStore.open(data_dir, kek) as store:
+            store.drop_index_snapshots()
+        path.write_bytes(b"x" * 100)  # stands for a complete file whose key never made it
+    else:
+        path.unlink()
+    with _open(data_dir, kek) as gallery:
+        assert gallery.opened_from == "templates"
+        assert gallery.identify(centres["Cy"]).person == "Cy"
+    assert [p.name for p in _snapshots(data_dir)] == [path.name] and len(_snapshot_rows(data_dir)) == 1
+    with _open(data_dir, kek) as gallery:
+        assert gallery.opened_from == "snapshot"
