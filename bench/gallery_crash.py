@@ -3,11 +3,14 @@
     .venv/bin/python bench/gallery_crash.py [--trials 100] [--seed 0] [--max-delay-ms 400]
 
 Each trial starts tests/gallery_crash_worker.py on the same gallery (bulk enrollments, removals,
-device-key rotations, KEK add/forget rounds; the operation mix rotates over trials), SIGKILLs it
-a random 5..max-delay-ms after it is ready, reopens the gallery and checks it: integrity_check()
-must be clean and every person whole (all its templates, bit-identical) or absent.
+device-key rotations, KEK add/forget rounds, daemon-style opens that write the encrypted index
+snapshot; the operation mix rotates over trials), SIGKILLs it a random 5..max-delay-ms after it
+is ready, reopens the gallery and checks it: integrity_check() must be clean, every person whole
+(all its templates, bit-identical) or absent, and the index a daemon opens (twice: from the
+templates or a snapshot) must hold exactly the persons present, each found by their template.
 `kills_with_wal` counts trials where the worker died with a non-empty WAL, i.e. with frames
-that recovery had to keep or drop; `persons_changed` counts trials whose kill found the gallery
+that recovery had to keep or drop; `kills_mid_snapshot` counts trials where it died writing an
+index snapshot (a `.tmp` file left behind); `persons_changed` counts trials whose kill found the gallery
 changed since the previous trial (the worker was mid-stream, not idle).
 SIGKILL tests process crashes; power loss additionally depends on the disk honouring fsync.
 """
@@ -68,6 +71,7 @@ def main() -> None:
         "min_kill_ms": round(min(kill_ms), 1),
         "max_kill_ms": round(max(kill_ms), 1),
         "kills_with_wal": sum(t.wal_bytes_at_kill > 0 for t in trials),
+        "kills_mid_snapshot": sum(t.snapshot_half_written for t in trials),
         "persons_changed": sum(t.persons_after != t.persons_before for t in trials),
         "ops": list(crash.OPS),
         "people": crash.N_PEOPLE,

@@ -2,9 +2,11 @@
 
     python -m tests.gallery_crash_worker DATA_DIR KEYFILE OP [--seed N]
 
-OP is `enroll`, `remove`, `rotate` or `mixed`. The worker opens the gallery, prints `ready`, then
-loops bulk enrollments (several transactions per call), removals, device-key rotations and, in
-`mixed`, KEK add/forget rounds, forever. Person i is always named `crash person NNNN` with
+OP is `enroll`, `remove`, `rotate`, `snapshot` or `mixed`. The worker opens the gallery, prints
+`ready`, then loops bulk enrollments (several transactions per call), removals, device-key
+rotations, in `snapshot` daemon-style opens (the index from its encrypted snapshot or the
+templates, a new snapshot written after a cold open) between enrollments and removals, and in
+`mixed` all of these plus KEK add/forget rounds, forever. Person i is always named `crash person NNNN` with
 TEMPLATES_PER_PERSON templates seeded by i, so `check` can tell a whole person from a torn one.
 Used by tests/test_gallery_store.py (a few trials) and bench/gallery_crash.py (many).
 """
@@ -24,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import index_snapshot
 from edge.crypto import kek_id, new_key, read_kek_file
+from edge.gallery import Gallery
 from edge.gallery_store import GALLERY_FILE, GalleryStore, PersonProfile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +36,7 @@ MODEL = "crash_test"
 N_PEOPLE = 48
 TEMPLATES_PER_PERSON = 3
 DIM = 512
-OPS = ("enroll", "remove", "rotate", "mixed")
+OPS = ("enroll", "remove", "rotate", "snapshot", "mixed")
 
 
 def person_name(i: int) -> str:
@@ -67,7 +71,14 @@ def _rotate_kek(store: GalleryStore) -> None:
     store.forget_kek(kek_id(new))
 
 
+def _open_index(store: GalleryStore) -> Gallery:
+    """What a daemon start does: the index from the snapshot, or from the templates and then a
+    snapshot written (this harness's galleries are small: any size gets one)."""
+    return Gallery(store, MODEL, DIM, threshold=0.5)
+
+
 def work(data_dir: Path, keyfile: Path, op: str, seed: int) -> None:
+    index_snapshot.MIN_TEMPLATES = 1
     kek = read_kek_file(keyfile)
     rng = random.Random(seed)
     with GalleryStore.open(data_dir, kek) as store:
@@ -77,7 +88,10 @@ def work(data_dir: Path, keyfile: Path, op: str, seed: int) -> None:
         present = {int(p.profile.name.rsplit(" ", 1)[1]) for p in store.persons()}
         print("ready", flush=True)
         while True:
-            step = op if op != "mixed" else rng.choice(("enroll", "enroll", "remove", "rotate", "kek"))
+            if op == "snapshot":
+                step = rng.choice(("enroll", "remove", "open", "open"))
+            else:
+                step = op if op != "mixed" else rng.choice(("enroll", "enroll", "remove", "rotate", "kek", "open"))
             if step == "enroll" and len(present) == N_PEOPLE:
                 step = "remove"
             if step == "remove" and not present:
@@ -88,12 +102,17 @@ def work(data_dir: Path, keyfile: Path, op: str, seed: int) -> None:
                 _remove(store, rng, present)
             elif step == "rotate":
                 store.rotate_device_key()
+            elif step == "open":
+                _open_index(store)  # not closed: closing a Gallery closes its store
             else:
                 _rotate_kek(store)
 
 
 def check(data_dir: Path, kek: bytes) -> tuple[list[str], int]:
-    """(problems, persons present): integrity_check plus every person whole or absent."""
+    """(problems, persons present): integrity_check, every person whole or absent, and the
+    index a daemon would open (from a snapshot or the templates) holding exactly those people,
+    each found by their own template — twice, so the second open meets the snapshot the first
+    one may have written."""
     with GalleryStore.open(data_dir, kek) as store:
         problems = store.integrity_check()
         names = {p.id: p.profile.name for p in store.persons()}
@@ -105,6 +124,20 @@ def check(data_dir: Path, kek: bytes) -> tuple[list[str], int]:
         vectors = found.get(person_id, [])
         if len(vectors) != TEMPLATES_PER_PERSON or not np.array_equal(np.stack(vectors), person_vectors(i)):
             problems.append(f"{name}: {len(vectors)} of {TEMPLATES_PER_PERSON} templates, or not the ones enrolled")
+    smallest, index_snapshot.MIN_TEMPLATES = index_snapshot.MIN_TEMPLATES, 1
+    try:
+        for attempt in ("first", "second"):
+            with GalleryStore.open(data_dir, kek) as store:
+                gallery = _open_index(store)
+                indexed = set(np.unique(gallery._template_persons).tolist())
+                if indexed != set(names):
+                    problems.append(f"{attempt} open from {gallery.opened_from}: index holds persons {sorted(indexed ^ set(names))} wrongly")
+                for name in names.values():
+                    match = gallery.identify(person_vectors(int(name.rsplit(" ", 1)[1]))[0])
+                    if match.person != name:
+                        problems.append(f"{attempt} open from {gallery.opened_from}: {name} identified as {match.person}")
+    finally:
+        index_snapshot.MIN_TEMPLATES = smallest
     return problems, len(names)
 
 
@@ -112,6 +145,7 @@ def check(data_dir: Path, kek: bytes) -> tuple[list[str], int]:
 class Trial:
     kill_ms: float
     wal_bytes_at_kill: int
+    snapshot_half_written: bool  # killed while an index snapshot was being written
     persons_before: int
     persons_after: int
     problems: tuple[str, ...]
@@ -147,8 +181,9 @@ def run_trial(data_dir: Path, keyfile: Path, kek: bytes, op: str, delay_s: float
             proc.stdout.close()
     wal = data_dir / (GALLERY_FILE + "-wal")
     wal_bytes = wal.stat().st_size if wal.exists() else 0
+    half_written = any(data_dir.glob("index-*.snap.tmp"))
     problems, after = check(data_dir, kek)
-    return Trial(kill_ms, wal_bytes, persons_before, after, tuple(problems))
+    return Trial(kill_ms, wal_bytes, half_written, persons_before, after, tuple(problems))
 
 
 def main() -> None:

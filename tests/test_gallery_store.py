@@ -276,7 +276,7 @@ def test_crash_at_a_random_moment_leaves_every_person_whole_or_absent(tmp_path: 
         )
     rng = random.Random(20240611)
     persons = crash.N_PEOPLE // 2
-    for trial, op in enumerate(("mixed", "enroll", "remove", "rotate", "mixed")):
+    for trial, op in enumerate(("mixed", "enroll", "remove", "rotate", "snapshot", "mixed")):
         result = crash.run_trial(data_dir, key_path, kek, op, rng.uniform(0.05, 0.4), seed=trial, persons_before=persons)
         assert result.problems == (), (op, result)
         persons = result.persons_after
