@@ -87,15 +87,22 @@ def test_a_warm_open_answers_exactly_as_the_cold_one(people) -> None:
 
 def test_the_snapshot_holds_no_plaintext(people) -> None:
     data_dir, kek, _ = people
+    # Names long enough not to turn up by chance in kilobytes of ciphertext (two-letter ones do).
+    long_names = ("Bartholomew Featherstonehaugh", "Philippa Wolstenholme-Cartwright")
+    rng = np.random.default_rng(12)
+    with GalleryStore.open(data_dir, kek) as store:
+        for name in long_names:
+            store.enroll(PersonProfile(name), list(_unit(rng.standard_normal((2, DIM)))), [1.0, 1.0], MODEL)
     with _open(data_dir, kek):
         pass
     raw = b"".join(p.read_bytes() for p in _snapshots(data_dir))
+    assert raw
     with GalleryStore.open(data_dir, kek) as store:
         _ids, _persons, vectors = store.load_embeddings(MODEL)
     for vector in vectors:
         assert vector.tobytes()[:16] not in raw
-    for name in NAMES:
-        assert name.encode() not in raw
+    for name in long_names:
+        assert name.encode() not in raw and name.encode("utf-16-le") not in raw
 
 
 def test_removal_destroys_the_snapshot_key_and_file(people, tmp_path_factory) -> None:
