@@ -125,17 +125,16 @@ class Gallery:
         arrays = index_snapshot.read(self._snapshot_path(), self.model, stamp, key)
         if arrays is None:
             return False
-        persons = arrays.pop("persons", None)
+        persons, ids = arrays.pop("persons", None), arrays.get("ids")
+        # The ids must ascend, one person each, for `_persons_of`'s searchsorted.
+        if persons is None or ids is None or persons.shape != ids.shape or not np.all(ids[1:] > ids[:-1]):
+            return False
         try:
             self.index.restore(arrays)
         except GalleryError as exc:  # a snapshot of another index layout (an older facegate)
             _LOG.warning("index snapshot not usable (%s); opening from the templates", exc)
             return False
-        ids = self.index.ids
-        if persons is None or persons.shape != ids.shape or not np.all(ids[1:] > ids[:-1]):
-            self.index = VectorIndex(self.index.dim)  # ids must ascend for `_persons_of`
-            return False
-        self._template_ids, self._template_persons = self.index.ids.copy(), persons
+        self._template_ids, self._template_persons = ids.copy(), persons
         self.opened_from = "snapshot"
         return True
 
