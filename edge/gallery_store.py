@@ -307,16 +307,14 @@ class GalleryStore:
 
     def drop_index_snapshots(self) -> None:
         """Every snapshot key destroyed and every snapshot file deleted (`index_snapshot = false`)."""
-        if not index_snapshot.files(self.path.parent) and not self._has_snapshot_keys():
-            return
+        if not index_snapshot.files(self.path.parent):
+            with self._transaction(write=False) as db:  # the usual case: nothing to drop, no write lock
+                if not index_snapshot.has_keys(db):
+                    return
         with self._transaction(write=True) as db:
             index_snapshot.drop_keys(db)
         self._checkpoint()
         index_snapshot.discard_files(self.path.parent)
-
-    def _has_snapshot_keys(self) -> bool:
-        with self._transaction(write=False) as db:
-            return index_snapshot.has_keys(db)
 
     # -- remove and rotate -----------------------------------------------------------------
 

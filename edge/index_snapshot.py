@@ -50,10 +50,8 @@ CHUNK_BYTES = 8 << 20
 # Below this many templates a cold open takes < 0.2 s; a snapshot would only add a file.
 MIN_TEMPLATES = 10_000
 _META_PREFIX = "index_snapshot:"
-_TRIGGER = (
-    "CREATE TRIGGER IF NOT EXISTS index_snapshot_erase AFTER DELETE ON templates"
-    f" BEGIN DELETE FROM meta WHERE key LIKE '{_META_PREFIX}%'; END"
-)
+_DROP_KEYS = f"DELETE FROM meta WHERE key LIKE '{_META_PREFIX}%'"
+_TRIGGER = f"CREATE TRIGGER IF NOT EXISTS index_snapshot_erase AFTER DELETE ON templates BEGIN {_DROP_KEYS}; END"
 
 
 def fingerprint(db: sqlite3.Connection, model: str) -> str:
@@ -101,7 +99,7 @@ def record_key(db: sqlite3.Connection, device: AESGCM, dk_version: int, model: s
 
 def drop_keys(db: sqlite3.Connection) -> None:
     """Every snapshot key, gone (inside the caller's write transaction)."""
-    db.execute(f"DELETE FROM meta WHERE key LIKE '{_META_PREFIX}%'")
+    db.execute(_DROP_KEYS)
 
 
 def has_keys(db: sqlite3.Connection) -> bool:
