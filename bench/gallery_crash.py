@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the harness lives beside the tests, which are not an installed package
 
-from edge.crypto import generate_kek_file
-from edge.gallery_store import GalleryStore, PersonProfile
+from edge.gallery.crypto import generate_kek_file
+from edge.gallery.store import GalleryStore, PersonProfile
 from tests import gallery_crash_worker as crash
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge.crypto import new_key
-from edge.gallery_store import GALLERY_FILE, GalleryStore, PersonProfile
+from edge.gallery.crypto import new_key
+from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
 
 MODEL = "synthetic_512"
 

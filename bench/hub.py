@@ -33,12 +33,12 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge.audit import AuditLog
+from edge.audit.journal import AuditLog
 from edge.config import HubConfig
-from edge.device_identity import DeviceIdentity, raw_public
+from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.bundle import open_bundle
-from sync.hub import Hub, HubService, publish
+from sync.hub.service import Hub, HubService, publish
 from tests.mqtt_broker import Broker
 from tests.pg_server import PgServer
 from tests.sync_helpers import person

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import Config
-from edge.embed import embedder_spec
-from edge.gallery import Gallery
-from edge.gallery_store import PersonProfile
-from edge.imageio import load_image
-from edge.perception import Perception, embedder_model_name
-from edge.thresholds import match_threshold
+from edge.gallery.search import Gallery
+from edge.gallery.store import PersonProfile
+from edge.gallery.thresholds import match_threshold
+from edge.perception.embed import embedder_spec
+from edge.perception.faces import Perception, embedder_model_name
+from edge.perception.imageio import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.config import Config, ModelsConfig
-from edge.liveness import Liveness
-from edge.perception import Face, Perception
+from edge.perception.faces import Face, Perception
+from edge.perception.liveness.checker import Liveness
 
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 CLIPS = ("apfol_real2.webm", "apfol_fake2.webm")
@@ -79,7 +79,7 @@ def per_track_ms(
 
 def reference_ms(perception: Perception, runs: int = 100) -> dict[str, float]:
     """CPU ms of one embedder forward pass: how busy/fast this machine is right now."""
-    from edge.runtime import open_session
+    from edge.perception.runtime import open_session
 
     session = open_session(perception.store.path(REFERENCE), "onnxruntime", 1)
     x = {session.inputs[0].name: np.zeros((1, 3, 112, 112), np.float32)}

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from edge.config import Config
-from edge.imageio import load_image
-from edge.perception import Perception
+from edge.perception.faces import Perception
+from edge.perception.imageio import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO / "assets/demo/gallery/Barack_Obama/obama.jpg"

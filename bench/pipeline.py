@@ -33,16 +33,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.cli_run import load_liveness
+from edge.cli.run import load_liveness
 from edge.config import CameraConfig, Config, load_config
-from edge.decide import Decision
-from edge.embed import embedder_spec
-from edge.enroll import enroll_photos, person_folders
-from edge.gallery import Gallery
-from edge.gallery_records import PersonProfile
-from edge.perception import Perception, embedder_model_name
-from edge.pipeline import Pipeline
-from edge.thresholds import match_threshold
+from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.records import PersonProfile
+from edge.gallery.search import Gallery
+from edge.gallery.thresholds import match_threshold
+from edge.perception.embed import embedder_spec
+from edge.perception.faces import Perception, embedder_model_name
+from edge.video.decide import Decision
+from edge.video.pipeline import Pipeline
 
 
 def main() -> None:

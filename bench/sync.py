@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the broker fixture and hub client live beside the tests
 
-from edge.audit import AuditLog
-from edge.gallery_store import GalleryStore
+from edge.audit.journal import AuditLog
+from edge.gallery.store import GalleryStore
 from sync import protocol
 from sync.bundle import apply_bundle, open_bundle
 from tests.hub_client import HubClient

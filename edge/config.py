@@ -80,7 +80,7 @@ class GalleryConfig:
     data_dir: str = ""
     # "" = $CREDENTIALS_DIRECTORY/facegate-kek (systemd LoadCredential=), else <data_dir>/kek.key
     key_file: str = ""
-    # Keep an encrypted copy of a large gallery's search index (edge/index_snapshot.py) so that a
+    # Keep an encrypted copy of a large gallery's search index (edge/gallery/snapshot.py) so that a
     # restart with an unchanged gallery skips decrypting every template (100k: ~0.1 s, not ~1.4 s).
     index_snapshot: bool = True
 
@@ -134,7 +134,7 @@ class CameraConfig:
 
 @dataclass(frozen=True, slots=True)
 class DoorConfig:
-    """One door (`[[door]]`): which camera opens it, its rules (edge/access.py) and its outputs."""
+    """One door (`[[door]]`): which camera opens it, its rules (edge/access/rules.py) and its outputs."""
 
     name: str = "door0"
     camera: str = ""  # the [[camera]] (or --source cam0, cam1...) whose decisions open this door
@@ -399,7 +399,7 @@ def _build_cameras(raw: Any) -> tuple[CameraConfig, ...]:
 
 
 def _build_doors(raw: Any, cameras: tuple[CameraConfig, ...]) -> tuple[DoorConfig, ...]:
-    from edge.access import check_door  # schedules and time zones are parsed where they are used
+    from edge.access.rules import check_door  # schedules and time zones are parsed where they are used
 
     if not isinstance(raw, list):
         raise ConfigError("door: must be an array of tables ([[door]])")

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.audit import AuditLog
+from edge.audit.journal import AuditLog
 from edge.config import Config
-from edge.decide import Decision, Sample
-from edge.gallery import Gallery
-from edge.pipeline import Observer, Pipeline, RunSummary
+from edge.gallery.search import Gallery
+from edge.video.decide import Decision, Sample
+from edge.video.pipeline import Observer, Pipeline, RunSummary
 
 # Audit bodies name persons by uid, never by name: the journal is not encrypted.
 _DECISION_FIELDS = ("camera", "track_id", "decision", "reason", "score", "threshold", "frames_used", "latency_ms", "models", "liveness")
@@ -63,7 +63,7 @@ class SyncObserver(Observer):
     """Runs the sync agent for the pipeline's lifetime and publishes each decision live."""
 
     def __init__(self, cfg: Config, data_dir: Path, kek: bytes, log: AuditLog, pipeline: Pipeline) -> None:
-        from edge.gallery_store import GalleryStore
+        from edge.gallery.store import GalleryStore
         from sync.agent import SyncAgent
 
         # A bundle applied by the agent (on its own thread and SQLite connection) is picked up

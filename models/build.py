@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edge.errors import ModelError
-from edge.modelstore import ModelRecord, read_manifest, sha256_file, write_manifest
+from edge.perception.modelstore import ModelRecord, read_manifest, sha256_file, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATION_DIR = REPO / "assets" / "calibration"
@@ -185,7 +185,7 @@ TFLITE_TOLERANCE = 1e-3
 def _onnx_to_tflite(src: Path, out: Path, _models_dir: Path) -> None:
     import numpy as np
 
-    from edge.runtime import OnnxSession, TFLiteSession, tflite_available
+    from edge.perception.runtime import OnnxSession, TFLiteSession, tflite_available
     from models.onnx_to_tflite import convert
 
     convert(src, out)

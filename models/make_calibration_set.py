@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.detect import DETECTORS, FaceDetector
-from edge.imageio import load_image
-from edge.runtime import open_session
+from edge.perception.detect import DETECTORS, FaceDetector
+from edge.perception.imageio import load_image
+from edge.perception.runtime import open_session
 
 SOURCES_STILL = "face_recognition/images"
 SOURCES_VIDEO = (

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import AlignConfig, Config, DetectConfig, EmbedConfig, ModelsConfig
-from edge.embed import chips_to_tensor, embedder_spec
 from edge.errors import ModelError
-from edge.imageio import load_image
-from edge.modelstore import ModelStore
-from edge.perception import Perception
+from edge.perception.embed import chips_to_tensor, embedder_spec
+from edge.perception.faces import Perception
+from edge.perception.imageio import load_image
+from edge.perception.modelstore import ModelStore
 
 STATIC_OPS = ("Conv",)
 DYNAMIC_OPS = ("MatMul",)

@@ -19,10 +19,10 @@ import numpy as np
 
 from edge.config import Config, DetectConfig, ModelsConfig
 from edge.errors import ModelError
-from edge.imageio import load_image
-from edge.liveness_model import SPECS, context_crop
-from edge.modelstore import ModelStore
-from edge.perception import Perception
+from edge.perception.faces import Perception
+from edge.perception.imageio import load_image
+from edge.perception.liveness.model import SPECS, context_crop
+from edge.perception.modelstore import ModelStore
 
 
 def calibration_tensors(scale: float, models_dir: Path, calibration_dir: Path) -> np.ndarray:

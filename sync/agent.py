@@ -32,11 +32,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.audit import AuditLog, AuditRecord
+from edge.audit.journal import AuditLog, AuditRecord
 from edge.config import Config
-from edge.device_identity import DeviceIdentity
 from edge.errors import ConfigError, FacegateError
-from edge.gallery_store import GalleryStore
+from edge.gallery.store import GalleryStore
+from edge.identity import DeviceIdentity
 from sync import protocol, status
 from sync.bundle import apply_bundle, open_bundle
 from sync.keyfiles import hub_seal_key, hub_sign_key

@@ -10,7 +10,7 @@ is the scope of the topic it came on → Ed25519 signature with the hub key from
 to this device → inner schema → sequence (at or below the last applied: replay/downgrade; an
 incremental whose base is not the last applied: gap, ask for a resync). Only then
 `GalleryStore.apply_sync` applies it in one transaction. `build_bundle` is the hub's half
-(`sync/hub.py` reuses it).
+(`sync/hub/service.py` reuses it).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from edge.audit import canonical_json
+from edge.audit.journal import canonical_json
 from edge.errors import GalleryError
-from edge.gallery_records import PersonProfile
-from edge.gallery_store import GalleryStore
-from edge.gallery_sync import SyncChange, SyncPerson
+from edge.gallery.records import PersonProfile
+from edge.gallery.store import GalleryStore
+from edge.gallery.sync_apply import SyncChange, SyncPerson
 from sync import protocol, sealing
 from sync.protocol import ReplayError, SchemaError, SequenceGapError, SignatureError
 

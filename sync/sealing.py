@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from edge.device_identity import raw_public
 from edge.errors import ProtocolError
+from edge.identity import raw_public
 
 _INFO = b"facegate/v1/seal"
 _NONCE = 12

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import Config
-from edge.modelstore import default_models_dir, read_manifest
+from edge.perception.modelstore import default_models_dir, read_manifest
 from sync import protocol
 
 HA_STATE = "ha/state"

@@ -15,9 +15,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from edge.audit import canonical_json
-from edge.gallery_store import GalleryStore
-from edge.gallery_sync import SyncPerson, local_person
+from edge.audit.journal import canonical_json
+from edge.gallery.store import GalleryStore
+from edge.gallery.sync_apply import SyncPerson, local_person
 from sync import protocol, sealing
 from sync.bundle import PERSON, person_doc, person_from_doc
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edge.config import Config
-from edge.modelstore import ModelStore, default_models_dir
+from edge.perception.modelstore import ModelStore, default_models_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -45,7 +45,7 @@ def model_store() -> ModelStore:
 
 @pytest.fixture(scope="session")
 def perception(model_store: ModelStore):
-    from edge.perception import Perception
+    from edge.perception.faces import Perception
 
     return Perception(Config(), model_store)
 

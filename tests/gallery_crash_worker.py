@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import index_snapshot
-from edge.crypto import kek_id, new_key, read_kek_file
-from edge.gallery import Gallery
-from edge.gallery_store import GALLERY_FILE, GalleryStore, PersonProfile
+from edge.gallery import snapshot as index_snapshot
+from edge.gallery.crypto import kek_id, new_key, read_kek_file
+from edge.gallery.search import Gallery
+from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "crash_test"

@@ -20,9 +20,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.audit import AuditRecord
+from edge.audit.journal import AuditRecord
 from sync import protocol
-from sync.ingest import AuditIngest, ack_message
+from sync.hub.ingest import AuditIngest, ack_message
 from sync.uploads import open_enrollment
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.crypto import generate_kek_file
-from edge.device_identity import DeviceIdentity
-from edge.gallery_records import PersonProfile
-from edge.gallery_store import GalleryStore
-from edge.gallery_sync import SyncPerson
+from edge.gallery.crypto import generate_kek_file
+from edge.gallery.records import PersonProfile
+from edge.gallery.store import GalleryStore
+from edge.gallery.sync_apply import SyncPerson
+from edge.identity import DeviceIdentity
 from sync.bundle import BundleContent, build_bundle
 
 MODEL = "sync_test"

@@ -13,15 +13,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from edge.access import AreaRegister, Candidate, DoorRules, Schedule, parse_window
+from edge.access.door_state import DoorMachine
+from edge.access.rules import AreaRegister, Candidate, DoorRules, Schedule, parse_window
 from edge.config import CameraConfig, DecideConfig, DoorConfig, config_from_dict
-from edge.crypto import new_key
-from edge.decide import Decider, Evidence, Sample
-from edge.door_state import DoorMachine
 from edge.errors import ConfigError
-from edge.gallery import Gallery
-from edge.gallery_records import PersonProfile
-from edge.track import Track
+from edge.gallery.crypto import new_key
+from edge.gallery.records import PersonProfile
+from edge.gallery.search import Gallery
+from edge.video.decide import Decider, Evidence, Sample
+from edge.video.track import Track
 
 BERLIN = "Europe/Berlin"
 

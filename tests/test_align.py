@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.align import ARCFACE_112, Aligner, dlib_template, umeyama
 from edge.config import Config
+from edge.perception.align import ARCFACE_112, Aligner, dlib_template, umeyama
 from tests.conftest import read_rgb
 
 
@@ -50,7 +50,7 @@ def test_arcface_chip_puts_the_eyes_on_the_template(perception, shared_data) -> 
 def test_keypoint_alignment_works_without_a_mesh(model_store, shared_data) -> None:
     from dataclasses import replace
 
-    from edge.perception import Perception
+    from edge.perception.faces import Perception
 
     cfg = Config()
     cfg = replace(cfg, align=replace(cfg.align, landmarks="keypoints"))

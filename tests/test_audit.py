@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.audit import AUDIT_FILE, GENESIS, AuditLog
-from edge.cli import main
-from edge.device_identity import SIGN_KEY_FILE, DeviceIdentity
+from edge.audit.journal import AUDIT_FILE, GENESIS, AuditLog
+from edge.cli.main import main
 from edge.errors import AuditError
+from edge.identity import SIGN_KEY_FILE, DeviceIdentity
 
 
 def _filled(tmp_path: Path, n: int = 5) -> AuditLog:

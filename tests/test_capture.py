@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from mjpeg_server import MjpegServer, free_port, load_jpegs
 
-from edge.capture import CameraReader, prepare, source_kind
 from edge.config import CameraConfig
+from edge.video.capture import CameraReader, prepare, source_kind
 
 CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo" / "video" / "short_hamilton_clip.mp4"
 CLIP_FRAMES = 275

@@ -49,7 +49,7 @@ def test_cli_prints_config_errors_as_one_line(tmp_path) -> None:
     bad = tmp_path / "c.toml"
     bad.write_text('[embed]\nprecision = "int4"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "--config", str(bad), "embed", "x.jpg"],
+        [sys.executable, "-m", "edge.cli.main", "--config", str(bad), "embed", "x.jpg"],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )
     assert proc.returncode == 2

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.cli_config import check_config
+from edge.cli.config import check_config
 from edge.config import load_config
 from edge.errors import ConfigError
 
@@ -38,7 +38,7 @@ mode = "on"
 
 
 def facegate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "edge.cli.main", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_every_bad_key_is_reported_with_its_reason(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Key files and sealing primitives (edge/crypto.py)."""
+"""Key files and sealing primitives (edge/gallery/crypto.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge.crypto import KEY_BYTES, aad, generate_kek_file, kek_id, new_key, read_kek_file, seal, unseal
 from edge.errors import CryptoError, KeyfileError
+from edge.gallery.crypto import (
+    KEY_BYTES,
+    aad,
+    generate_kek_file,
+    kek_id,
+    new_key,
+    read_kek_file,
+    seal,
+    unseal,
+)
 
 
 def test_generated_key_file_is_private_hex_and_reads_back(tmp_path: Path) -> None:

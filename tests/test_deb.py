@@ -67,15 +67,15 @@ def test_contents_and_a_relocated_venv_that_runs(deb: Path, tmp_path: Path) -> N
     assert not list(site.rglob("__pycache__")), "byte code is compiled by postinst for the installed paths"
 
     python = str(root / "opt/facegate/venv/bin/python3")  # a venv runs from wherever it sits
-    version = subprocess.run([python, "-m", "edge.cli", "--version"], capture_output=True, text=True, timeout=60)
+    version = subprocess.run([python, "-m", "edge.cli.main", "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.strip() == f"facegate {field(deb, 'Version')}"
     # The packaged config is the repository's with state in /var/lib/facegate and the key in
     # /etc/facegate; on this (build) machine only the key, which postinst makes, is missing.
-    check = subprocess.run([python, "-m", "edge.cli", "config", "check", "--config", str(root / "etc/facegate/config.toml")],
+    check = subprocess.run([python, "-m", "edge.cli.main", "config", "check", "--config", str(root / "etc/facegate/config.toml")],
                            capture_output=True, text=True, timeout=60)
     if not Path("/etc/facegate/kek.key").exists():
         assert check.returncode == 1
         assert check.stderr.splitlines()[1:] == ["  gallery.key_file: /etc/facegate/kek.key: no such file"]
-    importable = subprocess.run([python, "-c", "import edge.service, edge.metrics, systemd.daemon, prometheus_client, onnxruntime, cv2"],
+    importable = subprocess.run([python, "-c", "import edge.service.systemd, edge.service.metrics, systemd.daemon, prometheus_client, onnxruntime, cv2"],
                                 capture_output=True, text=True, timeout=120)
     assert importable.returncode == 0, importable.stderr

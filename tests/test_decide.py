@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from edge.config import CameraConfig, DecideConfig
-from edge.crypto import new_key
-from edge.decide import Decider, Evidence, Sample
-from edge.gallery import Gallery, PersonProfile
-from edge.track import Track
+from edge.gallery.crypto import new_key
+from edge.gallery.search import Gallery, PersonProfile
+from edge.video.decide import Decider, Evidence, Sample
+from edge.video.track import Track
 
 DIM = 32
 MODEL = "edgeface_xxs_int8"

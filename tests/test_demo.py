@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_demo_identifies_the_enrolled_people_and_not_the_stranger(model_store) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "demo", "--fast"], capture_output=True, text=True, cwd=REPO, timeout=300
+        [sys.executable, "-m", "edge.cli.main", "demo", "--fast"], capture_output=True, text=True, cwd=REPO, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0].endswith(".jpg")]

@@ -3,9 +3,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.detect import DETECTORS, KP_LEFT_EYE, KP_RIGHT_EYE, FaceDetector, ssd_anchors, weighted_nms
-from edge.landmarks import FaceMeshModel
-from edge.runtime import open_session
+from edge.perception.detect import (
+    DETECTORS,
+    KP_LEFT_EYE,
+    KP_RIGHT_EYE,
+    FaceDetector,
+    ssd_anchors,
+    weighted_nms,
+)
+from edge.perception.landmarks import FaceMeshModel
+from edge.perception.runtime import open_session
 from tests.conftest import read_rgb
 
 

@@ -123,8 +123,8 @@ def test_our_dlib_chip_embeds_like_dlibs_own_chip(dlib: ModuleType, onnx_session
     from dataclasses import replace
 
     from edge.config import Config
-    from edge.imageio import load_image
-    from edge.perception import Perception
+    from edge.perception.faces import Perception
+    from edge.perception.imageio import load_image
 
     cfg = Config()
     ours = Perception(replace(cfg, embed=replace(cfg.embed, model="dlib_resnet")), model_store, with_embedder=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.config import Config
-from edge.perception import Perception
+from edge.perception.faces import Perception
 from tests.conftest import read_rgb
 
 PHOTOS = "face_recognition/images/knn_examples/train"

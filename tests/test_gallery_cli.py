@@ -14,7 +14,7 @@ DEMO = REPO / "assets" / "demo"
 
 
 def facegate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run([sys.executable, "-m", "edge.cli.main", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
 def test_enroll_identify_verify_rotate_remove(tmp_path, model_store) -> None:
@@ -98,8 +98,8 @@ def test_identify_on_an_empty_gallery_is_valid_json(tmp_path, model_store) -> No
 
 
 def test_an_interrupted_key_file_rotation_is_finished_by_the_next_rotate(tmp_path, model_store) -> None:
-    from edge.crypto import generate_kek_file, read_kek_file
-    from edge.gallery_store import GalleryStore
+    from edge.gallery.crypto import generate_kek_file, read_kek_file
+    from edge.gallery.store import GalleryStore
 
     data = tmp_path / "g"
     assert facegate("gallery", "enroll", "--data-dir", str(data), "--person", "Ada", str(DEMO / "gallery/Barack_Obama/obama.jpg")).returncode == 0

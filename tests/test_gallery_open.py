@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.crypto import new_key
 from edge.errors import GalleryError
-from edge.gallery import Gallery
-from edge.gallery_store import GALLERY_FILE, GalleryStore, PersonProfile
+from edge.gallery.crypto import new_key
+from edge.gallery.search import Gallery
+from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
 
 MODEL = "edgeface_xxs_int8"
 DIM = 32

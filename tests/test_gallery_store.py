@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.crypto import generate_kek_file, kek_id, new_key, read_kek_file
 from edge.errors import CryptoError, GalleryError, KeyfileError
-from edge.gallery_store import GALLERY_FILE, GalleryStore, PersonProfile
+from edge.gallery.crypto import generate_kek_file, kek_id, new_key, read_kek_file
+from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
 from tests import gallery_crash_worker as crash
 from tests.conftest import read_rgb
 
@@ -372,7 +372,7 @@ def test_enrolling_the_same_name_again_adds_templates_and_merges_groups(tmp_path
 
 
 def test_enroll_that_fails_midway_leaves_nothing(tmp_path: Path, kek: bytes, monkeypatch) -> None:
-    import edge.gallery_records as records
+    import edge.gallery.records as records
 
     calls = []
     real = records.template_to_bytes

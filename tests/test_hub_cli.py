@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.audit import AuditLog
-from edge.cli import main
+from edge.audit.journal import AuditLog
+from edge.cli.main import main
 from edge.config import load_config
 from sync import protocol
-from sync.hub import Hub
+from sync.hub.service import Hub
 from tests.sync_helpers import new_device, person
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from edge.config import load_config
-from sync.hub import Hub
+from sync.hub.service import Hub
 from tests.conftest import unavailable
 from tests.mqtt_broker import MOSQUITTO, Broker
 from tests.sync_helpers import new_device
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto 
 
 
 def _cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "--config", str(config), *args], cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), *args], cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"facegate {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return proc
@@ -45,7 +45,7 @@ def _frames(folder: Path, cycles: int) -> None:
     """Each person's held-out photo for 4 frames, then 2 black frames (a scene cut ends the track)."""
     folder.mkdir()
     black = folder / "black.png"
-    # Same size as the photos: edge/track.py's scene-cut check assumes one frame size per source.
+    # Same size as the photos: edge/video/track.py's scene-cut check assumes one frame size per source.
     shape = cv2.imread(str(LFW / next(iter(PEOPLE)) / next(iter(PEOPLE.values())))).shape
     cv2.imwrite(str(black), np.zeros(shape, np.uint8))
     n = 0
@@ -101,11 +101,11 @@ def test_enroll_push_grant_audit_erase(tmp_path: Path) -> None:
         assert rejected and all(p["reason"] for p in rejected)  # Colin Powell's two-face and turned photos
         hub = Hub(load_config(hub_cfg).hub)
         try:
-            procs.append(subprocess.Popen([sys.executable, "-m", "edge.cli", "--config", str(hub_cfg), "hub", "serve"], cwd=REPO,
+            procs.append(subprocess.Popen([sys.executable, "-m", "edge.cli.main", "--config", str(hub_cfg), "hub", "serve"], cwd=REPO,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
             for device in DEVICES:
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "edge.cli", "--config", str(configs[device]), "run", "--realtime"], cwd=REPO,
+                    [sys.executable, "-m", "edge.cli.main", "--config", str(configs[device]), "run", "--realtime"], cwd=REPO,
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                 ))
             # The devices are subscribed once their retained status reached the hub.

@@ -14,13 +14,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge.audit import AuditLog
+from edge.audit.journal import AuditLog
 from edge.config import HubConfig, config_from_dict
-from edge.gallery_records import PersonProfile
-from edge.gallery_store import GalleryStore
+from edge.gallery.records import PersonProfile
+from edge.gallery.store import GalleryStore
 from sync import protocol
 from sync.agent import SyncAgent
-from sync.hub import Hub, HubService, publish
+from sync.hub.service import Hub, HubService, publish
 from tests.mqtt_broker import MOSQUITTO, Broker
 from tests.sync_helpers import new_device
 

@@ -12,10 +12,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge.audit import AuditLog
+from edge.audit.journal import AuditLog
 from edge.config import HubConfig
 from sync import protocol
-from sync.hub import Hub, HubService
+from sync.hub.service import Hub, HubService
 from tests.mqtt_broker import MOSQUITTO, Broker
 from tests.sync_helpers import new_device
 

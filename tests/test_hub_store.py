@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from edge.audit import AuditLog
-from edge.cli_admin import verify_device_chain
+from edge.audit.journal import AuditLog
 from edge.config import HubConfig
-from edge.device_identity import DeviceIdentity, raw_public
-from edge.gallery_store import GalleryStore
-from edge.gallery_sync import SyncPerson
+from edge.gallery.store import GalleryStore
+from edge.gallery.sync_apply import SyncPerson
+from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.bundle import apply_bundle, open_bundle
-from sync.hub import Hub
-from sync.store import HubStoreError
+from sync.hub.cli import verify_device_chain
+from sync.hub.service import Hub
+from sync.hub.store import HubStoreError
 from tests.conftest import unavailable
 from tests.pg_server import PgServer
 from tests.sync_helpers import new_device, person

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import cv2
 
-from edge.audit import AuditLog
+from edge.audit.journal import AuditLog
 from edge.config import HubConfig
 from sync import protocol
-from sync.hub import Hub
-from sync.hub_web import StatusPage
+from sync.hub.service import Hub
+from sync.hub.web import StatusPage
 from tests.conftest import unavailable
 from tests.sync_helpers import new_device, person
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ImageError
-from edge.imageio import decode_image, load_image
+from edge.perception.imageio import decode_image, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_embed_cli_reports_bad_files_without_a_traceback(tmp_path, model_store) 
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.zeros((200, 200, 3), np.uint8))
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "embed", str(good), str(cut), str(text), str(blank), "--json"],
+        [sys.executable, "-m", "edge.cli.main", "embed", str(good), str(cut), str(text), str(blank), "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert "Traceback" not in proc.stderr

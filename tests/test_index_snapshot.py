@@ -1,4 +1,4 @@
-"""The encrypted index snapshot (edge/index_snapshot.py): a warm open answers exactly as a cold
+"""The encrypted index snapshot (edge/gallery/snapshot.py): a warm open answers exactly as a cold
 one, and a snapshot is never read once the gallery changed, was tampered with, or lost a person
 (whose snapshot key must then be gone from the file and its WAL)."""
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import index_snapshot
-from edge.crypto import new_key
-from edge.gallery import Gallery
-from edge.gallery_store import GALLERY_FILE, GalleryStore, PersonProfile
-from edge.gallery_sync import SyncChange, SyncPerson
-from edge.vector_index import VectorIndex
+from edge.gallery import snapshot as index_snapshot
+from edge.gallery.crypto import new_key
+from edge.gallery.index import VectorIndex
+from edge.gallery.search import Gallery
+from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
+from edge.gallery.sync_apply import SyncChange, SyncPerson
 
 MODEL = "edgeface_xxs_int8"
 DIM = 32

@@ -28,7 +28,7 @@ def fold1(shared_data, tmp_path_factory) -> Path:
 def test_default_pipeline_on_lfw_fold1(fold1, shared_data, model_store, tmp_path) -> None:
     report = tmp_path / "lfw.html"
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "eval", "lfw", "--images", str(shared_data / "lfw/images"),
+        [sys.executable, "-m", "edge.cli.main", "eval", "lfw", "--images", str(shared_data / "lfw/images"),
          "--pairs", str(fold1), "--json", "--report", str(report)],
         capture_output=True, text=True, cwd=REPO, timeout=1200,
     )

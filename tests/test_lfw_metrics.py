@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.lfw import (
+from edge.eval.lfw_metrics import (
     Pair,
     PairsFormatError,
     ScoresError,
@@ -18,7 +18,7 @@ from edge.lfw import (
     parse_pairs,
     roc_curve,
 )
-from edge.lfw_report import write_report
+from edge.eval.lfw_report import write_report
 
 GOOD = """2\t3
 Alice\t1\t2

@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 
 from edge.config import CameraConfig, Config, LivenessConfig, config_from_dict
-from edge.embed import embedder_spec
 from edge.errors import ConfigError
-from edge.eval_liveness import read_labels, run_crops, run_videos
-from edge.gallery import Gallery
-from edge.gallery_records import PersonProfile
-from edge.liveness import Liveness, threshold_for
-from edge.liveness_model import softmax_real
-from edge.perception import Perception, embedder_model_name
-from edge.pipeline import Pipeline
-from edge.runtime import open_session
-from edge.thresholds import match_threshold
+from edge.eval.liveness import read_labels, run_crops, run_videos
+from edge.gallery.records import PersonProfile
+from edge.gallery.search import Gallery
+from edge.gallery.thresholds import match_threshold
+from edge.perception.embed import embedder_spec
+from edge.perception.faces import Perception, embedder_model_name
+from edge.perception.liveness.checker import Liveness, threshold_for
+from edge.perception.liveness.model import softmax_real
+from edge.perception.runtime import open_session
+from edge.video.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_passive_models_load_from_the_manifest_and_give_three_class_probabilitie
 def test_tflite_twin_matches_onnx_runtime_on_real_crops(model_store, crops_csv: Path, variant: str) -> None:
     """models/onnx_to_tflite.py rewrote the graph (NHWC, explicit pads, PReLU, folded BN): the
     same real crops must give the same logits on both runtimes, live and spoof alike."""
-    from edge.liveness_model import SPECS, context_crop
+    from edge.perception.liveness.model import SPECS, context_crop
 
     onnx_session = open_session(model_store.path(f"minifasnet_{variant}_fp32"), "onnxruntime")
     twin = open_session(model_store.path(f"minifasnet_{variant}_fp32_tflite"), "tflite")
@@ -82,7 +82,7 @@ def test_tflite_twin_matches_onnx_runtime_on_real_crops(model_store, crops_csv: 
 
 
 def test_backend_resolution_per_role() -> None:
-    from edge.runtime import resolve, tflite_available
+    from edge.perception.runtime import resolve, tflite_available
 
     records = {"facemesh": 1, "facemesh_tflite": 1, "minifasnet_v1se_fp32": 1, "minifasnet_v1se_fp32_tflite": 1, "detector_short": 1, "detector_short_tflite": 1, "edgeface_xs_int8": 1}
     twin = "tflite" if tflite_available() else "onnxruntime"
@@ -205,7 +205,7 @@ def test_cli_eval_liveness_json_and_calibration(model_store, crops_csv: Path, tm
     subset.write_text("\n".join([rows[0], *rows[1::20]]) + "\n")
     cal, report = tmp_path / "cal.toml", tmp_path / "r.html"
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "eval", "liveness", "--labels", str(subset), "--root", str(crops_csv.parent),
+        [sys.executable, "-m", "edge.cli.main", "eval", "liveness", "--labels", str(subset), "--root", str(crops_csv.parent),
          "--json", "--calibrate", str(cal), "--report", str(report)],
         check=False, capture_output=True, text=True, cwd=REPO, timeout=300,
     )
@@ -222,7 +222,7 @@ def test_cli_eval_liveness_bad_label_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("file,label\nx.png,maybe\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "eval", "liveness", "--labels", str(bad)],
+        [sys.executable, "-m", "edge.cli.main", "eval", "liveness", "--labels", str(bad)],
         check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
     )
     assert proc.returncode == 2

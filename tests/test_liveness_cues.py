@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import liveness_cues as cues
 from edge.config import Config, LivenessConfig
-from edge.liveness import Liveness, TrackLiveness
-from edge.perception import Face, Perception
+from edge.perception.faces import Face, Perception
+from edge.perception.liveness import cues
+from edge.perception.liveness.checker import Liveness, TrackLiveness
 
 
 def _frames(path: Path, stop: int, step: int = 1) -> list[np.ndarray]:
@@ -138,6 +138,6 @@ def test_homography_residual_is_zero_for_a_plane_and_not_for_parallax() -> None:
 
 
 def test_flat_region_gives_no_moire_evidence_instead_of_failing() -> None:
-    from edge.liveness_cues import moire_score
+    from edge.perception.liveness.cues import moire_score
 
     assert moire_score(np.full((96, 96, 3), 128, np.uint8)) == (0.5, 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import pad_metrics as pm
+from edge.eval import pad_metrics as pm
 
 
 def test_rates_count_accepted_attacks_and_rejected_live_faces() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from test_service import _drain, _fill_fifo, wait_for
 
-from edge.audit import AuditLog
-from edge.metrics import outbox_depth
+from edge.audit.journal import AuditLog
+from edge.service.metrics import outbox_depth
 from sync.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def value(metrics: dict, name: str, **labels: str) -> float | None:
 
 def test_metrics_and_health_of_a_running_daemon(model_store, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    enrolled = subprocess.run([sys.executable, "-m", "edge.cli", "gallery", "enroll", "--data-dir", str(data), "--person", "Lin Manuel Miranda", str(LMM)],
+    enrolled = subprocess.run([sys.executable, "-m", "edge.cli.main", "gallery", "enroll", "--data-dir", str(data), "--person", "Lin Manuel Miranda", str(LMM)],
                               cwd=REPO, capture_output=True, text=True, timeout=180)
     assert enrolled.returncode == 0, enrolled.stderr
     config = tmp_path / "config.toml"
@@ -55,7 +55,7 @@ def test_metrics_and_health_of_a_running_daemon(model_store, tmp_path: Path) -> 
     events = tmp_path / "events.fifo"
     reader = _fill_fifo(events)  # the first decision's write blocks the loop (see test_service.py)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", str(config), "run", "--data-dir", str(data),
+        [sys.executable, "-m", "edge.cli.main", "--config", str(config), "run", "--data-dir", str(data),
          "--source", str(CLIP), "--realtime", "--events", str(events)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -136,7 +136,7 @@ def test_taken_port_is_logged_and_the_daemon_goes_on(tmp_path: Path, caplog) -> 
     import socket
 
     from edge.config import Config, MetricsConfig
-    from edge.metrics import MetricsObserver
+    from edge.service.metrics import MetricsObserver
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from edge.errors import ModelError
-from edge.modelstore import ModelStore, read_manifest, write_manifest
+from edge.perception.modelstore import ModelStore, read_manifest, write_manifest
 from models.build import build
 
 

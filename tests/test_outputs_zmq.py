@@ -18,14 +18,14 @@ import zmq
 from fake_gpio import FakeChip
 
 from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig
-from edge.decide import Decision
-from edge.embed import embedder_spec
-from edge.gallery import Gallery
+from edge.gallery.search import Gallery
+from edge.gallery.thresholds import match_threshold
 from edge.outputs.doors import DoorOutputs
 from edge.outputs.wiegand import decode
-from edge.perception import Perception, embedder_model_name
-from edge.pipeline import Pipeline
-from edge.thresholds import match_threshold
+from edge.perception.embed import embedder_spec
+from edge.perception.faces import Perception, embedder_model_name
+from edge.video.decide import Decision
+from edge.video.pipeline import Pipeline
 
 RELAY, D0, D1, CONTACT = 17, 5, 6, 27
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from edge.config import CameraConfig, Config, DecideConfig
-from edge.decide import Decision, access
-from edge.embed import embedder_spec
-from edge.enroll import enroll_photos, person_folders
-from edge.gallery import Gallery
-from edge.gallery_records import PersonProfile
-from edge.perception import Perception, embedder_model_name
-from edge.pipeline import Pipeline
-from edge.thresholds import match_threshold
+from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.records import PersonProfile
+from edge.gallery.search import Gallery
+from edge.gallery.thresholds import match_threshold
+from edge.perception.embed import embedder_spec
+from edge.perception.faces import Perception, embedder_model_name
+from edge.video.decide import Decision, access
+from edge.video.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_GALLERY = REPO / "assets" / "demo" / "gallery"
@@ -151,7 +151,7 @@ def test_decision_waits_for_min_frames_of_good_quality(shared_data: Path, percep
 
 
 def test_observers_see_every_frame_decision_and_tick(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
-    from edge.pipeline import Observer
+    from edge.video.pipeline import Observer
 
     class Counting(Observer):
         def __init__(self) -> None:
@@ -207,7 +207,7 @@ def test_detecting_every_third_frame_still_tracks_one_face_to_one_decision(share
 
 def test_real_people_in_the_crowd_and_on_stage_are_never_called_spoof(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
     """BPCER on real footage: lighting (arcade glare, stage lights) must not make a live face a spoof."""
-    from edge.liveness import Liveness
+    from edge.perception.liveness.checker import Liveness
 
     gallery = new_gallery(tmp_path / "g", perception)
     full = dataclasses.replace(perception.cfg, detect=dataclasses.replace(perception.cfg.detect, model="full"))

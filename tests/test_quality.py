@@ -3,8 +3,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.detect import Detection
-from edge.quality import estimate_pose
+from edge.perception.detect import Detection
+from edge.perception.quality import estimate_pose
 from tests.conftest import read_rgb
 
 

@@ -20,7 +20,7 @@ KEYS = {"ts", "camera", "track_id", "decision", "person", "score", "latency_ms",
 
 
 def facegate(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300, check=False, **kw)
+    return subprocess.run([sys.executable, "-m", "edge.cli.main", *args], capture_output=True, text=True, cwd=REPO, timeout=300, check=False, **kw)
 
 
 def no_liveness(tmp_path: Path) -> str:
@@ -55,7 +55,7 @@ def test_run_writes_events_reloads_on_sighup_and_stops_on_sigterm(model_store, t
     server = MjpegServer(frames + [black] * 30, free_port()).start()
     events = tmp_path / "events.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", no_liveness(tmp_path), "run", "--data-dir", str(data),
+        [sys.executable, "-m", "edge.cli.main", "--config", no_liveness(tmp_path), "run", "--data-dir", str(data),
          "--source", server.url, "--events", str(events)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edge.device_identity import raw_public
-from edge.gallery_records import PersonProfile
-from edge.imageio import load_image
-from edge.perception import Perception, embedder_model_name
+from edge.gallery.records import PersonProfile
+from edge.identity import raw_public
+from edge.perception.faces import Perception, embedder_model_name
+from edge.perception.imageio import load_image
 from sync import protocol
 from sync.bundle import SyncPerson
 from tests.hub_client import HubClient
@@ -51,7 +51,7 @@ def test_daemon_ships_decisions_and_applies_a_hub_bundle(perception: Perception,
         config.write_text(config.read_text() + f"broker_port = {broker.port}\n")
         hub = HubClient(broker.port, {DEVICE: identity.signing_key.public_key()}, hub_seal)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "--config", str(config), "run", "--source", camera.url, "--events", "-"],
+            [sys.executable, "-m", "edge.cli.main", "--config", str(config), "run", "--source", camera.url, "--events", "-"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:

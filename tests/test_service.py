@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.service import Notifier, ServiceObserver, watchdog_interval_s
+from edge.service.systemd import Notifier, ServiceObserver, watchdog_interval_s
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "assets" / "demo" / "video" / "short_hamilton_clip.mp4"
@@ -154,7 +154,7 @@ def _drain(fd: int, stop: threading.Event, out: bytearray) -> None:
 
 def test_daemon_notifies_ready_then_watchdog_which_stops_while_the_loop_is_wedged(model_store, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    init = subprocess.run([sys.executable, "-m", "edge.cli", "keys", "init", "--data-dir", str(data)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    init = subprocess.run([sys.executable, "-m", "edge.cli.main", "keys", "init", "--data-dir", str(data)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     config = tmp_path / "config.toml"
     config.write_text("[liveness]\nenabled = false\n[metrics]\nenabled = false\n")
@@ -165,7 +165,7 @@ def test_daemon_notifies_ready_then_watchdog_which_stops_while_the_loop_is_wedge
     env.pop("WATCHDOG_PID", None)
     stderr = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", str(config), "run", "--data-dir", str(data),
+        [sys.executable, "-m", "edge.cli.main", "--config", str(config), "run", "--data-dir", str(data),
          "--source", str(CLIP), "--realtime", "--events", str(events)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
     )
@@ -241,14 +241,14 @@ def test_daemon_unit_is_hardened(tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/run/systemd/system").is_dir(), reason="not booted with systemd (containers, CI): the fake NOTIFY_SOCKET test covers the protocol")
 def test_daemon_under_systemd_run_becomes_ready(model_store, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    assert subprocess.run([sys.executable, "-m", "edge.cli", "keys", "init", "--data-dir", str(data)], cwd=REPO, capture_output=True, timeout=120).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "edge.cli.main", "keys", "init", "--data-dir", str(data)], cwd=REPO, capture_output=True, timeout=120).returncode == 0
     config = tmp_path / "config.toml"
     config.write_text("[liveness]\nenabled = false\n[metrics]\nenabled = false\n")
     unit = f"facegate-test-{os.getpid()}"
     # Type=notify: systemd-run returns only once READY=1 arrived (or the start timed out).
     started = subprocess.run(
         ["systemd-run", f"--unit={unit}", "--collect", "-p", "Type=notify", "-p", "WatchdogSec=10", "-p", "TimeoutStartSec=120",
-         f"--working-directory={REPO}", sys.executable, "-m", "edge.cli", "--config", str(config), "run", "--data-dir", str(data),
+         f"--working-directory={REPO}", sys.executable, "-m", "edge.cli.main", "--config", str(config), "run", "--data-dir", str(data),
          "--source", str(CLIP), "--realtime"],
         capture_output=True, text=True, timeout=180,
     )

@@ -9,9 +9,9 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from edge import sqlite_ext
 from edge.errors import GalleryError
-from edge.sqlite_ext import connect_with_extensions
+from edge.gallery import sqlite_ext
+from edge.gallery.sqlite_ext import connect_with_extensions
 
 
 class _NoExtensionLoading:
@@ -46,7 +46,7 @@ def test_this_python_loads_sqlite_vec_in_memory_only() -> None:
 
 def test_falls_back_to_pysqlite3_when_stdlib_cannot_load(monkeypatch, caplog) -> None:
     _bindings(monkeypatch, {"sqlite3": _stdlib_without_extensions(), "pysqlite3.dbapi2": sqlite3})
-    with caplog.at_level(logging.DEBUG, logger="edge.sqlite_ext"):
+    with caplog.at_level(logging.DEBUG, logger="edge.gallery.sqlite_ext"):
         conn = connect_with_extensions()
     assert conn.execute("SELECT vec_length(vec_bit(X'FF'))").fetchall() == [(8,)]
     assert "through pysqlite3" in caplog.text
@@ -55,7 +55,7 @@ def test_falls_back_to_pysqlite3_when_stdlib_cannot_load(monkeypatch, caplog) ->
 def test_falls_back_to_apsw(monkeypatch, caplog) -> None:
     apsw = SimpleNamespace(Connection=lambda path: sqlite3.connect(path), Error=sqlite3.Error)
     _bindings(monkeypatch, {"sqlite3": _stdlib_without_extensions(), "apsw": apsw})
-    with caplog.at_level(logging.DEBUG, logger="edge.sqlite_ext"):
+    with caplog.at_level(logging.DEBUG, logger="edge.gallery.sqlite_ext"):
         conn = connect_with_extensions()
     assert conn.execute("SELECT vec_length(vec_bit(X'FF'))").fetchall() == [(8,)]
     assert "through apsw" in caplog.text

@@ -21,11 +21,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge.audit import AuditLog
+from edge.audit.journal import AuditLog
 from edge.config import Config, config_from_dict
-from edge.device_identity import DeviceIdentity, raw_public
-from edge.gallery_records import PersonProfile
-from edge.gallery_store import GalleryStore
+from edge.gallery.records import PersonProfile
+from edge.gallery.store import GalleryStore
+from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.agent import SyncAgent
 from tests.hub_client import HubClient
@@ -205,7 +205,7 @@ def test_status_and_home_assistant_discovery(tmp_path: Path, broker: Broker) -> 
 
 def _sync_process(device: Device) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", "--config", str(device.config_file), "sync", "run"], env=env, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "edge.cli.main", "--config", str(device.config_file), "sync", "run"], env=env, stderr=subprocess.PIPE)
 
 
 def _state(device: Device) -> tuple[int, int, list[str]]:

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edge.device_identity import DeviceIdentity
 from edge.errors import ProtocolError
-from edge.gallery_records import PersonProfile
-from edge.gallery_store import GalleryStore
+from edge.gallery.records import PersonProfile
+from edge.gallery.store import GalleryStore
+from edge.identity import DeviceIdentity
 from sync.bundle import apply_bundle, open_bundle
 from sync.protocol import (
     ReplayError,

@@ -7,7 +7,7 @@ import pytest
 
 from edge.config import Config
 from edge.errors import ConfigError
-from edge.thresholds import (
+from edge.gallery.thresholds import (
     Calibration,
     calibrate,
     match_threshold,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge.config import TrackConfig
-from edge.detect import Detection
-from edge.track import SceneCut, Tracker, iou
+from edge.perception.detect import Detection
+from edge.video.track import SceneCut, Tracker, iou
 
 
 def det(x: float, y: float, size: float = 80.0) -> Detection:

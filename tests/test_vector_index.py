@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge.errors import GalleryError
-from edge.prefilter import NumpyCodes, engine, nearest, nearest_by_histogram
-from edge.vector_index import VectorIndex
+from edge.gallery.index import VectorIndex
+from edge.gallery.prefilter import NumpyCodes, engine, nearest, nearest_by_histogram
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

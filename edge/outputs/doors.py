@@ -22,18 +22,18 @@ from typing import Any
 
 import zmq
 
-from edge.access import AreaRegister, CameraRules, DoorRules
+from edge.access.door_state import DoorEvent, DoorMachine
+from edge.access.rules import AreaRegister, CameraRules, DoorRules
 from edge.config import Config, DoorConfig
-from edge.decide import Decision, Sample
-from edge.door_state import DoorEvent, DoorMachine
 from edge.errors import ApiError, ConfigError, GalleryError
-from edge.gallery_records import PersonProfile, PersonRecord
+from edge.gallery.records import PersonProfile, PersonRecord
 from edge.outputs.gpio import LineOpener, Lines, open_gpiod
 from edge.outputs.kiosk import Presence
 from edge.outputs.osdp import OsdpPanel, OsdpReader, open_osdp
 from edge.outputs.wiegand import WiegandOut, frame
 from edge.outputs.zmq_api import ControlServer, EventPublisher, field_of
-from edge.pipeline import CameraState, Observer, Pipeline, RunSummary
+from edge.video.decide import Decision, Sample
+from edge.video.pipeline import CameraState, Observer, Pipeline, RunSummary
 
 log = logging.getLogger(__name__)
 

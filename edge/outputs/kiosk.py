@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.decide import Decision, Sample
+from edge.video.decide import Decision, Sample
 
 # Only "nobody matched" is enrollable: a face that failed the quality gate or the vote is not
 # good enough evidence to build a person from.

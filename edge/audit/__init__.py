@@ -1,0 +1,1 @@
+"""The device's hash-chained, signed audit journal."""

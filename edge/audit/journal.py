@@ -1,0 +1,226 @@
+"""The audit journal: every decision, enrollment, removal, key event, config reload and refused
+message, in an append-only, hash-chained, signed SQLite file (`<data_dir>/audit.db`).
+
+Each record carries the hash of the record before it, and its own hash is signed with the
+device's Ed25519 key (`edge.identity`). Removing, reordering or editing a record breaks
+the chain at that point; forging one needs the device key. `verify()` walks the chain and names
+the first record that does not check out. Triggers refuse UPDATE and DELETE, so the journal
+cannot be changed through facegate or an honest SQLite client by mistake; a deliberate edit of
+the file is what the chain and the signatures are there to reveal.
+
+The journal is plaintext (the hub must read it): bodies name persons by their random uid, never
+by name, so an erased person's name does not outlive the erasure here.
+
+Records travel to the hub through `sync.outbox`; the hub checks each one with `check_record`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.errors import AuditError
+from edge.identity import load_signing_key
+
+AUDIT_FILE = "audit.db"
+GENESIS = "0" * 64  # the `prev` of the first record
+# start/stop bracket each `facegate run`: a gap between a stop and the next start is downtime.
+KINDS = ("decision", "enroll", "remove", "key", "config_reload", "rejected_message", "gallery_update", "sync", "start", "stop")
+_DOMAIN = b"facegate/audit/v1\x00"
+_SCHEMA = (
+    (
+        "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL, kind TEXT NOT NULL,"
+        " body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT NOT NULL)"
+    ),
+    "CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records BEGIN SELECT RAISE(ABORT, 'audit journal is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records BEGIN SELECT RAISE(ABORT, 'audit journal is append-only'); END",
+)
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value (sorted keys, no spaces, no NaN), so a hash computed here is the
+    hash the hub computes after a JSON round trip."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"audit body is not plain JSON (numbers must be finite; no bytes or objects): {exc}") from exc
+
+
+def record_hash(seq: int, ts_us: int, kind: str, body_json: str, prev: str) -> str:
+    head = canonical_json({"seq": seq, "ts_us": ts_us, "kind": kind, "prev": prev})
+    return hashlib.sha256(_DOMAIN + head.encode() + b"\x00" + body_json.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    ts_us: int  # unix time in microseconds: an integer, so it hashes the same everywhere
+    kind: str
+    body: dict[str, Any]
+    prev: str  # hex sha256 of the previous record (GENESIS for the first)
+    hash: str
+    sig: str  # hex Ed25519 signature of bytes.fromhex(hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "ts_us": self.ts_us, "kind": self.kind, "body": self.body, "prev": self.prev, "hash": self.hash, "sig": self.sig}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    ok: bool
+    records: int  # records checked (up to and including the first bad one)
+    first_bad_seq: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq, "reason": self.reason}
+
+
+def check_record(record: AuditRecord, public_key: Ed25519PublicKey, prev: str) -> str:
+    """'' when `record` follows a record hashed `prev` and is signed by `public_key`; else why not.
+    The hub runs the same check on every record it ingests."""
+    if record.prev != prev:
+        return f"record {record.seq}: chain broken (prev {record.prev[:16]}…, expected {prev[:16]}…): a record before it was removed, reordered or altered"
+    try:
+        body_json = canonical_json(record.body)
+    except AuditError as exc:
+        return f"record {record.seq}: {exc}"
+    if record_hash(record.seq, record.ts_us, record.kind, body_json, record.prev) != record.hash:
+        return f"record {record.seq}: hash does not match its contents: the record was altered"
+    try:
+        public_key.verify(bytes.fromhex(record.sig), bytes.fromhex(record.hash))
+    except (InvalidSignature, ValueError):
+        return f"record {record.seq}: signature does not verify with the device key: forged or altered"
+    return ""
+
+
+def _row_record(row: tuple[Any, ...]) -> AuditRecord:
+    seq, ts_us, kind, body, prev, digest, sig = row
+    return AuditRecord(seq, ts_us, kind, json.loads(body), prev, digest, sig)
+
+
+class AuditLog:
+    """`AuditLog.open(data_dir)`; `append(kind, body)`; `verify()`; `tail(n)`. Thread-safe; several
+    processes may append to one journal (each append is one IMMEDIATE transaction)."""
+
+    def __init__(self, path: Path, signing_key: Ed25519PrivateKey) -> None:
+        self.path = Path(path)
+        self._key = signing_key
+        self.public_key = signing_key.public_key()
+        self._lock = threading.Lock()
+        try:
+            if not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.path.touch(mode=0o600)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a record reported written survives a power cut
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.Error as exc:
+            raise AuditError(f"{self.path}: cannot open the audit journal ({exc}); check the file and its directory") from exc
+
+    @classmethod
+    def open(cls, data_dir: Path, create: bool = True) -> AuditLog:
+        """The journal of the gallery in `data_dir`, signed with the device key beside it (created
+        on first use, mode 0600)."""
+        data_dir = Path(data_dir)
+        if not create and not (data_dir / AUDIT_FILE).exists():
+            raise AuditError(f"{data_dir / AUDIT_FILE}: no audit journal here (nothing was audited in this data dir yet)")
+        return cls(data_dir / AUDIT_FILE, load_signing_key(data_dir, create=create))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def append(self, kind: str, body: dict[str, Any]) -> AuditRecord:
+        if kind not in KINDS:
+            raise AuditError(f"audit kind {kind!r} unknown; valid kinds: {', '.join(KINDS)}")
+        if not isinstance(body, dict):
+            raise AuditError(f"audit body must be a dict (got {type(body).__name__})")
+        body_json = canonical_json(body)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                last = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+                ts_us = time.time_ns() // 1000
+                digest = record_hash(seq, ts_us, kind, body_json, prev)
+                sig = self._key.sign(bytes.fromhex(digest)).hex()
+                self._db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (seq, ts_us, kind, body_json, prev, digest, sig))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise AuditError(f"{self.path}: cannot append to the audit journal ({exc})") from exc
+        return AuditRecord(seq, ts_us, kind, json.loads(body_json), prev, digest, sig)
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT max(seq) FROM records").fetchone()
+        return int(row[0] or 0)
+
+    def since(self, seq: int, limit: int) -> list[AuditRecord]:
+        """Up to `limit` records after `seq`, in order (what the sync outbox picks up)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+        return [_row_record(r) for r in rows]
+
+    def tail(self, n: int) -> list[AuditRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM records ORDER BY seq DESC LIMIT ?", (max(0, n),)).fetchall()
+        return [_row_record(r) for r in reversed(rows)]
+
+    def _pages(self, size: int = 2048) -> Iterator[tuple[Any, ...]]:
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT * FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (last, size)).fetchall()
+            yield from rows
+            if len(rows) < size:
+                return
+            last = rows[-1][0]
+
+    def verify(self, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+        """Walks the whole chain; the report names the first record that fails and why."""
+        key = public_key or self.public_key
+        prev, expected_seq, count = GENESIS, 1, 0
+        for row in self._pages():
+            count += 1
+            try:
+                record = _row_record(row)
+            except (json.JSONDecodeError, TypeError) as exc:
+                return VerifyReport(False, count, row[0], f"record {row[0]}: body is not JSON ({exc}): the record was altered")
+            if record.seq != expected_seq:
+                return VerifyReport(False, count, record.seq, f"record {record.seq}: expected record {expected_seq}: records {expected_seq}..{record.seq - 1} are missing")
+            if not isinstance(record.ts_us, int) or record.kind not in KINDS:
+                return VerifyReport(False, count, record.seq, f"record {record.seq}: malformed time or kind")
+            reason = check_record(record, key, prev)
+            if reason:
+                return VerifyReport(False, count, record.seq, reason)
+            prev, expected_seq = record.hash, record.seq + 1
+        return VerifyReport(True, count, None, f"{count} records, chain and signatures intact")
+
+
+def summarize(record: AuditRecord) -> str:
+    """One line for `audit tail`."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.ts_us / 1e6))
+    body = canonical_json(record.body)
+    return f"{record.seq:>8}  {at}  {record.kind:<16} {body if len(body) <= 160 else body[:157] + '...'}"
+

@@ -1,0 +1,1 @@
+"""The `facegate` command, one module per verb group."""

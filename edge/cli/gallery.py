@@ -1,0 +1,217 @@
+"""`facegate gallery ...` and `facegate keys ...`: the device gallery from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.cli.audit import record_event
+from edge.config import Config
+from edge.errors import FacegateError
+from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.keys import KeySource, data_dir_for, load_key
+from edge.gallery.search import Gallery
+from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
+from edge.gallery.thresholds import match_threshold
+from edge.perception.embed import embedder_spec
+from edge.perception.faces import Perception, embedder_model_name
+from edge.perception.imageio import load_image
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+def _warn(message: str) -> None:
+    print(f"facegate: warning: {message}", file=sys.stderr)
+
+
+def _store(args: argparse.Namespace, cfg: Config) -> GalleryStore:
+    """The encrypted store alone (no models, no index): for commands that never search."""
+    data_dir = data_dir_for(args.data_dir, cfg)
+    return GalleryStore.open(data_dir, load_key(data_dir, cfg, create=False).kek)
+
+
+def _open(args: argparse.Namespace, cfg: Config, perception: Perception, create: bool) -> Gallery:
+    data_dir = data_dir_for(args.data_dir, cfg)
+    key = load_key(data_dir, cfg, create=create, warn=_warn)
+    threshold = match_threshold(cfg, perception.store)
+    dim = embedder_spec(cfg.embed.model).dim
+    return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create, snapshot=cfg.gallery.index_snapshot)
+
+
+def _progress(done: int, total: int, rejected: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    bar = "#" * filled + "-" * (width - filled)
+    print(f"\r[{bar}] {done}/{total} people, {rejected} photo(s) rejected", end="", file=sys.stderr, flush=True)
+
+
+def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
+    if bool(args.person) == bool(args.from_dir):
+        raise FacegateError("gallery enroll: give either --person NAME IMAGE... or --from-dir DIR")
+    if args.person and not args.images:
+        raise FacegateError("gallery enroll: --person needs at least one IMAGE")
+    perception = Perception(cfg)
+    jobs = [(args.person, list(args.images))] if args.person else list(person_folders(args.from_dir))
+    report: list[dict[str, object]] = []
+    rejected = 0
+    with _open(args, cfg, perception, create=True) as gallery:
+        for done, (name, photos) in enumerate(jobs, 1):
+            profile = PersonProfile(name=name, groups=tuple(args.group or ()))
+            record, results = enroll_photos(gallery, perception, profile, photos)
+            rejected += sum(not r.accepted for r in results)
+            if record is not None:
+                record_event(data_dir_for(args.data_dir, cfg), "enroll", {"person_uid": record.uid, "templates": record.n_templates, "by": "cli"})
+            report.append(
+                {
+                    "person": name,
+                    "photos": [r.to_dict() for r in results],
+                    "enrolled": record is not None,
+                    "templates": record.n_templates if record is not None else 0,
+                }
+            )
+            if args.from_dir and not args.json:
+                _progress(done, len(jobs), rejected)
+    if args.from_dir and not args.json:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for entry in report:
+            status = f"enrolled, {entry['templates']} template(s)" if entry["enrolled"] else "NOT enrolled"
+            print(f"{entry['person']}: {status}")
+            for photo in entry["photos"]:  # type: ignore[union-attr]
+                if not photo["accepted"]:
+                    print(f"  rejected {photo['file']}: {photo['reason']}")
+    return 0 if all(e["enrolled"] for e in report) else 1
+
+
+def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
+    with _store(args, cfg) as store:
+        rows = [
+            {"person": p.profile.name, "groups": list(p.profile.groups), "templates": p.n_templates, "created": p.created}
+            for p in store.persons()
+        ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in sorted(rows, key=lambda r: str(r["person"]).casefold()):
+            groups = ",".join(r["groups"]) or "-"  # type: ignore[arg-type]
+            print(f"{r['person']:<32} {r['templates']:>3} template(s)  groups: {groups}")
+        print(f"{len(rows)} people", file=sys.stderr)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
+    with _store(args, cfg) as store:
+        found = store.find(args.person)
+        removed = store.remove(args.person)
+    if not removed or found is None:
+        print(f"facegate: no person named {args.person!r} in the gallery", file=sys.stderr)
+        return 1
+    record_event(data_dir_for(args.data_dir, cfg), "remove", {"person_uid": found.uid, "by": "cli"})
+    print(f"{args.person}: erased (data key destroyed, rows deleted, WAL checkpointed)")
+    return 0
+
+
+def _faces_json(gallery: Gallery, perception: Perception, image_path: Path, verify: str | None) -> dict[str, object]:
+    # The answer is about the main face: the largest one that passes the quality gate (the
+    # largest of all when none does); every face is listed under "faces".
+    faces = sorted(perception.faces(load_image(image_path)), key=lambda f: not f.quality.ok)
+    results = []
+    for face in faces:
+        match = gallery.verify(verify, face.embedding) if verify else gallery.identify(face.embedding)  # type: ignore[arg-type]
+        results.append({"box": [round(v, 1) for v in face.detection.box], "quality": face.quality.to_dict(), **match.to_dict()})
+    top: dict[str, object] = dict(results[0]) if results else {"person": None, "score": None, "threshold": gallery.threshold, "candidates": []}
+    top.pop("quality", None)
+    return {"file": str(image_path), **top, "faces": results}
+
+
+def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
+    perception = Perception(cfg)
+    with _open(args, cfg, perception, create=False) as gallery:
+        result = _faces_json(gallery, perception, args.image, None)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        who = result["person"] or "unknown"
+        print(f"{args.image}: {who} (score {result['score']}, threshold {result['threshold']})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
+    perception = Perception(cfg)
+    with _open(args, cfg, perception, create=False) as gallery:
+        if gallery.store.find(args.person) is None:
+            raise FacegateError(f"gallery verify: no person named {args.person!r} in the gallery")
+        result = _faces_json(gallery, perception, args.image, args.person)
+    result["match"] = result["person"] is not None
+    print(json.dumps(result) if args.json else f"{args.image}: {'MATCH' if result['match'] else 'no match'} "
+          f"(score {result['score']}, threshold {result['threshold']})")
+    return 0 if result["match"] else 1
+
+
+def cmd_keys(args: argparse.Namespace, cfg: Config) -> int:
+    data_dir = data_dir_for(args.data_dir, cfg)
+    if args.keys_command == "init":
+        if (data_dir / GALLERY_FILE).exists():
+            raise FacegateError(f"keys init: {data_dir} already holds a gallery; use `facegate keys rotate`")
+        key = load_key(data_dir, cfg, create=True, warn=_warn)
+        GalleryStore.open(data_dir, key.kek, create=True).close()
+        status = _status(data_dir, key)
+        record_event(data_dir, "key", {"action": "init", "kek_id": status["kek_id"], "device_key_version": status["device_key_version"]})
+        print(json.dumps(status))
+        return 0
+    key = load_key(data_dir, cfg, create=False)
+    if args.keys_command == "rotate":
+        from edge.gallery.keys import rotate_keys
+
+        rotate_keys(data_dir, key, rotate_kek=args.kek, warn=_warn)
+        key = load_key(data_dir, cfg, create=False)
+    status = _status(data_dir, key)
+    if args.keys_command == "rotate":
+        record_event(data_dir, "key", {"action": "rotate_kek" if args.kek else "rotate", "kek_id": status["kek_id"], "device_key_version": status["device_key_version"]})
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def _status(data_dir: Path, key: KeySource) -> dict[str, object]:
+    with GalleryStore.open(data_dir, key.kek) as store:
+        return {"data_dir": str(data_dir), "key_source": key.origin, **store.status()}
+
+
+def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Callable[[argparse.Namespace], int]]) -> None:
+    """Registers `gallery` and `keys`; `run(handler)` wraps a handler with config loading."""
+    gallery = sub.add_parser("gallery", help="the encrypted on-device gallery").add_subparsers(dest="gallery_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", type=Path, default=None, help="gallery directory (see [gallery] data_dir)")
+        p.add_argument("--json", action="store_true")
+        return p
+
+    p = common(gallery.add_parser("enroll", help="enroll a person from photos, or every person of a folder tree"))
+    p.add_argument("--person", default=None, help="display name")
+    p.add_argument("--group", action="append", help="access group (repeatable)")
+    p.add_argument("--from-dir", type=Path, default=None, help="DIR/<Name>/*.jpg, one person per folder")
+    p.add_argument("images", nargs="*", type=Path)
+    p.set_defaults(func=run(cmd_enroll))
+    p = common(gallery.add_parser("list", help="people in the gallery"))
+    p.set_defaults(func=run(cmd_list))
+    p = common(gallery.add_parser("remove", help="erase a person for good (crypto-erase)"))
+    p.add_argument("--person", required=True)
+    p.set_defaults(func=run(cmd_remove))
+    p = common(gallery.add_parser("identify", help="who is in this photo (1:N, open set)"))
+    p.add_argument("image", type=Path)
+    p.set_defaults(func=run(cmd_identify))
+    p = common(gallery.add_parser("verify", help="is this photo PERSON (1:1)"))
+    p.add_argument("--person", required=True)
+    p.add_argument("image", type=Path)
+    p.set_defaults(func=run(cmd_verify))
+
+    keys = sub.add_parser("keys", help="gallery encryption keys")
+    keys.add_argument("keys_command", choices=("init", "rotate", "status"))
+    keys.add_argument("--data-dir", type=Path, default=None)
+    keys.add_argument("--kek", action="store_true", help="rotate: also replace the key-encryption key file")
+    keys.set_defaults(func=run(cmd_keys))

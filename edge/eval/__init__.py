@@ -1,0 +1,1 @@
+"""Evaluations: LFW verification, liveness (PAD) metrics, and their reports."""

@@ -1,0 +1,1 @@
+"""Perception: detect, landmarks, align, quality, embed, the inference runtimes, the model store, liveness."""

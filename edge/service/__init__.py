@@ -1,0 +1,1 @@
+"""Running as a service: systemd notify and journal, Prometheus metrics, health."""

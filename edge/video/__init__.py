@@ -1,0 +1,1 @@
+"""The video runtime: capture, track, decide, pipeline, annotate."""

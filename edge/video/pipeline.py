@@ -1,0 +1,311 @@
+"""The daemon's main loop: frames from every camera → detect → track → describe → decide.
+
+One process, one inference thread (this one) and one capture thread per camera. Per frame:
+detect (every `[track] detect_every` frames, else predict), update the tracker, then spend
+landmarks + embedding only on tracks that are still undecided (at most
+`[decide] max_tracks_per_frame`, largest faces first) — a decided face costs only its share of
+detection, which is what keeps a Pi-class CPU real-time with several people in view.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.config import CameraConfig, Config
+from edge.gallery.search import Gallery
+from edge.perception.detect import Detection
+from edge.perception.faces import TIMING_WINDOW, Face, Perception
+from edge.perception.landmarks import FaceMesh, mesh_keypoints
+from edge.video.annotate import Annotator
+from edge.video.capture import CameraReader, Frame
+from edge.video.decide import Decider, Decision, Sample
+from edge.video.track import Box, SceneCut, Track, Tracker
+
+# How long one camera's get() may block when several cameras share the loop.
+MULTI_CAMERA_POLL_S = 0.01
+# Sections whose change needs the models reloaded on SIGHUP (others apply in place).
+_PERCEPTION_SECTIONS = ("models", "detect", "align", "embed", "quality")
+
+
+@dataclass(slots=True)
+class CameraState:
+    cam: CameraConfig
+    reader: CameraReader
+    tracker: Tracker
+    decider: Decider
+    scene_cut: SceneCut
+    frames: int = 0
+    labels: dict[int, Decision] = field(default_factory=dict)  # decided tracks, for annotation
+    meshes: dict[int, tuple[FaceMesh, Box]] = field(default_factory=dict)  # last mesh per undecided track
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    frames: int
+    seconds: float
+    faces: int
+    decisions: dict[str, int]
+    latency_ms: list[float]
+    usable_latency_ms: list[float]  # from the first gate-passing frame (tracks that had one)
+    face_latency_ms: list[float]  # from the first FaceMesh-confirmed frame (tracks that had one)
+    stages_ms: dict[str, float]  # mean per call over the last TIMING_WINDOW calls
+    cameras: dict[str, dict[str, object]]
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 2),
+            "faces": self.faces,
+            "decisions": self.decisions,
+            "decision_latency_ms_p50": _percentile(self.latency_ms, 50),
+            "decision_latency_ms_p95": _percentile(self.latency_ms, 95),
+            "usable_latency_ms_p50": _percentile(self.usable_latency_ms, 50),
+            "usable_latency_ms_p95": _percentile(self.usable_latency_ms, 95),
+            "face_latency_ms_p50": _percentile(self.face_latency_ms, 50),
+            "face_latency_ms_p95": _percentile(self.face_latency_ms, 95),
+            "stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
+            "cameras": self.cameras,
+        }
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def model_versions(perception: Perception) -> dict[str, str]:
+    out = {}
+    for role, name in perception.model_names.items():
+        record = perception.store.records.get(name)
+        out[role] = f"{name}@{record.version}" if record is not None else name
+    return out
+
+
+class Observer:
+    """Hooks for outputs (ZeroMQ, relays), metrics and the systemd watchdog.
+
+    Subclass and override what you need; every hook runs on the inference thread, so it must
+    be quick (hand slow work to a thread of your own). Register with `pipeline.observers`.
+    """
+
+    def on_start(self, pipeline: Pipeline) -> None:
+        """Models and gallery are loaded and the cameras are opening (systemd READY=1)."""
+
+    def on_frame(self, state: CameraState, frame: Frame, seconds: float) -> None:
+        """A frame was processed in `seconds`; `state.tracker.tracks` and `state.labels` are current."""
+
+    def on_decision(self, decision: Decision, samples: list[Sample]) -> None:
+        """A track was decided; `samples` are the embeddings (and qualities) it was decided on."""
+
+    def on_tick(self) -> None:
+        """Every turn of the main loop, frame or not (a wedged loop stops calling it)."""
+
+    def on_stop(self, summary: RunSummary) -> None:
+        """The run ended (stop signal, end of files, --max-seconds)."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        gallery: Gallery,
+        cameras: list[CameraConfig],
+        sink: Callable[[Decision], None],
+        realtime: bool = False,
+        perception: Perception | None = None,
+        liveness: Any | None = None,
+        annotate: Path | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.gallery = gallery
+        self.sink = sink
+        self.realtime = realtime
+        self.perception = perception or Perception(cfg)
+        self.liveness = liveness
+        self.models = model_versions(self.perception)
+        self.cameras = cameras
+        self.states: dict[str, CameraState] = {}
+        self.annotator = Annotator(annotate, [c.name for c in cameras]) if annotate else None
+        self.timings_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=TIMING_WINDOW))
+        self.timing_counts: Counter[str] = Counter()
+        self.decisions: deque[Decision] = deque(maxlen=TIMING_WINDOW)  # the latest, for the summary
+        self.counts: Counter[str] = Counter()
+        self.faces = 0
+        self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self.reloader: Callable[[], tuple[Config, Gallery]] | None = None
+        self.observers: list[Observer] = []
+
+    # -- per frame ---------------------------------------------------------------------------
+
+    def _state(self, cam: CameraConfig, reader: CameraReader) -> CameraState:
+        decider = Decider(self.cfg.decide, cam, self.gallery, self.models, self.liveness)
+        return CameraState(cam, reader, Tracker(self.cfg.track), decider, SceneCut(self.cfg.track.scene_cut))
+
+    def process(self, state: CameraState, frame: Frame) -> list[Decision]:
+        image, t = frame.image, frame.t
+        p = self.perception
+        ended: list[Track] = []
+        if state.scene_cut(image):
+            ended += state.tracker.reset()
+        if state.frames % self.cfg.track.detect_every == 0:
+            detections = p.detect(image, refine=False)
+            self.faces += len(detections)
+            started = time.perf_counter()
+            ended += state.tracker.update(detections, t, frame.mono, frame.ts)
+        else:
+            started = time.perf_counter()
+            ended += state.tracker.predict(t)
+        self._time("track", started)
+        state.frames += 1
+        decisions = [self._decide(state, tr) for tr in ended if tr.confirmed and state.decider.wants(tr)]
+        for tr in ended:
+            state.decider.forget(tr)
+            state.labels.pop(tr.track_id, None)
+            state.meshes.pop(tr.track_id, None)
+
+        # Undecided tracks with a detection this frame, or (between detector runs) with a mesh
+        # to follow.
+        pending = [
+            tr for tr in state.tracker.tracks
+            if state.decider.wants(tr) and (tr.detection is not None or tr.track_id in state.meshes)
+        ]
+        pending.sort(key=lambda tr: (tr.box[2] - tr.box[0]) * (tr.box[3] - tr.box[1]), reverse=True)
+        pending = pending[: self.cfg.decide.max_tracks_per_frame]
+        described = [(tr, self._describe(state, image, tr, t)) for tr in pending]
+        pending = [tr for tr, face in described if face is not None]
+        faces = p.embed([face for _, face in described if face is not None])
+        started = time.perf_counter()
+        for tr, face in zip(pending, faces, strict=True):
+            state.decider.observe(tr, face, image, t, frame.mono)
+        self._time("liveness", started)
+        decisions += [self._decide(state, tr) for tr in state.tracker.tracks if state.decider.due(tr, t)]
+        if self.annotator is not None:
+            self.annotator.write(frame, state.tracker.tracks, state.labels, state.reader.fps or 15.0)
+        return decisions
+
+    def _describe(self, state: CameraState, image: np.ndarray, track: Track, t: float) -> Face | None:
+        """Landmarks from the track's last mesh when there is one (one FaceMesh run), else from
+        the zoomed re-detection of its box (two or three model runs). Between detector runs
+        (`detect_every` > 1) the mesh alone follows the face, at the box the tracker predicts."""
+        p, det = self.perception, track.detection
+        last = state.meshes.get(track.track_id)
+        if det is None:
+            if last is None:
+                return None
+            det = Detection(track.predicted(t), mesh_keypoints(last[0]), track.score)
+        if last is not None:
+            mesh, box = last
+            shift = ((det.box[0] + det.box[2] - box[0] - box[2]) / 2, (det.box[1] + det.box[3] - box[1] - box[3]) / 2)
+            face = p.describe(image, det, previous=(mesh, shift), fallback=track.detection is not None)
+        else:
+            face = p.describe(image, p.refined(image, det))
+        if face is not None and face.mesh is not None:
+            state.meshes[track.track_id] = (face.mesh, det.box)
+        return face
+
+    def _decide(self, state: CameraState, track: Track) -> Decision:
+        started = time.perf_counter()
+        decision, samples = state.decider.decide(track)
+        self._time("match", started)
+        state.labels[track.track_id] = decision
+        state.meshes.pop(track.track_id, None)
+        self.decisions.append(decision)
+        self.counts[decision.decision] += 1
+        self.sink(decision)
+        for observer in self.observers:
+            observer.on_decision(decision, samples)
+        return decision
+
+    def _time(self, stage: str, started: float) -> None:
+        self.timings_ms[stage].append((time.perf_counter() - started) * 1000.0)
+        self.timing_counts[stage] += 1
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, max_seconds: float | None = None) -> RunSummary:
+        self.perception.warm_up()
+        if self.liveness is not None:
+            self.liveness.crop_score(np.full((160, 160, 3), 128, np.uint8), (40.0, 40.0, 120.0, 120.0))
+        started = time.monotonic()
+        readers = [CameraReader(cam, realtime=self.realtime).start() for cam in self.cameras]
+        self.states = {r.cam.name: self._state(r.cam, r) for r in readers}
+        for observer in self.observers:
+            observer.on_start(self)
+        poll = MULTI_CAMERA_POLL_S if len(readers) > 1 else 0.1
+        try:
+            while not self.stop_event.is_set():
+                if self.reload_requested.is_set():
+                    self._reload()
+                for state in self.states.values():
+                    frame = state.reader.get(poll)
+                    if frame is not None:
+                        began = time.perf_counter()
+                        self.process(state, frame)
+                        for observer in self.observers:
+                            observer.on_frame(state, frame, time.perf_counter() - began)
+                for observer in self.observers:
+                    observer.on_tick()
+                if all(s.reader.done for s in self.states.values()):
+                    break
+                if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                    break
+            # Tracks still in view when the run ends get their decision now: one per track.
+            for state in self.states.values():
+                for track in state.tracker.reset():
+                    if track.confirmed and state.decider.wants(track):
+                        self._decide(state, track)
+        finally:
+            for state in self.states.values():
+                state.reader.stop()
+            if self.annotator is not None:
+                self.annotator.close()
+        summary = self.summary(time.monotonic() - started)
+        for observer in self.observers:
+            observer.on_stop(summary)
+        return summary
+
+    def summary(self, seconds: float) -> RunSummary:
+        stages = dict(self.perception.timings_ms)
+        stages.update(self.timings_ms)
+        return RunSummary(
+            frames=sum(s.frames for s in self.states.values()),
+            seconds=seconds,
+            faces=self.faces,
+            decisions=dict(self.counts),
+            latency_ms=[d.latency_ms for d in self.decisions],
+            usable_latency_ms=[d.usable_latency_ms for d in self.decisions if d.usable_latency_ms is not None],
+            face_latency_ms=[d.face_latency_ms for d in self.decisions if d.face_latency_ms is not None],
+            stages_ms={k: float(np.mean(v)) for k, v in stages.items() if v},
+            cameras={name: s.reader.stats.to_dict() for name, s in self.states.items()},
+        )
+
+    def _reload(self) -> None:
+        """SIGHUP: new config and a reopened gallery; tracks in flight keep their evidence."""
+        self.reload_requested.clear()
+        if self.reloader is None:
+            return
+        cfg, gallery = self.reloader()
+        if any(getattr(cfg, s) != getattr(self.cfg, s) for s in _PERCEPTION_SECTIONS):
+            self.perception = Perception(cfg)
+            self.models = model_versions(self.perception)
+        old, self.gallery, self.cfg = self.gallery, gallery, cfg
+        for state in self.states.values():
+            state.decider.cfg = cfg.decide
+            state.decider.models = self.models
+            state.decider.reload(gallery)
+            state.tracker.cfg = cfg.track
+        if old is not gallery:
+            old.close()

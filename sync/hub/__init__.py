@@ -1,0 +1,1 @@
+"""The hub: its MQTT service, store (SQLite/PostgreSQL), status page and admin verbs."""

@@ -1,0 +1,232 @@
+"""The hub: signed bundles per group / device, and the service that ingests what devices send.
+
+`Hub` holds the store and the hub's keys (`<data_dir>/hub_sign.key` signs bundles; `hub_seal.key`
+opens enrollments devices upload). `Hub.bundles(...)` builds full bundles: a group's bundle
+holds every live person of that group, sealed once for all the group's devices, plus the erases
+still owed to any of them; a device's bundle does the same for one device and its groups. Full
+bundles keep the devices simple and self-healing: a lost one is replaced by the next.
+
+`HubService` (`facegate hub serve`) subscribes through a shared subscription
+(`$share/<share_group>/facegate/v1/devices/+/<leaf>`), so several instances split the load; a
+retained status is not delivered to shared subscribers, so each instance also takes statuses
+directly. Audit batches go through `HubStore.ingest_audit` (chain + signatures, de-dup by
+(device, seq)) and are acked; a break is stored as an alert and logged, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.config import HubConfig
+from edge.errors import FacegateError, ProtocolError
+from edge.gallery.crypto import generate_kek_file, read_kek_file
+from edge.identity import DeviceIdentity, raw_public
+from sync import protocol
+from sync.bundle import BundleContent, build_bundle
+from sync.hub.ingest import ack_message
+from sync.hub.store import HubStore
+from sync.uploads import open_enrollment
+
+log = logging.getLogger("facegate.hub")
+LEAVES = (protocol.AUDIT, protocol.ENROLL, protocol.GALLERY_ACK, protocol.RESYNC)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    scope: str
+    seq: int
+    persons: int
+    recipients: tuple[str, ...]
+
+
+class Hub:
+    def __init__(self, cfg: HubConfig) -> None:
+        self.cfg = cfg
+        data_dir = Path(cfg.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_path = Path(cfg.key_file) if cfg.key_file else data_dir / "hub.key"
+        kek = read_kek_file(key_path) if key_path.exists() else generate_kek_file(key_path)
+        # The hub's key pair has the same shape and file handling as a device's (0600, made once).
+        self.identity = DeviceIdentity.open(data_dir / "keys")
+        self.store = HubStore.open(cfg.database, data_dir, kek)
+
+    def public_keys(self) -> dict[str, str]:
+        return {"hub_sign_key": raw_public(self.identity.signing_key.public_key()).hex(),
+                "hub_seal_key": raw_public(self.identity.sealing_key.public_key()).hex()}
+
+    def _build(self, scope: str, topic: str, groups: tuple[str, ...], recipients: dict[str, X25519PublicKey]) -> Outgoing:
+        persons = tuple(self.store.persons(groups))
+        erases = self.store.pending_erases(list(recipients))
+        seq = self.store.next_seq(scope)
+        content = BundleContent(scope, "full", seq, None, int(time.time()), persons, (), tuple(erases))
+        payload = build_bundle(content, self.identity.signing_key, recipients)
+        self.store.record_bundle(scope, seq, len(persons), erases, list(recipients))
+        return Outgoing(topic, payload, scope, seq, len(persons), tuple(sorted(recipients)))
+
+    def bundles(self, group: str | None = None, device: str | None = None) -> list[Outgoing]:
+        """Full bundles for one group, one device, or (neither) every group with devices and every
+        device in no group."""
+        devices = self.store.devices()
+        keys = {d.id: X25519PublicKey.from_public_bytes(bytes.fromhex(d.seal_pub)) for d in devices}
+        if device is not None:
+            d = self.store.device(device)
+            return [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), d.groups, {d.id: keys[d.id]})]
+        groups = [group] if group is not None else self.store.groups()
+        out = []
+        for g in groups:
+            members = {d.id: keys[d.id] for d in devices if g in d.groups}
+            if members:
+                out.append(self._build(f"group:{g}", protocol.group_gallery_topic(g), (g,), members))
+        if group is None:
+            out += [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), (), {d.id: keys[d.id]}) for d in devices if not d.groups]
+        return out
+
+    def resync(self, device_id: str, scope: str) -> Outgoing | None:
+        kind, _, name = scope.partition(":")
+        d = self.store.device(device_id)
+        if kind == "device" and name == device_id:
+            return self.bundles(device=device_id)[0]
+        if kind == "group" and name in d.groups:
+            return self.bundles(group=name)[0]
+        return None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def mqtt_client(cfg: HubConfig, client_id: str, clean: bool = False) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    if cfg.tls_ca_file:
+        client.tls_set(ca_certs=cfg.tls_ca_file, certfile=cfg.tls_cert_file or None, keyfile=cfg.tls_key_file or None)
+    client.reconnect_delay_set(1, 10)
+    return client
+
+
+def _connect_props(expiry: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry
+    return props
+
+
+def publish(cfg: HubConfig, messages: list[Outgoing], timeout: float = 60.0) -> None:
+    """Publishes bundles QoS 1 and waits for the broker's PUBACKs (the devices ack separately)."""
+    if not messages:
+        return
+    client = mqtt_client(cfg, f"facegate-admin-{socket.gethostname()}-{time.monotonic_ns() % 10**9}")
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, reason, _p: None if reason.is_failure else connected.set()
+    try:
+        client.connect(cfg.broker_host, cfg.broker_port, 30, clean_start=True)
+    except OSError as exc:
+        raise FacegateError(f"hub: cannot reach the broker {cfg.broker_host}:{cfg.broker_port} ({exc})") from exc
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise FacegateError(f"hub: the broker {cfg.broker_host}:{cfg.broker_port} did not accept the connection")
+        infos = [client.publish(m.topic, m.payload, qos=1) for m in messages]
+        for info in infos:
+            info.wait_for_publish(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class HubService:
+    """`facegate hub serve`: ingest, acks, resyncs and statuses until `stop()`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.cfg = hub.cfg
+        self.client_id = self.cfg.client_id or f"facegate-hub-{socket.gethostname()}"
+        self.connected = threading.Event()
+        self.handled = 0
+        self.client = mqtt_client(self.cfg, self.client_id)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = lambda *_a: self.connected.clear()
+        # "Connected" once the broker granted the subscriptions: a message published before the
+        # SUBACK would reach no hub (and wait for the device's resend).
+        self.client.on_subscribe = lambda *_a: self.connected.set()
+
+    def start(self) -> HubService:
+        self.client.connect_async(self.cfg.broker_host, self.cfg.broker_port, 30, clean_start=False, properties=_connect_props(7 * 86400))
+        self.client.loop_start()
+        return self
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the hub: %s", reason)
+            return
+        share = f"$share/{self.cfg.share_group}/" if self.cfg.share_group else ""
+        subs = [(f"{share}{protocol.PREFIX}/devices/+/{leaf}", 1) for leaf in LEAVES]
+        subs.append((f"{protocol.PREFIX}/devices/+/{protocol.STATUS}", 1))
+        client.subscribe(subs)
+        log.info("hub %s connected to %s:%d", self.client_id, self.cfg.broker_host, self.cfg.broker_port)
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        if len(parts) < 5:
+            return
+        device, leaf, payload = parts[3], "/".join(parts[4:]), bytes(msg.payload)
+        try:
+            self._handle(client, device, leaf, payload)
+        except (FacegateError, ValueError, KeyError) as exc:
+            # One bad message must not stop the hub; the alert is the record of it.
+            log.warning("device %s %s: %s", device, leaf, exc)
+            try:
+                self.hub.store.alert(device, f"{leaf}: {exc}")
+            except FacegateError:
+                log.exception("cannot store the alert")
+        self.handled += 1
+
+    def _handle(self, client: mqtt.Client, device: str, leaf: str, payload: bytes) -> None:
+        store = self.hub.store
+        if leaf == protocol.STATUS:
+            if payload:
+                status = json.loads(payload)
+                if device in {d.id for d in store.devices()}:
+                    store.record_status(device, status)
+        elif leaf == protocol.AUDIT:
+            result = store.ingest_audit(device, payload)
+            if result.problem and not result.problem.startswith("gap"):
+                log.error("device %s: audit stream broken: %s", device, result.problem)
+            client.publish(protocol.device_topic(device, protocol.ACK), result.ack, qos=1)
+        elif leaf == protocol.GALLERY_ACK:
+            ack = protocol.decode(payload, "gallery_ack")
+            if ack["device"] != device:
+                raise ProtocolError(f"gallery ack on {device}'s topic claims {ack['device']}")
+            store.device(device)
+            confirmed = store.record_gallery_ack(ack)
+            for uid in confirmed:
+                log.info("device %s confirmed the erasure of %s", device, uid)
+            if not ack["ok"]:
+                log.warning("device %s refused %s seq %d: %s", device, ack["scope"], ack["seq"], ack["error"])
+        elif leaf == protocol.RESYNC:
+            request = protocol.decode(payload, "resync")
+            out = self.hub.resync(device, request["scope"])
+            if out is not None:
+                client.publish(out.topic, out.payload, qos=1)
+        elif leaf == protocol.ENROLL:
+            store.device(device)
+            message, persons = open_enrollment(payload, self.hub.identity.sealing_key)
+            store.merge_upload(device, persons)
+            client.publish(protocol.device_topic(device, protocol.ACK), ack_message(enrollments=[message["uid"]]), qos=1)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
