@@ -36,15 +36,16 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fake_gpio import FakeChip  # the in-memory chip lives with the tests
 
-from edge.cli.run import load_liveness
 from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig, load_config
-from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.enroll import enroll_photos
 from edge.gallery.records import PersonProfile
 from edge.gallery.search import Gallery
 from edge.gallery.thresholds import match_threshold
 from edge.outputs.doors import DoorOutputs
 from edge.perception.embed import embedder_spec
 from edge.perception.faces import Perception, embedder_model_name
+from edge.perception.liveness.checker import load_liveness
+from edge.perception.photos import person_folders
 from edge.video.pipeline import Pipeline
 
 RELAY = 17
@@ -73,11 +74,12 @@ def one_run(cfg: Config, gallery: Gallery, perception: Perception, liveness: obj
     events = f"ipc://{tmp}/events"
     door = DoorConfig(name="bench", camera="door", relay_line=RELAY, liveness_required=liveness is not None)
     run_cfg = dataclasses.replace(cfg, door=(door,), zmq=ZmqConfig(events=events))
-    pipeline = Pipeline(run_cfg, gallery, [CameraConfig(name="door", source=str(folder), fps=fps)], lambda d: None,
+    pipeline = Pipeline(run_cfg, gallery, [CameraConfig(name="door", source=str(folder), fps=fps)],
                         realtime=True, perception=perception, liveness=liveness)
-    pipeline.observers.append(DoorOutputs(run_cfg, open_lines=chip))  # binds the PUB socket
-    got: dict[str, object] = {}
     ctx = zmq.Context()
+    outputs = DoorOutputs(run_cfg, ctx, open_lines=chip)  # binds the PUB socket
+    pipeline.observers.add(outputs)
+    got: dict[str, object] = {}
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"decision")
     sub.connect(events)
@@ -101,6 +103,7 @@ def one_run(cfg: Config, gallery: Gallery, perception: Perception, liveness: obj
     pipeline.run(max_seconds=30)
     pipeline.stop_event.set()
     listener.join(5)
+    outputs.close()
     sub.close(0)
     ctx.term()
     event, received = got.get("grant") or got.get("first") or ({}, None)
@@ -124,7 +127,7 @@ def main() -> None:
     cfg = load_config(args.config)
     cfg = dataclasses.replace(cfg, liveness=dataclasses.replace(cfg.liveness, enabled=args.liveness == "on"))
     perception = Perception(cfg)
-    liveness = load_liveness(cfg, perception)
+    liveness = load_liveness(cfg, perception.store)
     clip = frames(args.video)
     fps = cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS) or 30.0
     with tempfile.TemporaryDirectory() as tmp_name:

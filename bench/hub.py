@@ -26,22 +26,22 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the broker and PostgreSQL fixtures live beside the tests
+sys.path.insert(0, str(REPO))  # the harness (bench/harness) and the PostgreSQL fixture (beside the tests)
 
 import paho.mqtt.client as mqtt
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from bench.harness.mqtt_broker import Broker
+from bench.harness.sync_helpers import person
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig
 from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.bundle import open_bundle
 from sync.hub.service import Hub, HubService, publish
-from tests.mqtt_broker import Broker
 from tests.pg_server import PgServer
-from tests.sync_helpers import person
 
 BATCH = 100
 

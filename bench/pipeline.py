@@ -33,15 +33,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.cli.run import load_liveness
 from edge.config import CameraConfig, Config, load_config
-from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.enroll import enroll_photos
 from edge.gallery.records import PersonProfile
 from edge.gallery.search import Gallery
 from edge.gallery.thresholds import match_threshold
 from edge.perception.embed import embedder_spec
 from edge.perception.faces import Perception, embedder_model_name
-from edge.video.decide import Decision
+from edge.events import DecisionEvent
+from edge.perception.liveness.checker import load_liveness
+from edge.perception.photos import person_folders
 from edge.video.pipeline import Pipeline
 
 
@@ -68,13 +69,13 @@ def main() -> None:
     if args.liveness:
         cfg = dataclasses.replace(cfg, liveness=dataclasses.replace(cfg.liveness, enabled=args.liveness == "on"))
     perception = Perception(cfg)
-    liveness = load_liveness(cfg, perception)
+    liveness = load_liveness(cfg, perception.store)
     cap = cv2.VideoCapture(args.source)
     width, height, src_fps = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), cap.get(cv2.CAP_PROP_FPS)
     cap.release()
     # No warm-up here: Pipeline.run warms every model and clears the timings before it starts.
 
-    decisions: list[Decision] = []
+    decisions: list[DecisionEvent] = []
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Gallery.open(
             Path(tmp), os.urandom(32), embedder_model_name(cfg), embedder_spec(cfg.embed.model).dim,
@@ -84,9 +85,10 @@ def main() -> None:
             for name, photos in person_folders(args.enroll):
                 enroll_photos(gallery, perception, PersonProfile(name=name), photos)
         pipeline = Pipeline(
-            cfg, gallery, [CameraConfig(name="bench", source=args.source)], decisions.append,
+            cfg, gallery, [CameraConfig(name="bench", source=args.source)],
             realtime=args.realtime, perception=perception, liveness=liveness,
         )
+        pipeline.on_decision = decisions.append
         cpu0 = time.process_time()
         summary = pipeline.run(args.max_seconds).to_dict()
         cpu = time.process_time() - cpu0

@@ -26,16 +26,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the broker fixture and hub client live beside the tests
+sys.path.insert(0, str(REPO))  # the packages and the harness (bench/harness: broker, hub client, devices)
 
+from bench.harness.hub_client import HubClient
+from bench.harness.mqtt_broker import Broker
+from bench.harness.sync_helpers import DEVICE, make_device, person
 from edge.audit.journal import AuditLog
 from edge.gallery.store import GalleryStore
 from sync import protocol
-from sync.bundle import apply_bundle, open_bundle
-from tests.hub_client import HubClient
-from tests.mqtt_broker import Broker
-from tests.sync_helpers import person
-from tests.test_sync_agent import DEVICE, make_device
+from sync.apply import apply_bundle
+from sync.bundle import open_bundle
 
 
 def _wait(hub: HubClient, n: int, timeout: float) -> float:

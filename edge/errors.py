@@ -1,12 +1,33 @@
 """The error hierarchy every stage raises; the CLI prints these without a traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class FacegateError(Exception):
     """Base of every error facegate reports to a user."""
 
 
 class ConfigError(FacegateError):
-    """A config file or key is wrong; the message names the key."""
+    """A config file or key is wrong; the message names the key.
+
+    `problems` holds every problem found, one line each starting with the dotted key; an error
+    made from one message holds just that message.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
+
+    @classmethod
+    def listing(cls, problems: Sequence[str], where: str = "") -> ConfigError:
+        """One error for `problems`: the problem itself when there is one, else "<where>: N problems"
+        and one indented line each."""
+        prefix = f"{where}: " if where else ""
+        if len(problems) == 1:
+            return cls(prefix + problems[0], problems)
+        return cls(f"{prefix}{len(problems)} problems" + "".join(f"\n  {p}" for p in problems), problems)
 
 
 class ModelError(FacegateError):

@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.perception.detect import DETECTORS, FaceDetector
+from edge.perception.detect import FaceDetector
 from edge.perception.imageio import load_image
+from edge.perception.registry import DETECTORS
 from edge.perception.runtime import open_session
 
 SOURCES_STILL = "face_recognition/images"

@@ -32,13 +32,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.audit.journal import AuditLog, AuditRecord
+from edge.audit.journal import AuditLog
+from edge.audit.records import AuditRecord
 from edge.config import Config
 from edge.errors import ConfigError, FacegateError
 from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity
 from sync import protocol, status
-from sync.bundle import apply_bundle, open_bundle
+from sync.apply import apply_bundle
+from sync.bundle import open_bundle
 from sync.keyfiles import hub_seal_key, hub_sign_key
 from sync.outbox import AUDIT, Outbox, OutboxRow
 from sync.protocol import SequenceGapError
@@ -312,9 +314,11 @@ class SyncAgent:
     # -- Home Assistant ----------------------------------------------------------------------
 
     def _ha_update(self, decision: dict[str, Any]) -> None:
-        self._ha_state["last_decision"] = decision.get("outcome") or decision.get("decision")
+        """`decision` is a DecisionEvent's body (edge/events.py)."""
+        self._ha_state["last_decision"] = decision.get("decision")
         self._ha_state["last_person"] = decision.get("person")
-        self._ha_state["liveness"] = decision.get("liveness")
+        live = decision.get("liveness")
+        self._ha_state["liveness"] = None if not isinstance(live, dict) else ("live" if live.get("live") else "spoof")
         door = decision.get("door")
         if isinstance(door, str) and protocol.check_id(door, "door"):
             self._ha_state["doors"][door] = self._ha_state["last_decision"]

@@ -1,4 +1,4 @@
-"""Gallery bundles: built and signed by the hub, verified, opened and applied by the device.
+"""Gallery bundles, the wire format: built and signed by the hub, verified and opened by the device.
 
 A bundle is one JSON message (`sync.protocol` schema `bundle`): a signed header (scope, full or
 incremental, sequence, base sequence, time, recipients) and one sealed blob (`sync.sealing`,
@@ -9,8 +9,13 @@ The device checks, in this order, before it touches the gallery: schema → the 
 is the scope of the topic it came on → Ed25519 signature with the hub key from config → sealed
 to this device → inner schema → sequence (at or below the last applied: replay/downgrade; an
 incremental whose base is not the last applied: gap, ask for a resync). Only then
-`GalleryStore.apply_sync` applies it in one transaction. `build_bundle` is the hub's half
+`sync.apply.apply_bundle` applies it in one transaction (the device's half lives there, so the hub,
+which shares this module, imports no gallery store). `build_bundle` is the hub's half
 (`sync/hub/service.py` reuses it).
+
+The same person documents (`PERSON`) travel up in device enrollments, sealed to the hub's key as
+recipient `HUB_RECIPIENT` with `enrollment_aad` (`sync.uploads` builds them, `sync.hub.uploads`
+opens them).
 """
 
 from __future__ import annotations
@@ -26,16 +31,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from edge.audit.journal import canonical_json
+from edge.audit.records import canonical_json
 from edge.errors import GalleryError
+from edge.gallery.changes import SyncPerson
 from edge.gallery.records import PersonProfile
-from edge.gallery.store import GalleryStore
-from edge.gallery.sync_apply import SyncChange, SyncPerson
 from sync import protocol, sealing
 from sync.protocol import ReplayError, SchemaError, SequenceGapError, SignatureError
 
 _DOMAIN = "facegate/v1/bundle"
 _FLOAT = np.dtype("<f4")
+HUB_RECIPIENT = "hub"  # the recipient name an enrollment upload is sealed to
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,11 @@ class BundleContent:
 
 def _aad(scope: str, seq: int) -> bytes:
     return f"{_DOMAIN}|{scope}|{seq}".encode()
+
+
+def enrollment_aad(device_id: str, uid: str) -> bytes:
+    """What an enrollment upload of person `uid` from `device_id` is sealed under."""
+    return f"facegate/v1/enrollment|{device_id}|{uid}".encode()
 
 
 def _signed_bytes(message: dict[str, Any]) -> bytes:
@@ -152,11 +162,3 @@ def check_sequence(content: BundleContent, current: int) -> None:
         raise ReplayError(f"bundle {content.scope} seq {content.seq}: this device is at seq {current}; replayed or downgraded bundle refused")
     if content.kind == "incremental" and content.base_seq != current:
         raise SequenceGapError(f"bundle {content.scope} seq {content.seq} builds on seq {content.base_seq}, this device is at {current}", content.scope, current)
-
-
-def apply_bundle(store: GalleryStore, content: BundleContent) -> int:
-    """Sequence check, then the whole bundle in one store transaction; the new gallery version."""
-    current = store.sync_state().scopes.get(content.scope, 0)
-    check_sequence(content, current)
-    change = SyncChange(content.scope, content.seq, current, content.kind == "full", content.upserts, content.removes, content.erases)
-    return store.apply_sync(change)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from edge.audit.journal import AuditLog, AuditRecord, canonical_json
+from edge.audit.journal import AuditLog
+from edge.audit.records import AuditRecord, canonical_json
 from edge.errors import AuditError
 
 OUTBOX_FILE = "outbox.db"

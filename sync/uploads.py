@@ -4,28 +4,23 @@ A kiosk that enrolls a consenting customer must tell the hub, which then puts th
 bundles of that device's groups. The upload holds the person's profile (consent and retention
 fields included) and templates, sealed to the hub's X25519 key (`sync.sealing`): the broker and
 other devices see noise. It is built when the agent picks the `enroll` audit record up, and
-travels through the outbox like an audit record (deleted on the hub's ack).
+travels through the outbox like an audit record (deleted on the hub's ack). The hub opens it with
+`sync.hub.uploads.open_enrollment`.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from edge.audit.journal import canonical_json
+from edge.audit.records import canonical_json
+from edge.gallery.changes import SyncPerson
 from edge.gallery.store import GalleryStore
-from edge.gallery.sync_apply import SyncPerson, local_person
+from edge.gallery.sync_apply import local_person
 from sync import protocol, sealing
-from sync.bundle import PERSON, person_doc, person_from_doc
-
-HUB = "hub"
-
-
-def _aad(device_id: str, uid: str) -> bytes:
-    return f"facegate/v1/enrollment|{device_id}|{uid}".encode()
+from sync.bundle import HUB_RECIPIENT, enrollment_aad, person_doc
 
 
 def enrollment_message(store: GalleryStore, device_id: str, person_uid: str, audit_seq: int, hub_key: X25519PublicKey) -> str | None:
@@ -38,20 +33,10 @@ def enrollment_message(store: GalleryStore, device_id: str, person_uid: str, aud
         for model, templates in per_model.items()
         if templates
     ]
-    eph, wrapped, blob = sealing.seal(canonical_json({"persons": docs}).encode(), {HUB: hub_key}, _aad(device_id, person_uid))
+    eph, wrapped, blob = sealing.seal(canonical_json({"persons": docs}).encode(), {HUB_RECIPIENT: hub_key}, enrollment_aad(device_id, person_uid))
     message: dict[str, Any] = {
         "v": protocol.VERSION, "type": "enrollment", "device": device_id, "uid": person_uid, "audit_seq": audit_seq,
         "eph": eph, "recipients": wrapped, "sealed": base64.b64encode(blob).decode(),
     }
     return protocol.encode(message).decode()
 
-
-def open_enrollment(payload: bytes, hub_private: X25519PrivateKey) -> tuple[dict[str, Any], list[SyncPerson]]:
-    """The hub's half: the checked message and the persons it carries."""
-    message = protocol.decode(payload, "enrollment")
-    plain = sealing.unseal(hub_private, HUB, message["eph"], message["recipients"], base64.b64decode(message["sealed"]), _aad(message["device"], message["uid"]))
-    try:
-        inner = protocol.obj({"persons": protocol.list_of(PERSON, 16)})(json.loads(plain), "enrollment content")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise protocol.SchemaError(f"enrollment content: not JSON ({exc})") from exc
-    return message, [person_from_doc(d, f"enrollment.persons[{i}]") for i, d in enumerate(inner["persons"])]

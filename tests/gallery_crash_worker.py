@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.gallery import admin
 from edge.gallery import snapshot as index_snapshot
 from edge.gallery.crypto import kek_id, new_key, read_kek_file
 from edge.gallery.search import Gallery
@@ -67,8 +68,8 @@ def _rotate_kek(store: GalleryStore) -> None:
     # transactions of a KEK rotation run, and a crash between them leaves a gallery the
     # key file still opens.
     new = new_key()
-    store.rotate_kek(new)
-    store.forget_kek(kek_id(new))
+    admin.rotate_kek(store, new)
+    admin.forget_kek(store, kek_id(new))
 
 
 def _open_index(store: GalleryStore) -> Gallery:
@@ -84,7 +85,7 @@ def work(data_dir: Path, keyfile: Path, op: str, seed: int) -> None:
     with GalleryStore.open(data_dir, kek) as store:
         for stale in store.status()["kek_ids"]:
             if stale != kek_id(kek):
-                store.forget_kek(stale)  # finish a KEK round that a previous kill interrupted
+                admin.forget_kek(store, stale)  # finish a KEK round that a previous kill interrupted
         present = {int(p.profile.name.rsplit(" ", 1)[1]) for p in store.persons()}
         print("ready", flush=True)
         while True:
@@ -101,7 +102,7 @@ def work(data_dir: Path, keyfile: Path, op: str, seed: int) -> None:
             elif step == "remove":
                 _remove(store, rng, present)
             elif step == "rotate":
-                store.rotate_device_key()
+                admin.rotate_device_key(store)
             elif step == "open":
                 _open_index(store)  # not closed: closing a Gallery closes its store
             else:
@@ -114,7 +115,7 @@ def check(data_dir: Path, kek: bytes) -> tuple[list[str], int]:
     each found by their own template — twice, so the second open meets the snapshot the first
     one may have written."""
     with GalleryStore.open(data_dir, kek) as store:
-        problems = store.integrity_check()
+        problems = admin.integrity_check(store)
         names = {p.id: p.profile.name for p in store.persons()}
         found: dict[int, list[np.ndarray]] = {}
         for t in store.templates(MODEL):

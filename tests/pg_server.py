@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Self
 
-from tests.mqtt_broker import free_port
+from bench.harness.mqtt_broker import free_port
 
 
 class PgServer:

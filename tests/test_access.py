@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 
 from edge.access.door_state import DoorMachine
-from edge.access.rules import AreaRegister, Candidate, DoorRules, Schedule, parse_window
+from edge.access.rules import AreaRegister, Candidate, DoorRules
+from edge.access.schedule import Schedule, parse_window
 from edge.config import CameraConfig, DecideConfig, DoorConfig, config_from_dict
 from edge.errors import ConfigError
 from edge.gallery.crypto import new_key
 from edge.gallery.records import PersonProfile
 from edge.gallery.search import Gallery
+from edge.access.rules import CameraRules  # noqa: I001 - kept apart from the schedule imports
 from edge.video.decide import Decider, Evidence, Sample
 from edge.video.track import Track
 
@@ -39,12 +41,17 @@ def door(**kw: object) -> DoorConfig:
     return DoorConfig(**{"name": "d", "camera": "cam0", "timezone": BERLIN, "liveness_required": False, **kw})
 
 
+def door_schedule(**kw: object) -> Schedule:
+    d = door(**kw)
+    return Schedule.parse(d.schedule, d.holidays, d.holiday_schedule, d.timezone)
+
+
 def person(pid: int = 1, live: bool | None = True, score: float = 0.8, **profile: object) -> Candidate:
     return Candidate(pid, f"p{pid}", PersonProfile(name=f"p{pid}", **profile), score, live)
 
 
 def test_overnight_window_runs_past_midnight_into_the_next_day_only() -> None:
-    s = Schedule.from_door(door(schedule=("fri 22:00-06:00",)))
+    s = door_schedule(schedule=("fri 22:00-06:00",))
     # 2026-11-20 is a Friday.
     assert not s.open_at(at("2026-11-20 21:59:59"))
     assert s.open_at(at("2026-11-20 22:00:00"))
@@ -57,7 +64,7 @@ def test_overnight_window_runs_past_midnight_into_the_next_day_only() -> None:
 
 
 def test_whole_days_end_exactly_at_midnight() -> None:
-    s = Schedule.from_door(door(schedule=("mon-fri 00:00-24:00",)))
+    s = door_schedule(schedule=("mon-fri 00:00-24:00",))
     assert not s.open_at(at("2026-11-22 23:59:59"))  # Sunday
     assert s.open_at(at("2026-11-23 00:00:00"))  # Monday
     assert s.open_at(at("2026-11-27 23:59:59"))  # Friday
@@ -65,25 +72,25 @@ def test_whole_days_end_exactly_at_midnight() -> None:
 
 
 def test_windows_keep_their_local_hours_across_dst_changes() -> None:
-    morning = Schedule.from_door(door(schedule=("sun 08:00-09:00",)))
+    morning = door_schedule(schedule=("sun 08:00-09:00",))
     # 2026-03-29: Berlin goes from +01:00 to +02:00 at 02:00. 06:30 UTC is 08:30 local (CEST);
     # a fixed winter offset would call it 07:30 and keep the door shut.
     assert morning.open_at(utc("2026-03-29 06:30:00"))
     assert not morning.open_at(utc("2026-03-29 07:00:00"))  # 09:00 CEST
     assert not morning.open_at(utc("2026-03-22 06:30:00"))  # a week earlier that is 07:30 CET
     # 2026-10-25: 02:00-03:00 happens twice (CEST, then CET); both are inside the window.
-    night = Schedule.from_door(door(schedule=("sun 02:00-03:00",)))
+    night = door_schedule(schedule=("sun 02:00-03:00",))
     assert night.open_at(utc("2026-10-25 00:30:00"))  # 02:30 CEST
     assert night.open_at(utc("2026-10-25 01:30:00"))  # 02:30 CET
     assert not night.open_at(utc("2026-10-25 02:00:00"))  # 03:00 CET
 
 
 def test_holidays_follow_their_own_windows() -> None:
-    closed = Schedule.from_door(door(schedule=("mon-fri 07:00-19:00",), holidays=("2026-12-25",)))
+    closed = door_schedule(schedule=("mon-fri 07:00-19:00",), holidays=("2026-12-25",))
     assert closed.open_at(at("2026-12-24 12:00:00"))
     assert not closed.open_at(at("2026-12-25 12:00:00"))  # a Friday, but a holiday
-    short = Schedule.from_door(door(schedule=("daily 22:00-06:00",), holidays=("2026-12-25",),
-                                    holiday_schedule=("daily 10:00-12:00",)))
+    short = door_schedule(schedule=("daily 22:00-06:00",), holidays=("2026-12-25",),
+                          holiday_schedule=("daily 10:00-12:00",))
     assert short.open_at(at("2026-12-25 02:00:00"))  # the night that began on the 24th
     assert short.open_at(at("2026-12-25 11:00:00"))
     assert not short.open_at(at("2026-12-25 23:00:00"))
@@ -177,7 +184,7 @@ def _decide(decider: Decider, track_id: int, embedding: np.ndarray) -> tuple[str
     ev.first_ok_t, ev.first_ok_mono = 0.0, time.monotonic()
     decider.evidence[track_id] = ev
     track = Track(track_id, (0.0, 0.0, 100.0, 100.0), 0.0, time.monotonic(), time.time(), 0.0, confirmed=True)
-    d, _ = decider.decide(track)
+    d = decider.decide(track)
     return d.decision, d.reason, d.person
 
 
@@ -188,8 +195,8 @@ def test_expired_and_revoked_people_are_not_granted_at_the_door(tmp_path: Path) 
     gallery.enroll(PersonProfile("Ann", groups=("staff",)), [ann], [1.0])
     gallery.enroll(PersonProfile("Bob", groups=("staff",), valid_until=int(time.time()) - 3600), [bob], [1.0])
     cam = CameraConfig(name="cam0", source="x")
-    decider = Decider(DecideConfig(), cam, gallery, {})
-    decider.rules = decider.rules.__class__(cam.groups, DoorRules(door(groups=("staff",), area="lab"), 0.5))
+    rules = CameraRules(cam.groups, DoorRules(door(groups=("staff",), area="lab"), 0.5))
+    decider = Decider(DecideConfig(), cam, gallery, {}, rules=rules)
     assert _decide(decider, 1, ann) == ("grant", "match", "Ann")
     assert _decide(decider, 2, bob) == ("deny", "expired", "Bob")
     assert _decide(decider, 3, ann) == ("deny", "passback", "Ann")
@@ -242,3 +249,31 @@ def test_fail_safe_releases_the_door_until_frames_return() -> None:
     assert events(m.tick(5.0)) == ["unhealthy", "unlocked"] and m.released
     m.frame(9.0)
     assert events(m.tick(9.0)) == ["healthy", "locked"] and not m.released
+
+
+def test_a_decision_carries_the_persons_id_uid_card_and_door(tmp_path: Path) -> None:
+    """Nothing downstream looks a person up by name: the event has what outputs and audit need."""
+    rng = np.random.default_rng(5)
+    ann, eve = _unit(rng.standard_normal(DIM)), _unit(rng.standard_normal(DIM))
+    gallery = Gallery.open(tmp_path, new_key(), MODEL, DIM, threshold=0.5, create=True)
+    record = gallery.enroll(PersonProfile("Ann", groups=("staff",)), [ann], [1.0])
+    cam = CameraConfig(name="cam0", source="x")
+    front = door(groups=("staff",))
+    decider = Decider(DecideConfig(), cam, gallery, {}, rules=CameraRules(cam.groups, DoorRules(front, 0.5)), target_fmr=1e-4)
+    ev = Evidence(None)
+    ev.samples = [Sample(ann, 0.9, True)] * 3
+    ev.first_ok_t, ev.first_ok_mono = 0.0, time.monotonic()
+    decider.evidence[5] = ev
+    event = decider.decide(Track(5, (0.0, 0.0, 10.0, 10.0), 0.0, time.monotonic(), time.time(), 0.0, confirmed=True))
+    assert (event.decision, event.person, event.person_id, event.person_uid) == ("grant", "Ann", record.id, record.uid)
+    assert (event.card, event.door, event.threshold, event.target_fmr) == (record.id, front.name, 0.5, 1e-4)
+    audit = event.audit_body()
+    assert audit["person_uid"] == record.uid and "Ann" not in repr(audit) and audit["door"] == front.name
+    assert event.body is event.body  # built once, however many channels send it
+    stranger = Evidence(None)
+    stranger.samples = [Sample(eve, 0.9, True)] * 3
+    stranger.first_ok_t, stranger.first_ok_mono = 0.0, time.monotonic()
+    decider.evidence[6] = stranger
+    unknown = decider.decide(Track(6, (0.0, 0.0, 10.0, 10.0), 0.0, time.monotonic(), time.time(), 0.0, confirmed=True))
+    assert (unknown.decision, unknown.person_id, unknown.person_uid, unknown.card) == ("unknown", None, None, None)
+    gallery.close()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.audit.journal import AUDIT_FILE, GENESIS, AuditLog
+from edge.audit.journal import AUDIT_FILE, AuditLog
+from edge.audit.records import GENESIS
 from edge.cli.main import main
 from edge.errors import AuditError
 from edge.identity import SIGN_KEY_FILE, DeviceIdentity

@@ -47,25 +47,69 @@ def test_every_bad_key_is_reported_with_its_reason(tmp_path: Path) -> None:
     result = facegate("config", "check", "--config", str(path))
     assert result.returncode == 1
     lines = [line.strip() for line in result.stderr.splitlines()]
-    assert lines[0] == f"{path}: 8 problems"
+    assert lines[0] == f"{path}: 11 problems"
     problems = lines[1:]
     assert sorted(problems) == sorted([
         "embed.model: must be one of edgeface_xs, edgeface_xxs, dlib_resnet (got 'resnet9000')",
         "embed.flip: must be bool (got str 'yes')",
         "detect.min_score: must be <= 1.0 (got 1.5)",
         "detect.max_fases: unknown key; valid keys: model, min_score, nms_iou, max_faces, refine_small",
+        "metrics.address: must be an IP address such as 127.0.0.1 or :: (got 'localhost:80')",
         "metrics.port: must be <= 65535 (got 70000)",
         "sync.device_id: required when sync.broker_host is set",
-        "camera[0].fps: must be >= 0.0 (got -1)",
+        "sync.hub_sign_key_file: required when sync.broker_host is set (bundles must be verifiable)",
+        "camera[front].fps: must be >= 0.0 (got -1)",
+        "camera[front].source: required (a file, /dev/videoN, URL or folder)",
         "colour: unknown table; valid tables: " + ", ".join(f for f in load_config(None).__dataclass_fields__),
     ])
-    # The daemon's loader refuses the same file at its first problem, one of those.
+    # The daemon's loader refuses the file with the very same problems.
     try:
         load_config(path)
     except ConfigError as exc:
-        assert sum(p in str(exc) for p in problems) == 1
+        assert list(exc.problems) == problems
     else:
         raise AssertionError("load_config accepted a bad file")
+
+
+FIVE_MISTAKES = """
+[detect]
+min_scor = 0.4
+
+[embed]
+flip = "yes"
+precision = "int4"
+
+[quality]
+min_brightness = 200.0
+max_brightness = 100.0
+
+[[camera]]
+name = "front"
+source = "/dev/video0"
+fps = 500
+"""
+
+
+def test_every_mistake_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(FIVE_MISTAKES)
+    expected = [
+        "detect.min_scor: unknown key; valid keys: model, min_score, nms_iou, max_faces, refine_small",
+        "embed.flip: must be bool (got str 'yes')",
+        "embed.precision: must be one of int8, fp32 (got 'int4')",
+        "quality.min_brightness: must be below quality.max_brightness (got 200.0 and 100.0)",
+        "camera[front].fps: must be <= 240.0 (got 500)",
+    ]
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert list(exc.problems) == expected
+        assert str(exc).splitlines() == [f"{path}: 5 problems", *(f"  {p}" for p in expected)]
+    else:
+        raise AssertionError("load_config accepted a bad file")
+    result = facegate("config", "check", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"{path}: 5 problems", *(f"  {p}" for p in expected)]
 
 
 def test_rules_between_keys_and_files_named_are_checked_once_keys_are_valid(tmp_path: Path) -> None:
@@ -73,7 +117,9 @@ def test_rules_between_keys_and_files_named_are_checked_once_keys_are_valid(tmp_
     path.write_text('[metrics]\naddress = "localhost"\n')
     assert check_config(path) == ["metrics.address: must be an IP address such as 127.0.0.1 or :: (got 'localhost')"]
     path.write_text('[[camera]]\nname = "door"\n')  # no source
-    assert check_config(path) == ["camera[0].source: required (a file, /dev/videoN, URL or folder)"]
+    assert check_config(path) == ["camera[door].source: required (a file, /dev/videoN, URL or folder)"]
+    path.write_text('[[camera]]\nname = "door"\nsource = "a.mp4"\n[[door]]\nname = "main"\ncamera = "door"\nosdp_scbk_file = "/nope.key"\n')
+    assert check_config(path) == ["door[main].osdp_scbk_file: /nope.key: no such file"]
     missing = tmp_path / "nope.key"
     path.write_text(f'[gallery]\nkey_file = "{missing}"\n[liveness]\ncalibration = "{tmp_path}"\n')
     assert check_config(path) == [f"gallery.key_file: {missing}: no such file", f"liveness.calibration: {tmp_path}: no such file"]

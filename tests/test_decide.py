@@ -54,7 +54,7 @@ def test_a_kiosk_answers_unknown_by_the_deadline_after_the_face_appeared(ann_gal
     track = _turned_track(decider, ann, face_at=2.0)
     assert not decider.due(track, 2.05)
     assert decider.due(track, 2.1)
-    decision, _ = decider.decide(track)
+    decision = decider.decide(track)
     # Ann's own embedding, but from frames the gate rejected: never a grant.
     assert (decision.decision, decision.reason, decision.person) == ("unknown", "low_quality", None)
     assert not decider.due(track, 3.0)  # one decision per track
@@ -75,7 +75,7 @@ def test_a_good_frame_before_the_deadline_decides_as_usual(ann_gallery) -> None:
     ev.samples = [Sample(ann, 0.9, True)]
     ev.first_ok_t, ev.first_ok_mono = 2.02, time.monotonic()
     assert decider.due(track, 2.02)
-    decision, _ = decider.decide(track)
+    decision = decider.decide(track)
     assert (decision.decision, decision.person) == ("grant", "Ann")
 
 

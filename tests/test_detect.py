@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from edge.perception.detect import (
-    DETECTORS,
     KP_LEFT_EYE,
     KP_RIGHT_EYE,
     FaceDetector,
@@ -12,6 +11,7 @@ from edge.perception.detect import (
     weighted_nms,
 )
 from edge.perception.landmarks import FaceMeshModel
+from edge.perception.registry import DETECTORS
 from edge.perception.runtime import open_session
 from tests.conftest import read_rgb
 

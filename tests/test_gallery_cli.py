@@ -98,6 +98,7 @@ def test_identify_on_an_empty_gallery_is_valid_json(tmp_path, model_store) -> No
 
 
 def test_an_interrupted_key_file_rotation_is_finished_by_the_next_rotate(tmp_path, model_store) -> None:
+    from edge.gallery import admin
     from edge.gallery.crypto import generate_kek_file, read_kek_file
     from edge.gallery.store import GalleryStore
 
@@ -106,7 +107,7 @@ def test_an_interrupted_key_file_rotation_is_finished_by_the_next_rotate(tmp_pat
     key = read_kek_file(data / "kek.key")
     new = generate_kek_file(data / "kek.key.new")
     with GalleryStore.open(data, key) as store:
-        store.rotate_kek(new)  # ...and the process dies before the key file is swapped
+        admin.rotate_kek(store, new)  # ...and the process dies before the key file is swapped
         assert store.status()["kek_rotation_pending"] is True
     proc = facegate("keys", "rotate", "--data-dir", str(data))
     assert proc.returncode == 0, proc.stderr

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge.errors import CryptoError, GalleryError, KeyfileError
+from edge.gallery import admin
 from edge.gallery.crypto import generate_kek_file, kek_id, new_key, read_kek_file
 from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
 from tests import gallery_crash_worker as crash
@@ -146,7 +147,7 @@ def test_remove_destroys_the_person_key_in_the_live_file_and_wal(tmp_path: Path,
         assert store.remove("rose leslie")
         assert store.find(a) is None and not store.remove(a)
         files = _dir_bytes(data_dir)  # the store is still open: gallery.db, -wal, -shm
-        assert store.integrity_check() == []
+        assert admin.integrity_check(store) == []
         assert [p.profile.name for p in store.persons()] == [b]
         _, _, vectors = store.load_embeddings(MODEL)
         assert np.array_equal(vectors, np.stack(real_faces[b]))
@@ -166,7 +167,7 @@ def test_backup_from_before_a_removal_dies_with_the_old_kek(tmp_path: Path, kek:
     new = new_key()
     with GalleryStore.open(data_dir, kek) as store:
         store.remove("Erased Person")
-        store.forget_kek(store.rotate_kek(new))
+        admin.forget_kek(store, admin.rotate_kek(store, new))
     # The backup still holds the person, sealed under a device key only the old KEK unwraps:
     # once the old key file is destroyed, the backup is noise.
     with pytest.raises(CryptoError, match="does not unwrap"):
@@ -219,10 +220,10 @@ def test_device_key_rotation_keeps_every_template(tmp_path: Path, kek: bytes, re
         _enroll_all(store, real_faces)
         before = _snapshot(store)
         qualities = [t.quality for t in store.templates(MODEL)]
-        store.rotate_device_key()
-        store.rotate_device_key()
+        admin.rotate_device_key(store)
+        admin.rotate_device_key(store)
         assert store.status()["device_key_version"] == 3
-        assert store.integrity_check() == []
+        assert admin.integrity_check(store) == []
     with GalleryStore.open(data_dir, kek) as store:
         after = _snapshot(store)
         assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True))
@@ -238,15 +239,15 @@ def test_kek_rotation_hands_over_to_the_new_key(tmp_path: Path, kek: bytes, real
     with GalleryStore.open(data_dir, kek, create=True) as store:
         _enroll_all(store, real_faces)
         before = _snapshot(store)
-        old_id = store.rotate_kek(new)
+        old_id = admin.rotate_kek(store, new)
         assert old_id == kek_id(kek)
         assert store.status()["kek_ids"] == [kek_id(kek), kek_id(new)]
         # mid-rotation both keys open it; `other` cannot rotate the DK: it never saw the old KEK
         with GalleryStore.open(data_dir, new) as other, pytest.raises(GalleryError, match="rotation is under way"):
-            other.rotate_device_key()
-        store.forget_kek(old_id)
+            admin.rotate_device_key(other)
+        admin.forget_kek(store, old_id)
         with pytest.raises(GalleryError, match="only key"):
-            store.forget_kek(kek_id(new))
+            admin.forget_kek(store, kek_id(new))
     with pytest.raises(CryptoError, match=kek_id(kek)):
         GalleryStore.open(data_dir, kek)
     with GalleryStore.open(data_dir, new) as store:
@@ -260,10 +261,10 @@ def test_a_store_follows_a_device_key_rotated_by_another_process(tmp_path: Path,
     rng = np.random.default_rng(0)
     with GalleryStore.open(data_dir, kek, create=True) as daemon, GalleryStore.open(data_dir, kek) as cli:
         daemon.enroll(PersonProfile("First"), [rng.standard_normal(32)], [1.0], MODEL)
-        cli.rotate_device_key()
+        admin.rotate_device_key(cli)
         daemon.enroll(PersonProfile("Second"), [rng.standard_normal(32)], [1.0], MODEL)  # must wrap with the new DK
         assert cli.find("second") is not None and daemon.find("first") is not None
-        assert cli.integrity_check() == []
+        assert admin.integrity_check(cli) == []
 
 
 def test_crash_at_a_random_moment_leaves_every_person_whole_or_absent(tmp_path: Path) -> None:
@@ -311,7 +312,7 @@ def test_flipped_byte_in_a_template_is_reported_by_id(tmp_path: Path, kek: bytes
             store.load_embeddings(MODEL)
         with pytest.raises(GalleryError, match=f"template {ids[2]}"):
             list(store.templates(MODEL))
-        problems = store.integrity_check()
+        problems = admin.integrity_check(store)
         assert len(problems) == 1 and f"template {ids[2]}" in problems[0]
         assert store.find("Ann") is not None  # the rest of the gallery still answers
 
@@ -329,7 +330,7 @@ def test_sealed_blobs_swapped_between_people_fail_authentication(tmp_path: Path,
     with GalleryStore.open(data_dir, kek) as store:
         with pytest.raises(GalleryError, match=f"template {ids[0]} \\(person 1\\)"):
             store.load_embeddings(MODEL)
-        assert len(store.integrity_check()) == 2
+        assert len(admin.integrity_check(store)) == 2
     # moving the keys along with the blobs does not help: the AAD binds the row and person uids
     _tamper(db_path, "UPDATE persons SET wrapped_key=? WHERE id=1", bob_key)
     _tamper(db_path, "UPDATE persons SET wrapped_key=? WHERE id=2", ann_key)
@@ -344,12 +345,12 @@ def test_integrity_check_lists_broken_invariants(tmp_path: Path, kek: bytes) -> 
     data_dir = tmp_path / "gallery"
     _two_people(data_dir, kek)
     with GalleryStore.open(data_dir, kek) as store:
-        assert store.integrity_check() == []
+        assert admin.integrity_check(store) == []
     db_path = data_dir / GALLERY_FILE
     _tamper(db_path, "DELETE FROM templates WHERE person_id=2")
     _tamper(db_path, "UPDATE persons SET name_tag=randomblob(32) WHERE id=1")
     with GalleryStore.open(data_dir, kek) as store:
-        assert store.integrity_check() == ["person 1: name tag does not match the sealed name", "person 2: has no templates"]
+        assert admin.integrity_check(store) == ["person 1: name tag does not match the sealed name", "person 2: has no templates"]
 
 
 def test_altered_device_key_wrap_is_not_mistaken_for_a_wrong_key(tmp_path: Path, kek: bytes) -> None:

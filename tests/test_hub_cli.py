@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.sync_helpers import new_device, person
 from edge.audit.journal import AuditLog
 from edge.cli.main import main
 from edge.config import load_config
 from sync import protocol
 from sync.hub.service import Hub
-from tests.sync_helpers import new_device, person
 
 
 def _run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple[int, str]:

@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.harness.mqtt_broker import MOSQUITTO, Broker
+from bench.harness.sync_helpers import new_device
 from edge.config import load_config
 from sync.hub.service import Hub
 from tests.conftest import unavailable
-from tests.mqtt_broker import MOSQUITTO, Broker
-from tests.sync_helpers import new_device
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = Path("/work/shared/data/lfw/images")

@@ -14,6 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from bench.harness.mqtt_broker import MOSQUITTO, Broker
+from bench.harness.sync_helpers import new_device
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig, config_from_dict
 from edge.gallery.records import PersonProfile
@@ -21,8 +23,6 @@ from edge.gallery.store import GalleryStore
 from sync import protocol
 from sync.agent import SyncAgent
 from sync.hub.service import Hub, HubService, publish
-from tests.mqtt_broker import MOSQUITTO, Broker
-from tests.sync_helpers import new_device
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (apt-get install mosquitto)")
 

@@ -12,12 +12,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from bench.harness.mqtt_broker import MOSQUITTO, Broker
+from bench.harness.sync_helpers import new_device
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig
 from sync import protocol
 from sync.hub.service import Hub, HubService
-from tests.mqtt_broker import MOSQUITTO, Broker
-from tests.sync_helpers import new_device
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (apt-get install mosquitto)")
 BATCHES, PER_BATCH = 30, 4

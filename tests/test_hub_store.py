@@ -11,19 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.sync_helpers import new_device, person
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig
+from edge.gallery.changes import SyncPerson
 from edge.gallery.store import GalleryStore
-from edge.gallery.sync_apply import SyncPerson
 from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
-from sync.bundle import apply_bundle, open_bundle
+from sync.apply import apply_bundle
+from sync.bundle import open_bundle
 from sync.hub.cli import verify_device_chain
 from sync.hub.service import Hub
 from sync.hub.store import HubStoreError
 from tests.conftest import unavailable
 from tests.pg_server import PgServer
-from tests.sync_helpers import new_device, person
 
 _names = itertools.count()
 

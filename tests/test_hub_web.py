@@ -11,13 +11,13 @@ from pathlib import Path
 
 import cv2
 
+from bench.harness.sync_helpers import new_device, person
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig
 from sync import protocol
 from sync.hub.service import Hub
 from sync.hub.web import StatusPage
 from tests.conftest import unavailable
-from tests.sync_helpers import new_device, person
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.gallery import admin
 from edge.gallery import snapshot as index_snapshot
+from edge.gallery.changes import SyncChange, SyncPerson
 from edge.gallery.crypto import new_key
 from edge.gallery.index import VectorIndex
 from edge.gallery.search import Gallery
 from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
-from edge.gallery.sync_apply import SyncChange, SyncPerson
+from edge.gallery.sync_apply import apply_change
 
 MODEL = "edgeface_xxs_int8"
 DIM = 32
@@ -131,7 +133,7 @@ def test_a_hub_update_replacing_templates_drops_the_snapshot_key(people) -> None
         pass
     replacement = SyncPerson(uid="0" * 31 + "c", profile=PersonProfile("Cy"), model=MODEL, embeddings=(centres["Cy"],), qualities=(1.0,))
     with GalleryStore.open(data_dir, kek) as store:
-        store.apply_sync(SyncChange(scope="site", seq=1, expect_seq=0, full=False, upserts=(replacement,)))
+        apply_change(store, SyncChange(scope="site", seq=1, expect_seq=0, full=False, upserts=(replacement,)))
     assert _snapshot_rows(data_dir) == [] and _snapshots(data_dir) == []
     with _open(data_dir, kek) as gallery:
         assert gallery.opened_from == "templates"
@@ -209,7 +211,7 @@ def test_key_rotation_drops_the_snapshot_key(people) -> None:
     with _open(data_dir, kek):
         pass
     with GalleryStore.open(data_dir, kek) as store:
-        store.rotate_device_key()
+        admin.rotate_device_key(store)
     assert _snapshot_rows(data_dir) == []
     with _open(data_dir, kek) as gallery:
         assert gallery.opened_from == "templates"

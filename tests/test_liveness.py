@@ -163,7 +163,9 @@ def test_replayed_face_of_an_enrolled_person_is_never_granted(model_store, perce
 
     def decisions(liveness: Liveness | None) -> list[tuple[str, str | None]]:
         out: list = []
-        Pipeline(cfg, gallery, camera, out.append, perception=perception, liveness=liveness).run(max_seconds=300)
+        pipeline = Pipeline(cfg, gallery, camera, perception=perception, liveness=liveness)
+        pipeline.on_decision = out.append
+        pipeline.run(max_seconds=300)
         return [(d.decision, d.person) for d in out]
 
     # Without liveness the replayed man IS the enrolled man: the attack works...

@@ -1,12 +1,11 @@
-"""The ZeroMQ API on a running pipeline: the kiosk flow on real video (identify → unknown
-request_id → enroll → the new person is recognised), typed errors, and that only a grant ever
-reaches the relay (a spoof, deny or unknown never does)."""
+"""The ZeroMQ API on a running daemon: the kiosk flow on real video (identify → unknown
+request_id → enroll → the new person is recognised, audited), typed errors, and that only a
+grant ever reaches the relay (a spoof, deny or unknown never does)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -17,15 +16,15 @@ import pytest
 import zmq
 from fake_gpio import FakeChip
 
-from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig
-from edge.gallery.search import Gallery
-from edge.gallery.thresholds import match_threshold
+from edge.audit.journal import AuditLog
+from edge.config import CameraConfig, Config, DoorConfig, MetricsConfig, ZmqConfig
+from edge.daemon import Daemon, RunOptions
+from edge.events import DecisionEvent
+from edge.gallery.loader import open_gallery
 from edge.outputs.doors import DoorOutputs
 from edge.outputs.wiegand import decode
-from edge.perception.embed import embedder_spec
-from edge.perception.faces import Perception, embedder_model_name
-from edge.video.decide import Decision
-from edge.video.pipeline import Pipeline
+from edge.perception.faces import Perception
+from edge.video.observer import Observer
 
 RELAY, D0, D1, CONTACT = 17, 5, 6, 27
 
@@ -104,30 +103,27 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
     zcfg = endpoints(tmp_path)
     door = DoorConfig(name="kiosk-gate", camera="kiosk", relay_line=RELAY, liveness_required=False,
                       wiegand_d0_line=D0, wiegand_d1_line=D1, wiegand_facility=42)
-    run_cfg = dataclasses.replace(cfg, door=(door,), zmq=zcfg)
+    run_cfg = dataclasses.replace(cfg, door=(door,), zmq=zcfg, metrics=MetricsConfig(enabled=False))
+    data_dir = tmp_path / "g"
+    open_gallery(data_dir, run_cfg, perception.store, create=True).close()
     chip = FakeChip()
-    decisions: list[Decision] = []
+    decisions = Decisions()
     started = threading.Event()
-    holder: dict[str, Pipeline] = {}
+    holder: dict[str, Daemon] = {}
 
     def run() -> None:
-        # The gallery's SQLite connection belongs to the thread that runs the pipeline, as in the daemon.
-        gallery = Gallery.open(tmp_path / "g", os.urandom(32), embedder_model_name(cfg),
-                               embedder_spec(cfg.embed.model).dim, match_threshold(cfg, perception.store), create=True)
+        # The gallery's SQLite connection belongs to the thread that runs the daemon.
         camera = CameraConfig(name="kiosk", source=str(folder), fps=8.0)
-        pipeline = holder["p"] = Pipeline(run_cfg, gallery, [camera], decisions.append, realtime=True, perception=perception)
-        pipeline.observers.append(DoorOutputs(run_cfg, open_lines=chip))
+        options = RunOptions([camera], data_dir, realtime=True, observers=(decisions,), gpio=chip)
+        daemon = holder["d"] = Daemon(run_cfg, options, perception).start()
         started.set()
-        try:
-            pipeline.run(max_seconds=120)
-        finally:
-            gallery.close()
+        daemon.run(max_seconds=120)
 
     runner = threading.Thread(target=run, daemon=True)
     client = Client(zcfg)
     runner.start()
     assert started.wait(60)
-    pipeline = holder["p"]
+    pipeline = holder["d"].pipeline
     try:
         first_answer = client.call(op="identify", camera="kiosk", wait_ms=8000)
         assert first_answer["ok"] and first_answer["status"] == "unknown", first_answer
@@ -159,18 +155,38 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
     lines = chip.opened[0]
     # The relay went on once, for the recognised visitor, and never while they were unknown.
     assert [v for _, n, v in lines.log if n == RELAY][:1] == [True]
-    unknown_at = next(d for d in decisions if d.decision == "unknown").ts
-    assert all(d.decision != "grant" or d.ts > unknown_at for d in decisions)
+    unknown_at = next(d for d in decisions.events if d.decision == "unknown").ts
+    assert all(d.decision != "grant" or d.ts > unknown_at for d in decisions.events)
     assert lines.log[-1][1:] == (RELAY, False)  # stopped: strike back to locked
     # The grant also went out as a Wiegand card read: facility 42, card = the new person's gallery id (1).
     pulses = [1 if line == D1 else 0 for _, line, active in lines.log if active and line in (D0, D1)]
     assert decode(pulses) == (42, 1)
+    # Audited before it was acted on: the enrollment and every decision, by uid.
+    with AuditLog.open(data_dir) as journal:
+        records = journal.since(0, 100000)
+    kinds = [r.kind for r in records]
+    assert kinds[0] == "start" and kinds[-1] == "stop" and kinds.count("decision") == len(decisions.events)
+    (enroll,) = [r.body for r in records if r.kind == "enroll"]
+    assert enroll["person_uid"] == enrolled["uid"] and enroll["by"] == f"kiosk:{request_id}"
+    grant_records = [r.body for r in records if r.kind == "decision" and r.body["decision"] == "grant"]
+    assert grant_records and all(b["person_uid"] == enrolled["uid"] and b["door"] == "kiosk-gate" for b in grant_records)
 
 
-def _decision(kind: str, person: str | None, reason: str) -> Decision:
-    return Decision(ts=time.time(), camera="door", track_id=7, decision=kind, person=person, score=0.9,
-                    threshold=0.3, reason=reason, frames_used=3, quality=0.9, latency_ms=100.0,
-                    usable_latency_ms=80.0, first_seen=time.time(), source_t=0.0, box=(0.0, 0.0, 10.0, 10.0))
+class Decisions(Observer):
+    name = "test"
+
+    def __init__(self) -> None:
+        self.events: list[DecisionEvent] = []
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.events.append(event)
+
+
+def _decision(kind: str, person: str | None, reason: str) -> DecisionEvent:
+    return DecisionEvent(ts=time.time(), camera="door", track_id=7, decision=kind, reason=reason, person=person,
+                         person_id=1 if person else None, person_uid="ab" * 16 if person else None, score=0.9,
+                         threshold=0.3, target_fmr=1e-4, door="front", frames_used=3, quality=0.9, latency_ms=100.0,
+                         usable_latency_ms=80.0, first_seen=time.time(), source_t=0.0, box=(0.0, 0.0, 10.0, 10.0))
 
 
 @pytest.mark.parametrize(("kind", "person", "reason"), [
@@ -179,19 +195,18 @@ def _decision(kind: str, person: str | None, reason: str) -> Decision:
 def test_only_a_grant_reaches_the_relay(kind: str, person: str | None, reason: str) -> None:
     door = DoorConfig(name="front", camera="door", relay_line=RELAY, liveness_required=True, unhealthy_after_s=60)
     chip = FakeChip()
-    outputs = DoorOutputs(Config(door=(door,)), open_lines=chip)
-    outputs.doors["door"] = outputs._open_door(door, 0.3, time.monotonic())
+    ctx = zmq.Context()
+    outputs = DoorOutputs(Config(door=(door,)), ctx, open_lines=chip)
     outputs.thread.start()
     try:
         lines = chip.opened[0]
-        outputs.on_decision(_decision(kind, person, reason), [])
+        outputs.on_decision(_decision(kind, person, reason))
         assert lines.wait_for(RELAY, True, timeout=1.0) is None  # nothing, however long we wait
-        outputs.on_decision(_decision("grant", "Ann", "match"), [])
+        outputs.on_decision(_decision("grant", "Ann", "match"))
         assert lines.wait_for(RELAY, True, timeout=10.0) is not None
     finally:
-        outputs.stop.set()
-        outputs.thread.join(5)
-        outputs.ctx.term()
+        outputs.close()
+        ctx.term()
 
 
 def test_contact_alarms_and_fail_safe_reach_the_relay_and_the_event_socket(tmp_path: Path) -> None:
@@ -199,9 +214,8 @@ def test_contact_alarms_and_fail_safe_reach_the_relay_and_the_event_socket(tmp_p
     door = DoorConfig(name="side", camera="door", relay_line=RELAY, contact_line=CONTACT, fail="safe",
                       unhealthy_after_s=1.0, held_open_s=1.0)
     chip = FakeChip()
-    outputs = DoorOutputs(Config(door=(door,), zmq=zcfg), open_lines=chip)
-    outputs.doors["door"] = outputs._open_door(door, 0.3, time.monotonic())
     ctx = zmq.Context()
+    outputs = DoorOutputs(Config(door=(door,), zmq=zcfg), ctx, open_lines=chip)
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"door")
     sub.connect(zcfg.events)
@@ -231,8 +245,6 @@ def test_contact_alarms_and_fail_safe_reach_the_relay_and_the_event_socket(tmp_p
         assert wait_event("healthy") and wait_event("locked")
         assert lines.log[-1][1:] == (RELAY, False)
     finally:
-        outputs.stop.set()
-        outputs.thread.join(5)
+        outputs.close()
         sub.close(0)
         ctx.term()
-        outputs.ctx.term()

@@ -11,13 +11,16 @@ import numpy as np
 import pytest
 
 from edge.config import CameraConfig, Config, DecideConfig
-from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.enroll import enroll_photos
 from edge.gallery.records import PersonProfile
 from edge.gallery.search import Gallery
 from edge.gallery.thresholds import match_threshold
 from edge.perception.embed import embedder_spec
 from edge.perception.faces import Perception, embedder_model_name
-from edge.video.decide import Decision, access
+from edge.perception.photos import person_folders
+from edge.access.rules import person_refusal
+from edge.events import DecisionEvent
+from edge.video.observer import Observer
 from edge.video.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,9 +65,11 @@ def enroll_distractors(gallery: Gallery, perception: Perception, skip: set[str])
             enroll_photos(gallery, perception, PersonProfile(name=name), photos)
 
 
-def run(cfg: Config, gallery: Gallery, perception: Perception, cameras: list[CameraConfig]) -> tuple[list[Decision], dict]:
-    decisions: list[Decision] = []
-    summary = Pipeline(cfg, gallery, cameras, decisions.append, perception=perception).run(max_seconds=300)
+def run(cfg: Config, gallery: Gallery, perception: Perception, cameras: list[CameraConfig], liveness=None) -> tuple[list[DecisionEvent], dict]:
+    pipeline = Pipeline(cfg, gallery, cameras, perception=perception, liveness=liveness)
+    decisions: list[DecisionEvent] = []
+    pipeline.on_decision = decisions.append
+    summary = pipeline.run(max_seconds=300)
     return decisions, summary.to_dict()
 
 
@@ -127,14 +132,14 @@ def test_nobody_is_granted_on_videos_of_people_not_enrolled(shared_data: Path, p
 
 
 def test_access_rules() -> None:
-    cam = CameraConfig(source="x", groups=("staff", "night"))
+    groups = ("staff", "night")
     now = 1_800_000_000
-    assert access(PersonProfile(name="a", groups=("night",)), cam, now) is None
-    assert access(PersonProfile(name="a", groups=("guests",)), cam, now) == "not_in_groups"
-    assert access(PersonProfile(name="a", groups=("staff",), valid_until=now - 1), cam, now) == "expired"
-    assert access(PersonProfile(name="a", groups=("staff",), valid_from=now + 60), cam, now) == "not_yet_valid"
-    assert access(PersonProfile(name="a", groups=("staff",), consent=False), cam, now) == "no_consent"
-    assert access(PersonProfile(name="a"), CameraConfig(source="x"), now) is None
+    assert person_refusal(PersonProfile(name="a", groups=("night",)), groups, now) is None
+    assert person_refusal(PersonProfile(name="a", groups=("guests",)), groups, now) == "not_in_groups"
+    assert person_refusal(PersonProfile(name="a", groups=("staff",), valid_until=now - 1), groups, now) == "expired"
+    assert person_refusal(PersonProfile(name="a", groups=("staff",), valid_from=now + 60), groups, now) == "not_yet_valid"
+    assert person_refusal(PersonProfile(name="a", groups=("staff",), consent=False), groups, now) == "no_consent"
+    assert person_refusal(PersonProfile(name="a"), (), now) is None
 
 
 @pytest.mark.parametrize("min_frames", [1, 5])
@@ -150,46 +155,76 @@ def test_decision_waits_for_min_frames_of_good_quality(shared_data: Path, percep
     gallery.close()
 
 
+class Counting(Observer):
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.events: list[DecisionEvent] = []
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def on_start(self, pipeline) -> None:
+        self._count("start")
+
+    def on_frame(self, state, frame, seconds) -> None:
+        assert seconds > 0 and state.cam.name == frame.camera
+        self._count("frame")
+
+    def on_decision(self, event) -> None:
+        self.events.append(event)
+        self._count("decision")
+
+    def on_tick(self) -> None:
+        self._count("tick")
+
+    def on_stop(self, summary) -> None:
+        self._count("stop")
+
+
+class Broken(Observer):
+    """Fails in every hook after the start, as a buggy metrics or sync observer might."""
+
+    name = "broken"
+
+    def on_frame(self, state, frame, seconds) -> None:
+        raise RuntimeError("frame hook bug")
+
+    def on_decision(self, event) -> None:
+        raise RuntimeError("decision hook bug")
+
+    def on_tick(self) -> None:
+        raise RuntimeError("tick hook bug")
+
+    def on_stop(self, summary) -> None:
+        raise RuntimeError("stop hook bug")
+
+
 def test_observers_see_every_frame_decision_and_tick(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
-    from edge.video.pipeline import Observer
-
-    class Counting(Observer):
-        def __init__(self) -> None:
-            self.calls: dict[str, int] = {}
-            self.samples: list[int] = []
-
-        def _count(self, name: str) -> None:
-            self.calls[name] = self.calls.get(name, 0) + 1
-
-        def on_start(self, pipeline) -> None:
-            self._count("start")
-
-        def on_frame(self, state, frame, seconds) -> None:
-            assert seconds > 0 and state.cam.name == frame.camera
-            self._count("frame")
-
-        def on_decision(self, decision, samples) -> None:
-            self.samples.append(len(samples))
-            assert decision.frames_used == len(samples)
-            self._count("decision")
-
-        def on_tick(self) -> None:
-            self._count("tick")
-
-        def on_stop(self, summary) -> None:
-            self._count("stop")
-
     gallery = new_gallery(tmp_path / "g", perception)
-    decisions: list[Decision] = []
-    pipeline = Pipeline(perception.cfg, gallery, [CameraConfig(source=str(shared_data / "videos" / "apfol_real2.webm"))], decisions.append, perception=perception)
+    pipeline = Pipeline(perception.cfg, gallery, [CameraConfig(source=str(shared_data / "videos" / "apfol_real2.webm"))], perception=perception)
     counting = Counting()
-    pipeline.observers.append(counting)
+    pipeline.observers.add(counting)
     summary = pipeline.run(max_seconds=120)
     c = counting.calls
     assert c["start"] == 1 and c["stop"] == 1
     assert c["frame"] == summary.frames == 214
     assert c["tick"] >= c["frame"]
-    assert c["decision"] == len(decisions) == 1 and counting.samples == [3]
+    assert c["decision"] == 1 and counting.events[0].frames_used == 3
+    gallery.close()
+
+
+def test_an_observer_that_raises_neither_ends_the_run_nor_starves_the_others(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
+    gallery = new_gallery(tmp_path / "g", perception)
+    pipeline = Pipeline(perception.cfg, gallery, [CameraConfig(source=str(shared_data / "videos" / "apfol_real2.webm"))], perception=perception)
+    counting = Counting()
+    pipeline.observers.add(Broken(), counting)  # the broken one runs first, every time
+    summary = pipeline.run(max_seconds=120)
+    assert summary.frames == 214 and counting.calls["frame"] == 214 and counting.calls["stop"] == 1
+    assert len(counting.events) == 1
+    # Every failure counted under the observer's name (facegate_observer_errors_total).
+    assert pipeline.observers.errors["broken"] == 214 + counting.calls["tick"] + 1 + 1
     gallery.close()
 
 
@@ -217,8 +252,7 @@ def test_real_people_in_the_crowd_and_on_stage_are_never_called_spoof(shared_dat
         (full, crowd_perception, shared_data / "videos" / "facenet_pytorch_video.mp4"),
         (perception.cfg, perception, REPO / "assets" / "demo" / "video" / "short_hamilton_clip.mp4"),
     ):
-        decisions: list[Decision] = []
-        Pipeline(cfg, gallery, [CameraConfig(source=str(clip))], decisions.append, perception=p, liveness=Liveness(cfg, p.store)).run(300)
+        decisions, _ = run(cfg, gallery, p, [CameraConfig(source=str(clip))], liveness=Liveness(cfg, p.store))
         outcomes += [(clip.name, d.track_id, d.decision, d.liveness) for d in decisions]
     assert len(outcomes) >= 15
     assert [o for o in outcomes if o[2] == "spoof"] == []

@@ -54,8 +54,9 @@ def test_run_writes_events_reloads_on_sighup_and_stops_on_sigterm(model_store, t
     black = cv2.imencode(".jpg", np.zeros((360, 640, 3), np.uint8))[1].tobytes()
     server = MjpegServer(frames + [black] * 30, free_port()).start()
     events = tmp_path / "events.jsonl"
+    config = no_liveness(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli.main", "--config", no_liveness(tmp_path), "run", "--data-dir", str(data),
+        [sys.executable, "-m", "edge.cli.main", "--config", config, "run", "--data-dir", str(data),
          "--source", server.url, "--events", str(events)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -66,6 +67,11 @@ def test_run_writes_events_reloads_on_sighup_and_stops_on_sigterm(model_store, t
         assert enrolled.returncode == 0, enrolled.stderr
         proc.send_signal(signal.SIGHUP)
         granted = wait_for(lambda: any(e["decision"] == "grant" for e in read_events(events)), 60)
+        # A broken config on the next SIGHUP is refused: the daemon keeps its door on what it had.
+        Path(config).write_text("[liveness]\nenabled = 'yes'\n")
+        proc.send_signal(signal.SIGHUP)
+        refused = wait_for(lambda: "config_reload_refused" in audit_kinds(data), 30)
+        still_running = proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -74,6 +80,7 @@ def test_run_writes_events_reloads_on_sighup_and_stops_on_sigterm(model_store, t
     assert proc.returncode == 0, err
     assert "reloaded the config and the gallery (1 people)" in err
     assert granted, err
+    assert refused and still_running and "reload refused" in err and "liveness.enabled" in err, err
     assert "summary:" in err and "decisions:" in err
     lines = read_events(events)
     assert all(KEYS <= set(e) for e in lines)
@@ -95,6 +102,11 @@ def test_run_writes_events_reloads_on_sighup_and_stops_on_sigterm(model_store, t
     granted_records = [r["body"] for r in records if r["kind"] == "decision" and r["body"]["decision"] == "grant"]
     assert granted_records and all(b["person_uid"] for b in granted_records)
     assert "Miranda" not in tail
+
+
+def audit_kinds(data: Path) -> list[str]:
+    tail = facegate("audit", "tail", "--data-dir", str(data), "-n", "50", "--json").stdout
+    return [json.loads(line)["kind"] for line in tail.splitlines()]
 
 
 def test_run_without_a_source_or_gallery_says_what_is_missing(model_store, tmp_path: Path) -> None:

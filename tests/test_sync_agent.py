@@ -12,63 +12,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge.audit.journal import AuditLog
-from edge.config import Config, config_from_dict
+from bench.harness.hub_client import HubClient
+from bench.harness.mqtt_broker import MOSQUITTO, Broker
+from bench.harness.sync_helpers import DEVICE, Device, Hub, make_device, person
+from edge.gallery import admin
 from edge.gallery.records import PersonProfile
 from edge.gallery.store import GalleryStore
-from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
-from sync.agent import SyncAgent
-from tests.hub_client import HubClient
-from tests.mqtt_broker import MOSQUITTO, Broker
-from tests.sync_helpers import Hub, new_device, person
 
-DEVICE = "door-1"
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto not installed (apt-get install mosquitto)")
-
-
-@dataclass
-class Device:
-    data_dir: Path
-    kek: bytes
-    identity: DeviceIdentity
-    hub: Hub
-    hub_seal: X25519PrivateKey
-    cfg: Config
-    config_file: Path
-
-    def agent(self, **kwargs: object) -> tuple[SyncAgent, AuditLog]:
-        log = AuditLog.open(self.data_dir)
-        return SyncAgent(self.cfg, lambda: GalleryStore.open(self.data_dir, self.kek), log, **kwargs).start(), log  # type: ignore[arg-type]
-
-
-def make_device(root: Path, port: int, device_id: str = DEVICE, **sync: object) -> Device:
-    data_dir, kek, identity = new_device(root, device_id)
-    hub, hub_seal = Hub(), X25519PrivateKey.generate()
-    (root / "hub_sign.pub").write_text(raw_public(hub.key.public_key()).hex())
-    (root / "hub_seal.pub").write_text(raw_public(hub_seal.public_key()).hex())
-    table = {
-        "broker_host": "127.0.0.1", "broker_port": port, "device_id": device_id, "groups": ["staff"],
-        "hub_sign_key_file": str(root / "hub_sign.pub"), "hub_seal_key_file": str(root / "hub_seal.pub"),
-        "ack_timeout_s": 1.0, "reconnect_min_s": 1, "reconnect_max_s": 2, "batch": 50, "window": 8, **sync,
-    }
-    config_file = root / "config.toml"
-    config_file.write_text(
-        f'[gallery]\ndata_dir = "{data_dir}"\nkey_file = "{data_dir / "kek.key"}"\n[sync]\n'
-        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-    )
-    return Device(data_dir, kek, identity, hub, hub_seal, config_from_dict({"sync": table}), config_file)
 
 
 @pytest.fixture
@@ -193,11 +154,12 @@ def test_status_and_home_assistant_discovery(tmp_path: Path, broker: Broker) -> 
         assert config["state_topic"] == protocol.device_topic(DEVICE, "ha/state") and config["device"]["identifiers"] == [node]
         status = json.loads(seen[protocol.device_topic(DEVICE, "status")])
         assert status["online"] is True and status["gallery"]["version"] == 0 and "uptime_s" in status
-        agent.publish_event({"outcome": "grant", "person": "p1", "liveness": "live", "door": "front"})
+        agent.publish_event({"decision": "grant", "person": "p1", "liveness": {"live": True, "score": 0.9}, "door": "front"})
         deadline = time.monotonic() + 10
         while f"homeassistant/binary_sensor/{node}/door_front/config" not in seen and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert json.loads(seen[protocol.device_topic(DEVICE, "ha/state")])["doors"] == {"front": "grant"}
+        state = json.loads(seen[protocol.device_topic(DEVICE, "ha/state")])
+        assert state["doors"] == {"front": "grant"} and state["liveness"] == "live"
     finally:
         agent.stop()
         watcher.loop_stop()
@@ -210,7 +172,7 @@ def _sync_process(device: Device) -> subprocess.Popen[bytes]:
 
 def _state(device: Device) -> tuple[int, int, list[str]]:
     with GalleryStore.open(device.data_dir, device.kek) as store:
-        return store.sync_state().version, len(store.persons()), store.integrity_check()
+        return store.sync_state().version, len(store.persons()), admin.integrity_check(store)
 
 
 def test_device_killed_mid_bundle_is_at_the_old_or_the_new_version(tmp_path: Path, broker: Broker) -> None:
@@ -253,7 +215,7 @@ def test_device_killed_mid_bundle_is_at_the_old_or_the_new_version(tmp_path: Pat
 
 
 def test_tls_client_certificates_and_acl_keep_devices_to_their_own_topics(tmp_path: Path) -> None:
-    from tests.mqtt_broker import tls_material
+    from bench.harness.mqtt_broker import tls_material
 
     tls = tls_material(tmp_path / "pki", ["hub", DEVICE, "door-2"])
     with Broker(tmp_path / "tls-broker", tls=tls, acl={"hub": ["readwrite facegate/v1/#"], DEVICE: ["read facegate/v1/groups/staff/gallery"]}) as broker:

@@ -12,11 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench.harness.sync_helpers import MODEL, Hub, new_device, person
 from edge.errors import ProtocolError
+from edge.gallery import admin
 from edge.gallery.records import PersonProfile
 from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity
-from sync.bundle import apply_bundle, open_bundle
+from sync.apply import apply_bundle
+from sync.bundle import open_bundle
 from sync.protocol import (
     ReplayError,
     SchemaError,
@@ -26,7 +29,6 @@ from sync.protocol import (
     group_gallery_topic,
 )
 from sync.sealing import NotForThisKey
-from tests.sync_helpers import MODEL, Hub, new_device, person
 
 DEVICE = "door-1"
 TOPIC = device_topic(DEVICE, "gallery")
@@ -62,7 +64,7 @@ def test_full_then_incremental_bundles_apply(device) -> None:
     assert _names(store) == ["person 00000", "person 00001", "person 00004", "person 00007"]
     assert store.find("person 00001").n_templates == 3
     assert store.sync_state().scopes == {SCOPE: 2}
-    assert store.integrity_check() == []
+    assert admin.integrity_check(store) == []
 
 
 def test_full_bundle_replaces_the_scope_but_not_local_persons(device) -> None:

@@ -11,12 +11,12 @@ the file is what the chain and the signatures are there to reveal.
 The journal is plaintext (the hub must read it): bodies name persons by their random uid, never
 by name, so an erased person's name does not outlive the erasure here.
 
-Records travel to the hub through `sync.outbox`; the hub checks each one with `check_record`.
+The record format (hashing, signing, `check_record`) is `edge.audit.records`, shared with the hub;
+records travel to it through `sync.outbox`, and it checks each one with `check_record`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -26,17 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.audit.records import (
+    GENESIS,
+    KINDS,
+    AuditRecord,
+    canonical_json,
+    check_record,
+    record_hash,
+    sign_hash,
+)
 from edge.errors import AuditError
 from edge.identity import load_signing_key
 
 AUDIT_FILE = "audit.db"
-GENESIS = "0" * 64  # the `prev` of the first record
-# start/stop bracket each `facegate run`: a gap between a stop and the next start is downtime.
-KINDS = ("decision", "enroll", "remove", "key", "config_reload", "rejected_message", "gallery_update", "sync", "start", "stop")
-_DOMAIN = b"facegate/audit/v1\x00"
 _SCHEMA = (
     (
         "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL, kind TEXT NOT NULL,"
@@ -45,34 +49,6 @@ _SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records BEGIN SELECT RAISE(ABORT, 'audit journal is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records BEGIN SELECT RAISE(ABORT, 'audit journal is append-only'); END",
 )
-
-
-def canonical_json(value: Any) -> str:
-    """One spelling per value (sorted keys, no spaces, no NaN), so a hash computed here is the
-    hash the hub computes after a JSON round trip."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise AuditError(f"audit body is not plain JSON (numbers must be finite; no bytes or objects): {exc}") from exc
-
-
-def record_hash(seq: int, ts_us: int, kind: str, body_json: str, prev: str) -> str:
-    head = canonical_json({"seq": seq, "ts_us": ts_us, "kind": kind, "prev": prev})
-    return hashlib.sha256(_DOMAIN + head.encode() + b"\x00" + body_json.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    seq: int
-    ts_us: int  # unix time in microseconds: an integer, so it hashes the same everywhere
-    kind: str
-    body: dict[str, Any]
-    prev: str  # hex sha256 of the previous record (GENESIS for the first)
-    hash: str
-    sig: str  # hex Ed25519 signature of bytes.fromhex(hash)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "ts_us": self.ts_us, "kind": self.kind, "body": self.body, "prev": self.prev, "hash": self.hash, "sig": self.sig}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,24 +60,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq, "reason": self.reason}
-
-
-def check_record(record: AuditRecord, public_key: Ed25519PublicKey, prev: str) -> str:
-    """'' when `record` follows a record hashed `prev` and is signed by `public_key`; else why not.
-    The hub runs the same check on every record it ingests."""
-    if record.prev != prev:
-        return f"record {record.seq}: chain broken (prev {record.prev[:16]}…, expected {prev[:16]}…): a record before it was removed, reordered or altered"
-    try:
-        body_json = canonical_json(record.body)
-    except AuditError as exc:
-        return f"record {record.seq}: {exc}"
-    if record_hash(record.seq, record.ts_us, record.kind, body_json, record.prev) != record.hash:
-        return f"record {record.seq}: hash does not match its contents: the record was altered"
-    try:
-        public_key.verify(bytes.fromhex(record.sig), bytes.fromhex(record.hash))
-    except (InvalidSignature, ValueError):
-        return f"record {record.seq}: signature does not verify with the device key: forged or altered"
-    return ""
 
 
 def _row_record(row: tuple[Any, ...]) -> AuditRecord:
@@ -162,7 +120,7 @@ class AuditLog:
                 seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
                 ts_us = time.time_ns() // 1000
                 digest = record_hash(seq, ts_us, kind, body_json, prev)
-                sig = self._key.sign(bytes.fromhex(digest)).hex()
+                sig = sign_hash(self._key, digest)
                 self._db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (seq, ts_us, kind, body_json, prev, digest, sig))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -216,11 +174,4 @@ class AuditLog:
                 return VerifyReport(False, count, record.seq, reason)
             prev, expected_seq = record.hash, record.seq + 1
         return VerifyReport(True, count, None, f"{count} records, chain and signatures intact")
-
-
-def summarize(record: AuditRecord) -> str:
-    """One line for `audit tail`."""
-    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.ts_us / 1e6))
-    body = canonical_json(record.body)
-    return f"{record.seq:>8}  {at}  {record.kind:<16} {body if len(body) <= 160 else body[:157] + '...'}"
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.audit.journal import AuditLog, summarize
+from edge.audit.journal import AuditLog
+from edge.audit.records import summarize
 from edge.config import Config
 from edge.gallery.keys import data_dir_for
 

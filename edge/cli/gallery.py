@@ -11,14 +11,14 @@ from pathlib import Path
 from edge.cli.audit import record_event
 from edge.config import Config
 from edge.errors import FacegateError
-from edge.gallery.enroll import enroll_photos, person_folders
+from edge.gallery.enroll import enroll_photos
 from edge.gallery.keys import KeySource, data_dir_for, load_key
+from edge.gallery.loader import open_gallery
 from edge.gallery.search import Gallery
 from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
-from edge.gallery.thresholds import match_threshold
-from edge.perception.embed import embedder_spec
-from edge.perception.faces import Perception, embedder_model_name
+from edge.perception.faces import Perception
 from edge.perception.imageio import load_image
+from edge.perception.photos import person_folders
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -34,11 +34,7 @@ def _store(args: argparse.Namespace, cfg: Config) -> GalleryStore:
 
 
 def _open(args: argparse.Namespace, cfg: Config, perception: Perception, create: bool) -> Gallery:
-    data_dir = data_dir_for(args.data_dir, cfg)
-    key = load_key(data_dir, cfg, create=create, warn=_warn)
-    threshold = match_threshold(cfg, perception.store)
-    dim = embedder_spec(cfg.embed.model).dim
-    return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create, snapshot=cfg.gallery.index_snapshot)
+    return open_gallery(args.data_dir, cfg, perception.store, create, _warn)
 
 
 def _progress(done: int, total: int, rejected: int) -> None:

@@ -9,10 +9,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from edge.config import Config, load_config
+from edge.cli.common import DEFAULT_CONFIG, config_for
+from edge.config import Config
 from edge.errors import FacegateError
+from edge.perception.registry import EMBEDDERS, PRECISIONS
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
+CONFIG_HELP = "config.toml (default: the bundled one)"
 
 
 def _version() -> str:
@@ -20,12 +22,6 @@ def _version() -> str:
         return metadata.version("facegate")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def _config(args: argparse.Namespace) -> Config:
-    if args.config is not None:
-        return load_config(args.config)
-    return load_config(DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
 
 
 def _models_dir(args: argparse.Namespace, cfg: Config) -> Path:
@@ -39,14 +35,14 @@ def _models_dir(args: argparse.Namespace, cfg: Config) -> Path:
 def cmd_models_build(args: argparse.Namespace) -> int:
     from models.build import build
 
-    build(_models_dir(args, _config(args)), force=args.force, log=lambda m: print(m, file=sys.stderr))
+    build(_models_dir(args, config_for(args)), force=args.force, log=lambda m: print(m, file=sys.stderr))
     return 0
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     from edge.perception.modelstore import ModelStore
 
-    store = ModelStore(_models_dir(args, _config(args)))
+    store = ModelStore(_models_dir(args, config_for(args)))
     rows = []
     for name, rec in sorted(store.records.items()):
         store.path(name)  # verifies the checksum; raises on mismatch
@@ -63,7 +59,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from edge.perception.faces import Perception
     from edge.perception.imageio import load_image
 
-    cfg = _config(args)
+    cfg = config_for(args)
     perception = Perception(cfg)
     results = []
     failed = False
@@ -88,7 +84,7 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
 
     from edge.eval.lfw import run_lfw
 
-    cfg = _config(args)
+    cfg = config_for(args)
     if args.precision:
         cfg = replace(cfg, embed=replace(cfg.embed, precision=args.precision))
     if args.model:
@@ -105,13 +101,13 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.cli.demo import run_demo
 
-    return run_demo(_config(args), args.assets, realtime=not args.fast)
+    return run_demo(config_for(args), args.assets, realtime=not args.fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegate", description="Face recognition for doors and kiosks, on the edge.")
     parser.add_argument("--version", action="version", version=f"facegate {_version()}")
-    parser.add_argument("--config", type=Path, default=None, help="config.toml (default: the bundled one)")
+    parser.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="build and list models").add_subparsers(dest="models_command", required=True)
@@ -133,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev.add_parser("lfw", help="LFW verification from raw images (detect → align → embed)")
     p.add_argument("--images", type=Path, required=True, help="LFW layout: DIR/Name/Name_0001.jpg")
     p.add_argument("--pairs", type=Path, required=True, help="LFW pairs.txt format")
-    p.add_argument("--precision", choices=("int8", "fp32"), default=None)
-    p.add_argument("--model", choices=("edgeface_xs", "edgeface_xxs", "dlib_resnet"), default=None)
+    p.add_argument("--precision", choices=PRECISIONS, default=None)
+    p.add_argument("--model", choices=tuple(EMBEDDERS), default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", type=Path, default=None, help="write an HTML report (ROC/DET, histograms)")
     p.add_argument(
@@ -144,20 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_eval_lfw)
     from edge.cli.liveness import add_eval_command
-    add_eval_command(ev, _config)
+    add_eval_command(ev, config_for)
 
     from edge.cli.gallery import add_commands
 
-    add_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    add_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
     from edge.cli.run import add_commands as add_run_commands
 
-    add_run_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    add_run_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
     from edge.cli.audit import add_commands as add_audit_commands
-    add_audit_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    add_audit_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
     from sync.hub.cli import add_commands as add_admin_commands
-    add_admin_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    add_admin_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
     from edge.cli.sync import add_commands as add_sync_commands
-    add_sync_commands(sub, lambda handler: lambda args: handler(args, _config(args)))
+    add_sync_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
     from edge.cli.config import add_commands as add_config_commands
     add_config_commands(sub, DEFAULT_CONFIG)
 
@@ -165,7 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assets", type=Path, default=Path(__file__).resolve().parents[2] / "assets" / "demo")
     p.add_argument("--fast", action="store_true", help="play the clip as fast as possible instead of in real time")
     p.set_defaults(func=cmd_demo)
+    _config_after_the_verb(parser)
     return parser
+
+
+def _config_after_the_verb(parser: argparse.ArgumentParser) -> None:
+    """Gives every leaf command its own `--config`, so `facegate run --config X` works as well as
+    `facegate --config X run`. SUPPRESS: given after the verb it is the one used, else the
+    top-level one (or its default) stands."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subparsers:
+        for command in action.choices.values():
+            _config_after_the_verb(command)
+    if not subparsers and "--config" not in parser._option_string_actions:
+        parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:

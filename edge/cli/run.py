@@ -8,51 +8,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from edge.audit.journal import AuditLog
-from edge.config import CameraConfig, Config
+from edge.cli.common import Handler, config_for, warn
+from edge.config import CameraConfig, Config, check_door_cameras
+from edge.daemon import Daemon, RunOptions
 from edge.errors import ConfigError
-from edge.gallery.keys import data_dir_for, load_key
-from edge.gallery.search import Gallery
-from edge.gallery.thresholds import match_threshold
-from edge.perception.embed import embedder_spec
-from edge.perception.faces import Perception, embedder_model_name
-from edge.perception.modelstore import ModelStore
-from edge.run_services import AuditObserver, SyncObserver
-from edge.video.decide import Decision
-from edge.video.pipeline import Pipeline, RunSummary
-
-Handler = Callable[[argparse.Namespace, Config], int]
-
-
-def open_gallery(data_dir: Path, cfg: Config, store: ModelStore, create: bool, warn: Callable[[str], None]) -> Gallery:
-    key = load_key(data_dir, cfg, create=create, warn=warn)
-    threshold = match_threshold(cfg, store)
-    dim = embedder_spec(cfg.embed.model).dim
-    return Gallery.open(data_dir, key.kek, embedder_model_name(cfg), dim, threshold, create=create, snapshot=cfg.gallery.index_snapshot)
+from edge.events import DecisionEvent
+from edge.video.observer import Observer
+from edge.video.pipeline import RunSummary
 
 
 def cameras_for(sources: list[str], cfg: Config) -> list[CameraConfig]:
-    """`--source` replaces the config's cameras (named cam0, cam1, ...); else [[camera]]."""
+    """`--source` replaces the config's cameras (named cam0, cam1, ...); else [[camera]]. With
+    `--source`, ConfigError when a [[door]] names a camera that is not among them."""
     if sources:
-        return [CameraConfig(name=f"cam{i}", source=src) for i, src in enumerate(sources)]
+        cameras = [CameraConfig(name=f"cam{i}", source=src) for i, src in enumerate(sources)]
+        problems = check_door_cameras(cfg.door, [c.name for c in cameras])
+        if problems:
+            raise ConfigError.listing(problems, "--source")
+        return cameras
     if not cfg.camera:
         raise ConfigError("no camera: give --source SRC (file, /dev/videoN, URL or folder) or add [[camera]] to the config")
     return list(cfg.camera)
-
-
-def load_liveness(cfg: Config, perception: Perception) -> Any | None:
-    """The liveness checker when `[liveness] enabled`, else None."""
-    if not cfg.liveness.enabled:
-        return None
-    from edge.perception.liveness.checker import Liveness
-
-    return Liveness(cfg, perception.store)
 
 
 def print_summary(summary: RunSummary, out: IO[str]) -> None:
@@ -74,7 +55,7 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
         print(f"camera {name}: {stats['frames']} frames" + (f" ({extra})" if extra else ""), file=out)
 
 
-def human_line(d: Decision) -> str:
+def human_line(d: DecisionEvent) -> str:
     who = d.person or "-"
     score = f"{d.score:.3f}" if d.score is not None else "  -  "
     return (
@@ -83,69 +64,40 @@ def human_line(d: Decision) -> str:
     )
 
 
+class DecisionLines(Observer):
+    """One human line per decision on `out`, and one JSON line on `events` when asked."""
+
+    name = "events"
+
+    def __init__(self, out: IO[str] | None, events: IO[str] | None) -> None:
+        self.out, self.events = out, events
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        if self.events is not None:
+            self.events.write(json.dumps(event.body) + "\n")
+            self.events.flush()
+        if self.out is not None:
+            print(human_line(event), file=self.out, flush=True)
+
+
+def _event_streams(target: str | None) -> tuple[IO[str] | None, IO[str] | None]:
+    """(human lines, JSON lines) for `--events`: none, a file (appended), or "-" (stdout; lines go to stderr)."""
+    if target == "-":
+        return sys.stderr, sys.stdout
+    if target:
+        return sys.stdout, open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed by cmd_run
+    return sys.stdout, None
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    perception = Perception(cfg)
-    data_dir = data_dir_for(args.data_dir, cfg)
-    warn = lambda m: print(f"facegate: warning: {m}", file=sys.stderr)
-    gallery = open_gallery(data_dir, cfg, perception.store, create=False, warn=warn)
-    events: IO[str] | None = None
-    if args.events == "-":
-        events = sys.stdout
-    elif args.events:
-        events = open(args.events, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-
-    def sink(decision: Decision) -> None:
-        if events is not None:
-            events.write(json.dumps(decision.to_dict()) + "\n")
-            events.flush()
-        if events is not sys.stdout:
-            print(human_line(decision), file=sys.stderr if args.events == "-" else sys.stdout, flush=True)
-
-    pipeline = Pipeline(
-        cfg,
-        gallery,
-        cameras_for(args.source, cfg),
-        sink,
-        realtime=args.realtime,
-        perception=perception,
-        liveness=load_liveness(cfg, perception),
-        annotate=args.annotate,
+    out, events = _event_streams(args.events)
+    options = RunOptions(
+        cameras=cameras_for(args.source, cfg), data_dir=args.data_dir, realtime=args.realtime, annotate=args.annotate,
+        reload_config=lambda: config_for(args), observers=(DecisionLines(out, events),), warn=warn,
     )
-
-    def reload() -> tuple[Config, Gallery]:
-        from edge.cli.main import _config
-
-        new_cfg = _config(args)
-        gallery = open_gallery(data_dir_for(args.data_dir, new_cfg), new_cfg, pipeline.perception.store, False, warn)
-        print(f"facegate: reloaded the config and the gallery ({len(gallery)} people)", file=sys.stderr, flush=True)
-        audit.reloaded(len(gallery))
-        return new_cfg, gallery
-
-    pipeline.reloader = reload
-    audit_log = AuditLog.open(data_dir)
-    audit = AuditObserver(audit_log, lambda: pipeline.gallery)
-    pipeline.observers.append(audit)
-    if cfg.sync.broker_host:
-        kek = load_key(data_dir, cfg, create=False).kek
-        pipeline.observers.append(SyncObserver(cfg, data_dir, kek, audit_log, pipeline))
-    if cfg.door or cfg.zmq.events or cfg.zmq.control:
-        from edge.outputs.doors import DoorOutputs  # ZeroMQ, GPIO and OSDP only when configured
-
-        def audit_enroll(record: Any, request_id: str) -> None:
-            audit_log.append("enroll", {"person_uid": record.uid, "templates": record.n_templates, "by": f"kiosk:{request_id}"})
-
-        pipeline.observers.append(DoorOutputs(cfg, on_enrolled=audit_enroll))
-    from edge.service.systemd import daemon_observers  # sd_notify + watchdog, journald, /metrics
-
-    pipeline.observers += daemon_observers(cfg, data_dir)
-    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: pipeline.stop_event.set())
-    signal.signal(signal.SIGHUP, lambda *_: pipeline.reload_requested.set())
     try:
-        summary = pipeline.run(args.max_seconds)
+        summary = Daemon(cfg, options).start().run(args.max_seconds)
     finally:
-        pipeline.gallery.close()
-        audit_log.close()
         if events is not None and events is not sys.stdout:
             events.close()
     print_summary(summary, sys.stderr)

@@ -39,21 +39,8 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def write_report(
-    path: Path,
-    result: VerificationResult,
-    scores: np.ndarray,
-    same: np.ndarray,
-    title: str,
-    meta: dict[str, object],
-) -> None:
-    """Self-contained HTML page: run + metrics tables, ROC, DET and score histograms as PNGs."""
+def _roc(far: np.ndarray, tar: np.ndarray, result: VerificationResult, n_imp: int) -> str:
     from matplotlib.figure import Figure  # lazy: matplotlib takes ~0.5 s to import
-
-    far, tar, _ = roc_curve(scores, same)
-    s, y = check_inputs(scores, same, None)
-    n_imp = int((~y).sum())
-    figures: list[tuple[str, str]] = []
 
     ax = Figure(figsize=(6, 4.5)).add_subplot()
     keep = far > 0  # log axis: FAR = 0 cannot be drawn
@@ -68,7 +55,11 @@ def write_report(
     ax.set(xlabel="FAR (false accept rate)", ylabel="TAR (true accept rate)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    figures.append(("ROC", _png(ax.figure)))
+    return _png(ax.figure)
+
+
+def _det(far: np.ndarray, tar: np.ndarray, result: VerificationResult, n_imp: int) -> str:
+    from matplotlib.figure import Figure
 
     ax = Figure(figsize=(6, 4.5)).add_subplot()
     fnmr = 1 - tar
@@ -80,7 +71,11 @@ def write_report(
     ax.grid(True, which="both", alpha=0.3)
     if result.eer > 0:
         ax.legend(loc="upper right", fontsize=8)
-    figures.append(("DET", _png(ax.figure)))
+    return _png(ax.figure)
+
+
+def _histogram(s: np.ndarray, y: np.ndarray, result: VerificationResult) -> str:
+    from matplotlib.figure import Figure
 
     ax = Figure(figsize=(6, 4.5)).add_subplot()
     ok = ~np.isnan(s)
@@ -92,8 +87,22 @@ def write_report(
     title_ = f"Score distributions ({result.n_failed} failed pairs not shown)"
     ax.set(xlabel="similarity score", ylabel="pairs", title=title_)
     ax.legend(fontsize=8)
-    figures.append(("Scores", _png(ax.figure)))
+    return _png(ax.figure)
 
+
+def write_report(
+    path: Path,
+    result: VerificationResult,
+    scores: np.ndarray,
+    same: np.ndarray,
+    title: str,
+    meta: dict[str, object],
+) -> None:
+    """Self-contained HTML page: run + metrics tables, ROC, DET and score histograms as PNGs."""
+    far, tar, _ = roc_curve(scores, same)
+    s, y = check_inputs(scores, same, None)
+    n_imp = int((~y).sum())
+    figures = [("ROC", _roc(far, tar, result, n_imp)), ("DET", _det(far, tar, result, n_imp)), ("Scores", _histogram(s, y, result))]
     img = '<h2>{0}</h2><img alt="{0}" src="data:image/png;base64,{1}">'
     imgs = "".join(img.format(name, b64) for name, b64 in figures)
     protocol = (

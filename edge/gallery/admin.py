@@ -1,12 +1,11 @@
 """The gallery's maintenance operations: device-key and key-encryption-key rotation, and the
-integrity check. Kept apart from `edge.gallery.store` (whose methods of the same names call
-these) so that the store reads as the daily operations; like `edge.gallery.sync_apply`, they work
-inside the store's transactions and with its keys.
+integrity check: `rotate_device_key(store)`, `rotate_kek(store, new)`, `forget_kek(store, id)`,
+`integrity_check(store)`. Kept apart from `edge.gallery.store` so that the store reads as the daily
+operations; like `edge.gallery.sync_apply`, they work inside the store's transactions and with
+its keys.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -15,9 +14,7 @@ from edge.gallery import crypto, records
 from edge.gallery import snapshot as index_snapshot
 from edge.gallery.crypto import KEY_BYTES, SEAL_OVERHEAD
 from edge.gallery.db import now
-
-if TYPE_CHECKING:
-    from edge.gallery.store import GalleryStore
+from edge.gallery.store import GalleryStore
 
 
 def rotate_device_key(store: GalleryStore) -> None:

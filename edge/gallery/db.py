@@ -1,7 +1,8 @@
 """The gallery's SQLite file: schema, connection settings, creation, and the key check at open.
 
 Kept apart from `edge.gallery.store` so the store reads as the list of gallery operations; this
-module is everything that happens before the first one.
+module is everything that happens before the first one, plus the two hub-sync bookkeeping tables
+(created by the first applied bundle, `edge.gallery.sync_apply`) and their reading.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import CryptoError, GalleryError
@@ -40,6 +42,11 @@ SCHEMA = (
     ),
     "CREATE INDEX templates_by_model ON templates(model, id)",
     "CREATE INDEX templates_by_person ON templates(person_id, model)",
+)
+# Hub sync: which scope (`device:<id>` / `group:<g>`) brought whom, and the last sequence applied per scope.
+SYNC_TABLES = (
+    "CREATE TABLE IF NOT EXISTS sync_scopes (scope TEXT PRIMARY KEY, seq INTEGER NOT NULL, applied INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sync_members (scope TEXT NOT NULL, person_uid TEXT NOT NULL, PRIMARY KEY (scope, person_uid))",
 )
 # No personal plaintext may reach a temp file; secure_delete zeroes freed space in the file.
 _PRAGMAS = ("synchronous=FULL", "secure_delete=ON", "temp_store=MEMORY", "foreign_keys=ON")
@@ -132,3 +139,21 @@ def device_key(db: sqlite3.Connection, path: Path, keks: dict[str, bytes]) -> tu
         f"{', '.join(r[0] for r in rows) or 'none'}, key file kek id {', '.join(keks)}); "
         f"use the key file this gallery was created or last rotated with"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    version: int  # bundles applied, ever
+    scopes: dict[str, int]  # scope → last sequence applied
+
+
+def ensure_sync_tables(db: sqlite3.Connection) -> None:
+    for statement in SYNC_TABLES:
+        db.execute(statement)
+
+
+def sync_state(db: sqlite3.Connection) -> SyncState:
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    row = db.execute("SELECT value FROM meta WHERE key='gallery_version'").fetchone()
+    scopes = dict(db.execute("SELECT scope, seq FROM sync_scopes").fetchall()) if "sync_scopes" in tables else {}
+    return SyncState(int(row[0]) if row else 0, scopes)

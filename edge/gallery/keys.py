@@ -77,11 +77,12 @@ def rotate_keys(data_dir: Path, key: KeySource, rotate_kek: bool, warn: Callable
     new key file: the gallery first accepts both keys, the file is swapped atomically, then the
     old key's wrap is dropped — a crash at any point leaves a gallery one of the two files opens.
     """
+    from edge.gallery import admin
     from edge.gallery.store import GalleryStore
 
     with GalleryStore.open(data_dir, key.kek) as store:
         _finish_interrupted_kek_rotation(store, key, warn)
-        store.rotate_device_key()
+        admin.rotate_device_key(store)
         if not rotate_kek:
             return
         if key.origin.startswith("systemd credential"):
@@ -89,9 +90,9 @@ def rotate_keys(data_dir: Path, key: KeySource, rotate_kek: bool, warn: Callable
         new_path = key.path.with_name(key.path.name + ".new")
         new_path.unlink(missing_ok=True)
         new_kek = generate_kek_file(new_path)
-        old_id = store.rotate_kek(new_kek)
+        old_id = admin.rotate_kek(store, new_kek)
         os.replace(new_path, key.path)
-        store.forget_kek(old_id)
+        admin.forget_kek(store, old_id)
     warn(f"new key written to {key.path}; copies of the old key no longer open this gallery")
 
 
@@ -99,10 +100,12 @@ def _finish_interrupted_kek_rotation(store: GalleryStore, key: KeySource, warn: 
     """A `--kek` rotation cut short leaves two key wraps (and maybe `<key>.new`). The key file in
     place is the one that opened the gallery, so it wins: every other wrap is dropped, and a left
     over `.new` file — which never replaced the key file — is deleted."""
+    from edge.gallery import admin
+
     current = kek_id(key.kek)
     others = [k for k in store.status()["kek_ids"] if k != current]
     for other in others:
-        store.forget_kek(other)
+        admin.forget_kek(store, other)
     leftover = key.path.with_name(key.path.name + ".new")
     if others or leftover.exists():
         leftover.unlink(missing_ok=True)

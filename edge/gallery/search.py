@@ -172,6 +172,10 @@ class Gallery:
             self._names[person_id] = record.profile.name if record is not None else f"#{person_id}"
         return self._names[person_id]
 
+    def person(self, person_id: int) -> PersonRecord | None:
+        """One person's record (profile, uid) by gallery id; None when they were removed."""
+        return self.store.person(person_id)
+
     def identify(self, embedding: np.ndarray, k: int = 5) -> Match:
         best: dict[int, float] = {}
         found = self.index.search(embedding, k * _TEMPLATES_PER_CANDIDATE)

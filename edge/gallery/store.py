@@ -10,6 +10,10 @@ Every change is one transaction: an enrollment (the person and all its templates
 the new state, never a mix. A record that fails authentication raises GalleryError naming it;
 it is never decrypted as someone else.
 
+Key rotation and the integrity check (`edge.gallery.admin`) and applying a hub change
+(`edge.gallery.sync_apply.apply_change`) are functions of a store, working inside its
+transactions; the store imports neither.
+
 One store per thread. Several processes may open one gallery (SQLite locking); a store notices
 when another process has rotated the device key.
 """
@@ -27,15 +31,12 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.errors import CryptoError, GalleryError, KeyfileError
-from edge.gallery import admin as gallery_admin
 from edge.gallery import crypto, records
 from edge.gallery import db as gallery_db
 from edge.gallery import snapshot as index_snapshot
-from edge.gallery import sync_apply as gallery_sync
 from edge.gallery.crypto import KEY_BYTES, SEAL_OVERHEAD
-from edge.gallery.db import GALLERY_FILE, now
+from edge.gallery.db import GALLERY_FILE, SyncState, now
 from edge.gallery.records import PersonProfile, PersonRecord, TemplateKeys, TemplateRecord
-from edge.gallery.sync_apply import SyncChange, SyncState
 
 __all__ = ["GALLERY_FILE", "GalleryStore", "PersonProfile", "PersonRecord", "TemplateRecord"]
 
@@ -264,7 +265,7 @@ class GalleryStore:
         a reused block buffer with `decrypt_into`; a person key is unwrapped once per run of that
         person's templates (once per person unless enrollments interleaved). A record that fails
         authentication raises GalleryError naming the template and person: a tampered gallery is
-        not loaded in part (`integrity_check` lists every bad record).
+        not loaded in part (`edge.gallery.admin.integrity_check` lists every bad record).
         """
         with self._transaction(write=False) as db:
             n = db.execute("SELECT count(*) FROM templates WHERE model=?", (model,)).fetchone()[0]
@@ -319,7 +320,7 @@ class GalleryStore:
         self._checkpoint()
         index_snapshot.discard_files(self.path.parent)
 
-    # -- remove and rotate -----------------------------------------------------------------
+    # -- remove ----------------------------------------------------------------------------
 
     def remove(self, name: str) -> bool:
         """Crypto-erase: destroys the person key and every sealed blob, then deletes the rows.
@@ -349,33 +350,12 @@ class GalleryStore:
         db.execute("DELETE FROM templates WHERE person_id=?", (person_id,))
         db.execute("DELETE FROM persons WHERE id=?", (person_id,))
 
-    # -- hub sync (edge.gallery.sync_apply) ------------------------------------------------------
-
-    def apply_sync(self, change: SyncChange) -> int:
-        """A hub bundle, all of it in ONE transaction or nothing; returns the new gallery version."""
-        with self._transaction(write=True) as db:
-            version = gallery_sync.apply(self, db, change)
-        self._checkpoint()  # erased persons must not linger in the WAL
-        index_snapshot.discard_files(self.path.parent)  # stale now; replaced templates took the keys along
-        return version
+    # -- status ----------------------------------------------------------------------------
 
     def sync_state(self) -> SyncState:
+        """The gallery version and each hub scope's last applied sequence."""
         with self._transaction(write=False) as db:
-            return gallery_sync.state(db)
-
-    def rotate_device_key(self) -> None:
-        """New DK: every person key re-wrapped and every name tag recomputed in ONE transaction."""
-        gallery_admin.rotate_device_key(self)
-
-    def rotate_kek(self, new_kek: bytes) -> str:
-        """Step 1 of a KEK rotation (`edge.gallery_admin.rotate_kek`); returns the kek id in use."""
-        return gallery_admin.rotate_kek(self, new_kek)
-
-    def forget_kek(self, old_kek_id: str) -> None:
-        """Step 3 of a KEK rotation: the key with this id no longer opens the gallery."""
-        gallery_admin.forget_kek(self, old_kek_id)
-
-    # -- status and checks -----------------------------------------------------------------
+            return gallery_db.sync_state(db)
 
     def status(self) -> dict[str, Any]:
         with self._transaction(write=False) as db:
@@ -392,7 +372,3 @@ class GalleryStore:
             "templates": per_model,
             "files": {p.name: p.stat().st_size for p in sorted(self.path.parent.glob(GALLERY_FILE + "*")) if p.is_file()},
         }
-
-    def integrity_check(self) -> list[str]:
-        """Every problem found, [] when consistent (`edge.gallery_admin.integrity_check`)."""
-        return gallery_admin.integrity_check(self)

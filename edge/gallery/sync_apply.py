@@ -1,12 +1,14 @@
 """The gallery side of hub sync: a verified bundle applied inside ONE store transaction.
 
-`GalleryStore.apply_sync(change)` runs `apply()` in its write transaction, so persons, templates,
-the scope's sequence and the gallery version all commit together or not at all: a crash leaves
-the gallery at the old or the new version, never between.
+`apply_change(store, change)` runs `apply()` in the store's write transaction, so persons,
+templates, the scope's sequence and the gallery version all commit together or not at all: a
+crash leaves the gallery at the old or the new version, never between. The change itself is a
+plain value (`edge.gallery.changes`), which the hub builds too.
 
 Hub persons keep the hub's uid as their row uid. Two small tables (no personal data: random
-uids, scope names, integers) remember which scope (`device:<id>` / `group:<g>`) brought whom and
-the last sequence applied per scope; `meta.gallery_version` counts applied bundles.
+uids, scope names, integers; `edge.gallery.db.SYNC_TABLES`) remember which scope (`device:<id>` /
+`group:<g>`) brought whom and the last sequence applied per scope; `meta.gallery_version` counts
+applied bundles.
 
 Resolution rules (docs/sync.md):
 - a hub person whose name matches a person enrolled on this device under another uid replaces
@@ -21,66 +23,28 @@ Resolution rules (docs/sync.md):
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from edge.errors import GalleryError
 from edge.gallery import crypto, records
+from edge.gallery import snapshot as index_snapshot
+from edge.gallery.changes import SyncChange, SyncPerson
 from edge.gallery.crypto import SEAL_OVERHEAD
-from edge.gallery.db import now
-
-if TYPE_CHECKING:  # the store imports this module lazily; this import is for types only
-    from edge.gallery.store import GalleryStore
-
-_TABLES = (
-    "CREATE TABLE IF NOT EXISTS sync_scopes (scope TEXT PRIMARY KEY, seq INTEGER NOT NULL, applied INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS sync_members (scope TEXT NOT NULL, person_uid TEXT NOT NULL, PRIMARY KEY (scope, person_uid))",
-)
+from edge.gallery.db import ensure_sync_tables, now, sync_state
+from edge.gallery.store import GalleryStore
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class SyncPerson:
-    uid: str  # the hub's person uid (32 hex characters)
-    profile: records.PersonProfile
-    model: str
-    embeddings: tuple[np.ndarray, ...]
-    qualities: tuple[float, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SyncChange:
-    scope: str
-    seq: int
-    expect_seq: int  # the scope's sequence the bundle was checked against; another one means a race
-    full: bool
-    upserts: tuple[SyncPerson, ...] = ()
-    removes: tuple[str, ...] = ()  # uids leaving this scope
-    erases: tuple[str, ...] = ()  # uids erased everywhere
-
-
-@dataclass(frozen=True, slots=True)
-class SyncState:
-    version: int  # bundles applied, ever
-    scopes: dict[str, int]  # scope → last sequence applied
-
-
-def ensure_tables(db: sqlite3.Connection) -> None:
-    for statement in _TABLES:
-        db.execute(statement)
-
-
-def state(db: sqlite3.Connection) -> SyncState:
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    row = db.execute("SELECT value FROM meta WHERE key='gallery_version'").fetchone()
-    scopes = dict(db.execute("SELECT scope, seq FROM sync_scopes").fetchall()) if "sync_scopes" in tables else {}
-    return SyncState(int(row[0]) if row else 0, scopes)
+def apply_change(store: GalleryStore, change: SyncChange) -> int:
+    """A hub bundle, all of it in ONE transaction or nothing; returns the new gallery version."""
+    with store._transaction(write=True) as db:
+        version = apply(store, db, change)
+    store._checkpoint()  # erased persons must not linger in the WAL
+    index_snapshot.discard_files(store.path.parent)  # stale now; replaced templates took the keys along
+    return version
 
 
 def apply(store: GalleryStore, db: sqlite3.Connection, change: SyncChange) -> int:
     """Applies `change` in the caller's open write transaction; returns the new gallery version."""
-    ensure_tables(db)
+    ensure_sync_tables(db)
     row = db.execute("SELECT seq FROM sync_scopes WHERE scope=?", (change.scope,)).fetchone()
     current = row[0] if row else 0
     if current != change.expect_seq:
@@ -103,7 +67,7 @@ def apply(store: GalleryStore, db: sqlite3.Connection, change: SyncChange) -> in
         "INSERT INTO sync_scopes VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE SET seq=excluded.seq, applied=excluded.applied",
         (change.scope, change.seq, at),
     )
-    version = state(db).version + 1
+    version = sync_state(db).version + 1
     db.execute("INSERT INTO meta VALUES ('gallery_version', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(version),))
     return version
 

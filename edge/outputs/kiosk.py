@@ -1,34 +1,31 @@
-"""Who is in front of each camera now, and the unknown faces a kiosk may turn into enrollments.
+"""The kiosk: who is in front of each camera now, and the ZeroMQ control requests about it.
 
-The inference thread writes (`update` per frame, `decided` per decision); the ZeroMQ control
-thread reads (`identify`, `take`). An unknown face's embeddings — the very samples its
-decision was made on — are held in memory under a random `request_id` for `ttl_s` after the
-face was last seen, never written anywhere; `enroll` consumes them.
+`Kiosk` is a pipeline observer. The inference thread writes (the confirmed tracks per frame,
+each decision); the ZeroMQ control thread reads (`identify`) and asks (`enroll`, `status`,
+`reload`). An unknown face's decision carries the request id the enrollment service
+(edge/gallery/enrollment.py) holds its embeddings under; the kiosk never sees embeddings, it
+passes the customer's consent and profile to that service.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from edge.errors import ApiError
+from edge.events import DecisionEvent
+from edge.gallery.enrollment import EnrollmentService, EnrollRequest
+from edge.outputs.zmq_api import field_of
+from edge.video.observer import Observer
 
-from edge.video.decide import Decision, Sample
+if TYPE_CHECKING:
+    from edge.video.capture import Frame
+    from edge.video.pipeline import CameraState, Pipeline
 
-# Only "nobody matched" is enrollable: a face that failed the quality gate or the vote is not
-# good enough evidence to build a person from.
-ENROLLABLE = ("no_match",)
-
-
-@dataclass(slots=True)
-class Held:
-    camera: str
-    track_id: int
-    samples: list[Sample] = field(repr=False)
-    expires: float  # monotonic
+MAX_IDENTIFY_WAIT_MS = 10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +37,13 @@ class InView:
 
 
 class Presence:
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
+    """The faces in view per camera and the latest decision about each."""
+
+    def __init__(self) -> None:
         self._lock = threading.Condition()
         self._views: dict[str, list[InView]] = {}
         self._labels: dict[tuple[str, int], tuple[dict[str, Any], str | None]] = {}
-        self._held: dict[str, Held] = {}
+        self._requests: dict[str, tuple[str, int]] = {}  # request id -> (camera, track id)
 
     def cameras(self) -> list[str]:
         with self._lock:
@@ -55,34 +53,25 @@ class Presence:
         with self._lock:
             self._views.setdefault(camera, [])
 
-    def decided(self, decision: Decision, samples: list[Sample]) -> str | None:
-        """Records a decision; returns the request id when the face is enrollable."""
-        request_id = None
-        if decision.decision == "unknown" and decision.reason in ENROLLABLE and any(s.ok for s in samples):
-            request_id = secrets.token_hex(8)
-            with self._lock:
-                self._held[request_id] = Held(decision.camera, decision.track_id, samples, time.monotonic() + self.ttl_s)
+    def decided(self, event: DecisionEvent) -> None:
         with self._lock:
-            self._labels[(decision.camera, decision.track_id)] = (_summary(decision), request_id)
+            self._labels[(event.camera, event.track_id)] = (_summary(event), event.request_id)
+            if event.request_id is not None:
+                self._requests[event.request_id] = (event.camera, event.track_id)
             self._lock.notify_all()
-        return request_id
 
     def update(self, camera: str, tracks: list[tuple[int, tuple[float, float, float, float]]]) -> None:
         """The confirmed tracks in view of `camera` now (id, box)."""
-        now = time.monotonic()
         with self._lock:
             views = []
             for track_id, (x1, y1, x2, y2) in tracks:
                 label, request_id = self._labels.get((camera, track_id), (None, None))
                 views.append(InView(track_id, (x2 - x1) * (y2 - y1), label, request_id))
-                if request_id in self._held:
-                    self._held[request_id].expires = now + self.ttl_s  # still here: keep holding
             gone = {tid for (cam, tid) in self._labels if cam == camera} - {v.track_id for v in views}
             for track_id in gone:
                 del self._labels[(camera, track_id)]
+            self._requests = {r: key for r, key in self._requests.items() if key in self._labels}
             self._views[camera] = views
-            for rid in [r for r, h in self._held.items() if h.expires < now]:
-                del self._held[rid]
             self._lock.notify_all()
 
     def identify(self, camera: str, wait_s: float) -> InView | None:
@@ -98,32 +87,107 @@ class Presence:
                     return views[0] if views else None
                 self._lock.wait(left)
 
-    def held(self, request_id: str) -> Held | None:
-        with self._lock:
-            held = self._held.get(request_id)
-            return held if held is not None and held.expires >= time.monotonic() else None
-
     def enrolled(self, request_id: str, person: str) -> None:
-        """The request became `person`: drop the embeddings; the face in view now answers as them."""
+        """The request became `person`: the face in view now answers as them."""
         with self._lock:
-            held = self._held.pop(request_id, None)
-            if held is None:
+            key = self._requests.pop(request_id, None)
+            if key is None or key not in self._labels:
                 return
-            key = (held.camera, held.track_id)
-            if key in self._labels:
-                label = dict(self._labels[key][0], decision="enrolled", person=person, reason="enrolled")
-                self._labels[key] = (label, None)
-                self._views[held.camera] = [
-                    InView(v.track_id, v.area, label, None) if v.track_id == held.track_id else v
-                    for v in self._views.get(held.camera, [])
-                ]
+            label = dict(self._labels[key][0], decision="enrolled", person=person, reason="enrolled")
+            self._labels[key] = (label, None)
+            camera, track_id = key
+            self._views[camera] = [
+                InView(v.track_id, v.area, label, None) if v.track_id == track_id else v for v in self._views.get(camera, [])
+            ]
             self._lock.notify_all()
 
-    def embeddings(self, held: Held) -> tuple[list[np.ndarray], list[float]]:
-        good = [s for s in held.samples if s.ok]
-        return [s.embedding for s in good], [s.quality for s in good]
+
+class Kiosk(Observer):
+    """The control socket's handlers (`identify`, `enroll`, `status`, `reload`) and what they read."""
+
+    name = "kiosk"
+
+    def __init__(
+        self,
+        enrollment: EnrollmentService | None,
+        status: Callable[[], dict[str, Any]],
+        reload: Callable[[], bool],
+        unknown_ttl_s: float,
+    ) -> None:
+        self.presence = Presence()
+        self.enrollment = enrollment
+        self._status, self._reload = status, reload
+        self.unknown_ttl_s = unknown_ttl_s
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {"identify": self.identify, "enroll": self.enroll, "status": lambda _r: self._status(), "reload": self.reload}
+
+    # -- inference thread ------------------------------------------------------------------
+
+    def on_start(self, pipeline: Pipeline) -> None:
+        for camera in pipeline.states:
+            self.presence.add_camera(camera)
+
+    def on_frame(self, state: CameraState, frame: Frame, seconds: float) -> None:
+        confirmed = [(t.track_id, t.box) for t in state.tracker.tracks if t.confirmed]
+        self.presence.update(state.cam.name, confirmed)
+        if self.enrollment is not None:
+            self.enrollment.in_view(state.cam.name, {track_id for track_id, _ in confirmed})
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.presence.decided(event)
+
+    def on_tick(self) -> None:
+        if self.enrollment is not None:
+            self.enrollment.run_pending()
+
+    # -- control thread --------------------------------------------------------------------
+
+    def _camera(self, request: dict[str, Any]) -> str:
+        cameras = self.presence.cameras()
+        camera = field_of(request, "camera", str, cameras[0] if len(cameras) == 1 else ...)
+        if camera not in cameras:
+            raise ApiError("unknown_camera", f"camera {camera!r}: one of {', '.join(cameras)}")
+        return camera
+
+    def identify(self, request: dict[str, Any]) -> dict[str, Any]:
+        camera = self._camera(request)
+        wait_ms = field_of(request, "wait_ms", int, 0)
+        view = self.presence.identify(camera, min(max(wait_ms, 0), MAX_IDENTIFY_WAIT_MS) / 1000.0)
+        if view is None:
+            return {"camera": camera, "status": "no_face"}
+        if view.decision is None:
+            return {"camera": camera, "status": "pending", "track_id": view.track_id}
+        status = "unknown" if view.request_id else ("known" if view.decision["person"] else "unrecognised")
+        out = {"camera": camera, "status": status, **view.decision}
+        if view.request_id:
+            out.update(request_id=view.request_id, expires_in_s=self.unknown_ttl_s)
+        return out
+
+    def enroll(self, request: dict[str, Any]) -> dict[str, Any]:
+        request_id = field_of(request, "request_id", str)
+        if field_of(request, "consent", bool, False) is not True:
+            raise ApiError("consent_required", 'enroll needs "consent": true — the person agreed to be enrolled')
+        if self.enrollment is None or not self.enrollment.known(request_id):
+            raise ApiError("unknown_request", f"request_id {request_id!r} is unknown or expired")
+        asked = EnrollRequest(
+            request_id=request_id,
+            name=field_of(request, "name", str),
+            groups=tuple(field_of(request, "groups", list, [])),
+            consent_text=field_of(request, "consent_text", str, ""),
+            retention_days=field_of(request, "retention_days", (int, type(None)), None),
+            valid_until=field_of(request, "valid_until", (int, type(None)), None),
+        )
+        record = self.enrollment.enroll(asked)
+        self.presence.enrolled(request_id, record.profile.name)
+        return {"person": record.profile.name, "templates": record.n_templates, "uid": record.uid}
+
+    def reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        if not self._reload():
+            raise ApiError("busy", "this daemon cannot reload (no config file to re-read)")
+        return {"reloading": True}
 
 
-def _summary(d: Decision) -> dict[str, Any]:
-    return {"decision": d.decision, "person": d.person, "score": None if d.score is None else round(d.score, 4),
-            "reason": d.reason, "track_id": d.track_id, "ts": round(d.ts, 3)}
+def _summary(e: DecisionEvent) -> dict[str, Any]:
+    return {"decision": e.decision, "person": e.person, "score": None if e.score is None else round(e.score, 4),
+            "reason": e.reason, "track_id": e.track_id, "ts": round(e.ts, 3)}

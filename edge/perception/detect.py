@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge.perception.registry import DetectorSpec
 from edge.perception.runtime import Session
 
 # Keypoint order of both BlazeFace models (subject's left/right, not the image's).
@@ -20,24 +21,6 @@ KP_RIGHT_EYE, KP_LEFT_EYE, KP_NOSE, KP_MOUTH, KP_RIGHT_EAR, KP_LEFT_EAR = range(
 _RAW_SCORE_LIMIT = 80.0  # keeps exp() finite in float32
 # Faces spanning less than this share of the frame's long side get a second, zoomed-in pass.
 REFINE_BELOW = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class DetectorSpec:
-    """Anchor layout of one BlazeFace variant."""
-
-    name: str
-    input_size: int
-    strides: tuple[int, ...]
-    anchors_per_cell: tuple[int, ...]
-
-
-DETECTORS = {
-    # 128 px, faces within ~2 m of a selfie/kiosk camera.
-    "short": DetectorSpec("short", 128, (8, 16), (2, 6)),
-    # 192 px, faces up to ~5 m: door cameras, corridors.
-    "full": DetectorSpec("full", 192, (4,), (1,)),
-}
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,37 +1,19 @@
 """Face embeddings: aligned chips → L2-normalised vectors, one interface for every embedder.
 
-Each embedder is described by an `EmbedderSpec` (chip template, input normalisation, size);
-the weights come from the model store in fp32 or int8. With `flip`, the chip and its mirror
-image are both embedded and summed: test-time augmentation that doubles the embedding
-cost; measured on LFW it gains dlib 0.3 points and the EdgeFace models nothing, so it is off by
-default.
+Each embedder is described by an `EmbedderSpec` (chip template, input normalisation, size),
+listed in edge/perception/registry.py; the weights come from the model store in fp32 or int8.
+With `flip`, the chip and its mirror image are both embedded and summed: test-time augmentation
+that doubles the embedding cost; measured on LFW it gains dlib 0.3 points and the EdgeFace
+models nothing, so it is off by default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from edge.perception.align import FaceChip
+from edge.perception.registry import EMBEDDERS, EmbedderSpec
 from edge.perception.runtime import Session
-
-
-@dataclass(frozen=True, slots=True)
-class EmbedderSpec:
-    name: str
-    template: str  # chip template in edge.align.TEMPLATES
-    dim: int
-    mean: float  # model input = (pixel - mean) / std, pixel in 0..255 RGB
-    std: float
-    licence: str
-
-
-EMBEDDERS = {
-    "edgeface_xs": EmbedderSpec("edgeface_xs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)"),
-    "edgeface_xxs": EmbedderSpec("edgeface_xxs", "arcface", 512, 127.5, 127.5, "BSD-3-Clause; trained on WebFace12M (research-only data)"),
-    "dlib_resnet": EmbedderSpec("dlib_resnet", "dlib", 128, 0.0, 1.0, "CC0-1.0"),
-}
 
 
 def embedder_spec(name: str) -> EmbedderSpec:

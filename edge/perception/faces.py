@@ -15,11 +15,12 @@ import numpy as np
 
 from edge.config import Config
 from edge.perception.align import Aligner, FaceChip
-from edge.perception.detect import DETECTORS, Detection, FaceDetector
+from edge.perception.detect import Detection, FaceDetector
 from edge.perception.embed import Embedder, embedder_spec
 from edge.perception.landmarks import FaceMesh, FaceMeshModel, mesh_keypoints
 from edge.perception.modelstore import ModelStore
 from edge.perception.quality import Quality, QualityGate
+from edge.perception.registry import DETECTORS
 from edge.perception.runtime import open_session, resolve
 
 

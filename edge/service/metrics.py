@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from importlib import metadata
 from pathlib import Path
@@ -25,8 +25,9 @@ from prometheus_client.registry import Collector
 from edge.config import Config
 from edge.service.metrics_http import Health, MetricsServer
 from edge.video.capture import Frame
-from edge.video.decide import DECISIONS, Decision, Sample
-from edge.video.pipeline import CameraState, Observer, Pipeline, RunSummary
+from edge.events import DECISIONS, DecisionEvent
+from edge.video.observer import Observer
+from edge.video.pipeline import CameraState, Pipeline, RunSummary
 
 _LOG = logging.getLogger("facegate")
 # Stage calls take 0.1 ms (tracking) to ~100 ms (an embedder on a Pi); decisions 50 ms to seconds.
@@ -46,6 +47,9 @@ def _version() -> str:
 
 class MetricsObserver(Observer):
     """Feeds a registry of its own (several pipelines in one test process do not collide)."""
+
+    name = "metrics"
+    acts = False
 
     def __init__(self, cfg: Config, data_dir: Path | None = None, registry: CollectorRegistry | None = None) -> None:
         self.cfg = cfg
@@ -119,7 +123,7 @@ class MetricsObserver(Observer):
             self._gallery_changed(pipeline)
             self._models_changed(pipeline)
 
-    def on_decision(self, decision: Decision, samples: list[Sample]) -> None:
+    def on_decision(self, decision: DecisionEvent) -> None:
         self.decisions.labels(decision.camera, decision.decision).inc()
         self.decision_latency.labels(decision.decision).observe(decision.latency_ms / 1000.0)
         if decision.decision == "spoof":
@@ -138,7 +142,7 @@ class MetricsObserver(Observer):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _observe_stages(self, timings: dict[str, deque[float]], counts: Counter[str]) -> None:
+    def _observe_stages(self, timings: dict[str, deque[float]], counts: Mapping[str, int]) -> None:
         # The pipeline keeps the last timings per stage in bounded deques and counts every call;
         # pick up only the calls since the last frame. A reload builds a new Perception with
         # new counters, hence the counter identity in the bookmark.
@@ -184,6 +188,13 @@ class _ScrapeCollector(Collector):
             reconnects.add_metric([state.cam.name], stats.reconnects)
         yield dropped
         yield reconnects
+        if pipeline is not None:
+            errors = CounterMetricFamily(
+                "facegate_observer_errors", "Exceptions contained in an observer (outputs, sync, metrics...) or the audit step", labels=["observer"]
+            )
+            for name, count in sorted(pipeline.observers.errors.items()):
+                errors.add_metric([name], count)
+            yield errors
         tick_age = self.observer.health.tick_age()
         if tick_age is not None:
             age.add_metric([], tick_age)

@@ -19,12 +19,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
-from edge.config import Config
+from edge.events import DecisionEvent
 from edge.video.capture import Frame
-from edge.video.decide import Decision, Sample
-from edge.video.pipeline import CameraState, Observer, Pipeline, RunSummary
+from edge.video.observer import Observer
+from edge.video.pipeline import CameraState, Pipeline, RunSummary
 
 _LOG = logging.getLogger("facegate")
 # STATUS= lines are for `systemctl status`; more often than this is noise in the manager.
@@ -91,6 +90,9 @@ class ServiceObserver(Observer):
     (FACEGATE_DECISION, FACEGATE_PERSON, ...) so `journalctl FACEGATE_DECISION=deny` works;
     on a terminal `facegate run` already prints one line per decision."""
 
+    name = "systemd"
+    acts = False
+
     def __init__(self, notifier: Notifier | None = None, journal: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.notifier = notifier or Notifier()
         self.journal = journal
@@ -114,7 +116,7 @@ class ServiceObserver(Observer):
     def on_frame(self, state: CameraState, frame: Frame, seconds: float) -> None:
         self._frames += 1
 
-    def on_decision(self, decision: Decision, samples: list[Sample]) -> None:
+    def on_decision(self, decision: DecisionEvent) -> None:
         self._decisions[decision.decision] += 1
         if not self.journal:
             return
@@ -122,6 +124,7 @@ class ServiceObserver(Observer):
             "%s %s at %s (track %d, %s)", decision.decision, decision.person or "-", decision.camera, decision.track_id, decision.reason,
             extra={
                 "FACEGATE_DECISION": decision.decision, "FACEGATE_PERSON": decision.person or "",
+                "FACEGATE_PERSON_UID": decision.person_uid or "", "FACEGATE_DOOR": decision.door or "",
                 "FACEGATE_CAMERA": decision.camera, "FACEGATE_TRACK": decision.track_id,
                 "FACEGATE_REASON": decision.reason, "FACEGATE_SCORE": "" if decision.score is None else f"{decision.score:.4f}",
                 "FACEGATE_LATENCY_MS": f"{decision.latency_ms:.0f}",
@@ -179,15 +182,3 @@ def _stderr_is_journal() -> bool:
     except (OSError, ValueError):
         return False
     return value == f"{st.st_dev}:{st.st_ino}"
-
-
-def daemon_observers(cfg: Config, data_dir: Path) -> list[Observer]:
-    """What `facegate run` adds to its pipeline: systemd notification and, when `[metrics]
-    enabled`, the Prometheus / health endpoint."""
-    from edge.service.metrics import MetricsObserver
-
-    journal = setup_logging() == "journal"
-    observers: list[Observer] = [ServiceObserver(journal=journal)]
-    if cfg.metrics.enabled:
-        observers.append(MetricsObserver.serve(cfg, data_dir))
-    return observers

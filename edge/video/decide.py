@@ -15,68 +15,24 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edge.access.rules import CameraRules, person_refusal
 from edge.access.rules import Candidate as AccessCandidate
+from edge.access.rules import CameraRules
 from edge.config import CameraConfig, DecideConfig
-from edge.gallery.records import PersonProfile
+from edge.events import DecisionEvent, LivenessEvidence
+from edge.gallery.records import PersonRecord
 from edge.gallery.search import Candidate, Gallery, Match
 from edge.perception.faces import Face
 from edge.video.track import Track
 
-DECISIONS = ("grant", "deny", "unknown", "spoof")
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    ts: float  # wall-clock time of the decision, unix seconds
-    camera: str
-    track_id: int
-    decision: str  # one of DECISIONS
-    person: str | None  # the matched person (also for deny; None for unknown)
-    score: float | None  # fused cosine score against `person` (or the best candidate)
-    threshold: float
-    reason: str  # why: "match", "no_match", "vote", "low_quality", "not_in_groups", ...
-    frames_used: int
-    quality: float  # mean quality score of the frames used
-    latency_ms: float  # from the capture of the track's first frame to this decision
-    # From the capture of the track's first frame that passed the quality gate (None: none
-    # did) to this decision: latency_ms minus the time the face was too far, turned or dark.
-    usable_latency_ms: float | None
-    first_seen: float  # wall-clock capture time of the track's first frame
-    source_t: float  # the track's first frame on the source clock (position in a file)
-    box: tuple[float, float, float, float]
-    models: dict[str, str] = field(default_factory=dict)
-    liveness: dict[str, Any] | None = None
-    # From the capture of the track's first frame in which FaceMesh confirmed a face (None: it
-    # never did — the back of a head, a face-like pattern) to this decision.
-    face_latency_ms: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ts": round(self.ts, 3),
-            "camera": self.camera,
-            "track_id": self.track_id,
-            "decision": self.decision,
-            "person": self.person,
-            "score": None if self.score is None else round(self.score, 4),
-            "threshold": round(self.threshold, 4),
-            "reason": self.reason,
-            "frames_used": self.frames_used,
-            "quality": round(self.quality, 3),
-            "latency_ms": round(self.latency_ms, 1),
-            "usable_latency_ms": None if self.usable_latency_ms is None else round(self.usable_latency_ms, 1),
-            "face_latency_ms": None if self.face_latency_ms is None else round(self.face_latency_ms, 1),
-            "first_seen": round(self.first_seen, 3),
-            "source_t": round(self.source_t, 3),
-            "box": [round(v, 1) for v in self.box],
-            "models": self.models,
-            "liveness": self.liveness,
-        }
+# (camera, track id, the samples of an unknown face) -> a kiosk request id, or None: the
+# enrollment service's `hold` (edge/gallery/enrollment.py) when a kiosk control socket is on.
+HoldUnknown = Callable[[str, int, list["Sample"]], str | None]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -132,27 +88,36 @@ def fuse(samples: list[Sample]) -> np.ndarray:
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
-def access(profile: PersonProfile, camera: CameraConfig, now: float) -> str | None:
-    """Why `profile` may not pass at `camera` now, or None if it may (no door rules)."""
-    return person_refusal(profile, camera.groups, now)
-
-
 class Decider:
-    """Per camera: evidence per track id, and the decision when a track is due."""
+    """Per camera: evidence per track id, and the decision when a track is due.
+
+    The access rules are the decider's own (`rules`: the camera's groups, and the door's
+    schedule, anti-passback, two-person rule... when a [[door]] uses this camera), so a
+    decision that leaves here is final: outputs only act on it.
+    """
 
     def __init__(
-        self, cfg: DecideConfig, camera: CameraConfig, gallery: Gallery, models: dict[str, str], liveness: Any | None = None
+        self,
+        cfg: DecideConfig,
+        camera: CameraConfig,
+        gallery: Gallery,
+        models: dict[str, str],
+        liveness: Any | None = None,
+        rules: CameraRules | None = None,
+        target_fmr: float | None = None,
+        hold_unknown: HoldUnknown | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera = camera
         self.gallery = gallery
         self.models = models
-        self.liveness = liveness  # edge.liveness.Liveness, or None
+        self.liveness = liveness  # edge.perception.liveness.checker.Liveness, or None
+        self.rules = rules or CameraRules(camera.groups)
+        self.target_fmr = target_fmr
+        self.hold_unknown = hold_unknown
         self.evidence: dict[int, Evidence] = {}
         self.decided: set[int] = set()
-        self._profiles: dict[int, PersonProfile | None] = {}
-        # Replaced by the door's rules (schedule, anti-passback, ...) when a [[door]] uses this camera.
-        self.rules = CameraRules(camera.groups)
+        self._persons: dict[int, PersonRecord | None] = {}
 
     def wants(self, track: Track) -> bool:
         return track.track_id not in self.decided
@@ -176,13 +141,12 @@ class Decider:
         waited = (t - ev.first_ok_t) * 1000.0 >= self.cfg.max_wait_ms - _CLOCK_SLACK_MS
         return ev.n_ok >= self.cfg.min_frames or waited
 
-    def decide(self, track: Track) -> tuple[Decision, list[Sample]]:
-        """The track's decision and the samples it was made on (for a kiosk's enroll-on-consent)."""
+    def decide(self, track: Track) -> DecisionEvent:
+        """The track's decision, made once."""
         self.decided.add(track.track_id)
         ev = self.evidence.pop(track.track_id, None) or Evidence(None)
         samples = ev.used()
         live = ev.liveness.result() if ev.liveness is not None else None
-        now_mono = time.monotonic()
         outcome, person, score, reason = "unknown", None, None, "no_usable_frame"
         if samples:
             match = self.gallery.identify(fuse(samples), k=5)
@@ -190,24 +154,37 @@ class Decider:
             reason = self._why(match, samples)
             # A spoof is refused before the rules run: it must not count as an entry (anti-passback).
             if reason == "match" and (live is None or live.live):
-                person = match.person
-                outcome, reason = self._access(match.candidates[0], live)
-                person = person if outcome != "unknown" else None
+                outcome, reason, person = self._access(match.candidates[0], live)
         if ev.first_face_mono is None and ev.first_ok_mono is None:
             # FaceMesh never saw a face in this track (the back of a head, a poster's outline):
             # nothing to recognise and nothing to call a spoof.
             outcome, person, reason = "unknown", None, "no_face"
         elif live is not None and not live.live:
             outcome, person, reason = "spoof", None, "liveness"
-        decision = Decision(
+        request_id = None
+        if outcome == "unknown" and reason == "no_match" and self.hold_unknown is not None and any(s.ok for s in samples):
+            request_id = self.hold_unknown(self.camera.name, track.track_id, samples)
+        return self._event(track, ev, samples, outcome, reason, person, score, live, request_id)
+
+    def _event(
+        self, track: Track, ev: Evidence, samples: list[Sample], outcome: str, reason: str,
+        person: PersonRecord | None, score: float | None, live: Any | None, request_id: str | None,
+    ) -> DecisionEvent:
+        now_mono = time.monotonic()
+        door = self.rules.door.door.name if self.rules.door is not None else None
+        return DecisionEvent(
             ts=time.time(),
             camera=self.camera.name,
             track_id=track.track_id,
             decision=outcome,
-            person=person,
+            reason=reason,
+            person=person.profile.name if person else None,
+            person_id=person.id if person else None,
+            person_uid=person.uid if person else None,
             score=score,
             threshold=self.gallery.threshold,
-            reason=reason,
+            target_fmr=self.target_fmr,
+            door=door,
             frames_used=len(samples),
             quality=float(np.mean([s.quality for s in samples])) if samples else 0.0,
             latency_ms=(now_mono - track.first_mono) * 1000.0,
@@ -216,19 +193,21 @@ class Decider:
             source_t=track.first_t,
             box=track.box,
             models=self.models,
-            liveness=_liveness_dict(live),
+            liveness=_evidence(live),
             face_latency_ms=None if ev.first_face_mono is None else (now_mono - ev.first_face_mono) * 1000.0,
+            request_id=request_id,
         )
-        return decision, samples
 
     def forget(self, track: Track) -> None:
         """The track ended; its id will not come back."""
         self.evidence.pop(track.track_id, None)
         self.decided.discard(track.track_id)
 
-    def reload(self, gallery: Gallery) -> None:
+    def reload(self, gallery: Gallery, rules: CameraRules, target_fmr: float | None) -> None:
         self.gallery = gallery
-        self._profiles.clear()
+        self.rules = rules
+        self.target_fmr = target_fmr
+        self._persons.clear()
 
     def _why(self, match: Match, samples: list[Sample]) -> str:
         if match.person is None:
@@ -241,29 +220,25 @@ class Decider:
             return "vote"
         return "match"
 
-    def _access(self, candidate: Candidate, live: Any | None) -> tuple[str, str]:
+    def _access(self, candidate: Candidate, live: Any | None) -> tuple[str, str, PersonRecord | None]:
+        """(outcome, reason, the person) for a matched, live candidate."""
         person_id = candidate.person_id
-        if person_id not in self._profiles:
-            record = self.gallery.store.person(person_id)
-            self._profiles[person_id] = record.profile if record is not None else None
-        profile = self._profiles[person_id]
-        if profile is None:
-            return "unknown", "removed"
+        if person_id not in self._persons:
+            self._persons[person_id] = self.gallery.person(person_id)
+        record = self._persons[person_id]
+        if record is None:
+            return "unknown", "removed", None
         live_ok = None if live is None else bool(live.live)
-        asked = AccessCandidate(person_id, candidate.person, profile, candidate.score, live_ok, getattr(live, "challenge", None))
+        asked = AccessCandidate(person_id, record.profile.name, record.profile, candidate.score, live_ok, getattr(live, "challenge", None))
         refused = self.rules.check(asked, time.time())
-        return ("deny", refused) if refused else ("grant", "match")
+        return ("deny", refused, record) if refused else ("grant", "match", record)
 
 
-def _liveness_dict(live: Any | None) -> dict[str, Any] | None:
+def _evidence(live: Any | None) -> LivenessEvidence | None:
     if live is None:
         return None
     # The cues and the challenge state go along so an audit can tell why a track was refused.
-    return {
-        "score": round(float(live.score), 4),
-        "live": bool(live.live),
-        "threshold": round(float(live.threshold), 4),
-        "cues": {k: round(float(v), 4) for k, v in live.cues.items()},
-        "frames": int(live.frames),
-        "challenge": live.challenge,
-    }
+    return LivenessEvidence(
+        float(live.score), bool(live.live), float(live.threshold), {k: float(v) for k, v in live.cues.items()},
+        int(live.frames), live.challenge,
+    )

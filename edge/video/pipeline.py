@@ -19,14 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from edge.access.rules import AreaRegister, CameraRules, DoorRules
 from edge.config import CameraConfig, Config
+from edge.events import DecisionEvent
 from edge.gallery.search import Gallery
 from edge.perception.detect import Detection
 from edge.perception.faces import TIMING_WINDOW, Face, Perception
 from edge.perception.landmarks import FaceMesh, mesh_keypoints
 from edge.video.annotate import Annotator
 from edge.video.capture import CameraReader, Frame
-from edge.video.decide import Decider, Decision, Sample
+from edge.video.decide import Decider, HoldUnknown
+from edge.video.observer import Observers
 from edge.video.track import Box, SceneCut, Track, Tracker
 
 # How long one camera's get() may block when several cameras share the loop.
@@ -43,7 +46,8 @@ class CameraState:
     decider: Decider
     scene_cut: SceneCut
     frames: int = 0
-    labels: dict[int, Decision] = field(default_factory=dict)  # decided tracks, for annotation
+    last_frame_mono: float = 0.0  # when the loop last processed a frame of this camera
+    labels: dict[int, DecisionEvent] = field(default_factory=dict)  # decided tracks, for annotation
     meshes: dict[int, tuple[FaceMesh, Box]] = field(default_factory=dict)  # last mesh per undecided track
 
 
@@ -93,44 +97,20 @@ def model_versions(perception: Perception) -> dict[str, str]:
     return out
 
 
-class Observer:
-    """Hooks for outputs (ZeroMQ, relays), metrics and the systemd watchdog.
-
-    Subclass and override what you need; every hook runs on the inference thread, so it must
-    be quick (hand slow work to a thread of your own). Register with `pipeline.observers`.
-    """
-
-    def on_start(self, pipeline: Pipeline) -> None:
-        """Models and gallery are loaded and the cameras are opening (systemd READY=1)."""
-
-    def on_frame(self, state: CameraState, frame: Frame, seconds: float) -> None:
-        """A frame was processed in `seconds`; `state.tracker.tracks` and `state.labels` are current."""
-
-    def on_decision(self, decision: Decision, samples: list[Sample]) -> None:
-        """A track was decided; `samples` are the embeddings (and qualities) it was decided on."""
-
-    def on_tick(self) -> None:
-        """Every turn of the main loop, frame or not (a wedged loop stops calling it)."""
-
-    def on_stop(self, summary: RunSummary) -> None:
-        """The run ended (stop signal, end of files, --max-seconds)."""
-
-
 class Pipeline:
     def __init__(
         self,
         cfg: Config,
         gallery: Gallery,
         cameras: list[CameraConfig],
-        sink: Callable[[Decision], None],
         realtime: bool = False,
         perception: Perception | None = None,
         liveness: Any | None = None,
         annotate: Path | None = None,
+        hold_unknown: HoldUnknown | None = None,
     ) -> None:
         self.cfg = cfg
         self.gallery = gallery
-        self.sink = sink
         self.realtime = realtime
         self.perception = perception or Perception(cfg)
         self.liveness = liveness
@@ -140,21 +120,39 @@ class Pipeline:
         self.annotator = Annotator(annotate, [c.name for c in cameras]) if annotate else None
         self.timings_ms: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=TIMING_WINDOW))
         self.timing_counts: Counter[str] = Counter()
-        self.decisions: deque[Decision] = deque(maxlen=TIMING_WINDOW)  # the latest, for the summary
+        self.decisions: deque[DecisionEvent] = deque(maxlen=TIMING_WINDOW)  # the latest, for the summary
         self.counts: Counter[str] = Counter()
         self.faces = 0
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
-        self.reloader: Callable[[], tuple[Config, Gallery]] | None = None
-        self.observers: list[Observer] = []
+        # SIGHUP / sync: a new config and gallery, or None to keep running on the current ones.
+        self.reloader: Callable[[], tuple[Config, Gallery] | None] | None = None
+        self.observers = Observers()
+        # Where each decision goes; the daemon puts its audit-then-act step here.
+        self.on_decision: Callable[[DecisionEvent], None] = self.observers.decision
+        self.hold_unknown = hold_unknown
+        self.areas = AreaRegister()  # anti-passback: shared by every door, kept across reloads
+        self.rules = self._rules()
 
     # -- per frame ---------------------------------------------------------------------------
 
+    def _rules(self) -> dict[str, CameraRules]:
+        """Each camera's access rules: its groups, and its door's rules when a [[door]] uses it."""
+        doors = {d.camera: DoorRules(d, self.gallery.threshold, self.areas) for d in self.cfg.door}
+        return {cam.name: CameraRules(cam.groups, doors.get(cam.name)) for cam in self.cameras}
+
+    @property
+    def target_fmr(self) -> float | None:
+        """The per-comparison false-match rate the threshold came from; None for an explicit one."""
+        return None if self.cfg.match.threshold else self.cfg.match.target_fmr
+
     def _state(self, cam: CameraConfig, reader: CameraReader) -> CameraState:
-        decider = Decider(self.cfg.decide, cam, self.gallery, self.models, self.liveness)
+        decider = Decider(
+            self.cfg.decide, cam, self.gallery, self.models, self.liveness, self.rules[cam.name], self.target_fmr, self.hold_unknown
+        )
         return CameraState(cam, reader, Tracker(self.cfg.track), decider, SceneCut(self.cfg.track.scene_cut))
 
-    def process(self, state: CameraState, frame: Frame) -> list[Decision]:
+    def process(self, state: CameraState, frame: Frame) -> list[DecisionEvent]:
         image, t = frame.image, frame.t
         p = self.perception
         ended: list[Track] = []
@@ -216,18 +214,16 @@ class Pipeline:
             state.meshes[track.track_id] = (face.mesh, det.box)
         return face
 
-    def _decide(self, state: CameraState, track: Track) -> Decision:
+    def _decide(self, state: CameraState, track: Track) -> DecisionEvent:
         started = time.perf_counter()
-        decision, samples = state.decider.decide(track)
+        event = state.decider.decide(track)
         self._time("match", started)
-        state.labels[track.track_id] = decision
+        state.labels[track.track_id] = event
         state.meshes.pop(track.track_id, None)
-        self.decisions.append(decision)
-        self.counts[decision.decision] += 1
-        self.sink(decision)
-        for observer in self.observers:
-            observer.on_decision(decision, samples)
-        return decision
+        self.decisions.append(event)
+        self.counts[event.decision] += 1
+        self.on_decision(event)
+        return event
 
     def _time(self, stage: str, started: float) -> None:
         self.timings_ms[stage].append((time.perf_counter() - started) * 1000.0)
@@ -242,8 +238,7 @@ class Pipeline:
         started = time.monotonic()
         readers = [CameraReader(cam, realtime=self.realtime).start() for cam in self.cameras]
         self.states = {r.cam.name: self._state(r.cam, r) for r in readers}
-        for observer in self.observers:
-            observer.on_start(self)
+        self.observers.start(self)
         poll = MULTI_CAMERA_POLL_S if len(readers) > 1 else 0.1
         try:
             while not self.stop_event.is_set():
@@ -254,10 +249,9 @@ class Pipeline:
                     if frame is not None:
                         began = time.perf_counter()
                         self.process(state, frame)
-                        for observer in self.observers:
-                            observer.on_frame(state, frame, time.perf_counter() - began)
-                for observer in self.observers:
-                    observer.on_tick()
+                        state.last_frame_mono = time.monotonic()
+                        self.observers.frame(state, frame, time.perf_counter() - began)
+                self.observers.tick()
                 if all(s.reader.done for s in self.states.values()):
                     break
                 if max_seconds is not None and time.monotonic() - started >= max_seconds:
@@ -273,8 +267,7 @@ class Pipeline:
             if self.annotator is not None:
                 self.annotator.close()
         summary = self.summary(time.monotonic() - started)
-        for observer in self.observers:
-            observer.on_stop(summary)
+        self.observers.stop(summary)
         return summary
 
     def summary(self, seconds: float) -> RunSummary:
@@ -297,15 +290,19 @@ class Pipeline:
         self.reload_requested.clear()
         if self.reloader is None:
             return
-        cfg, gallery = self.reloader()
+        reloaded = self.reloader()
+        if reloaded is None:
+            return
+        cfg, gallery = reloaded
         if any(getattr(cfg, s) != getattr(self.cfg, s) for s in _PERCEPTION_SECTIONS):
             self.perception = Perception(cfg)
             self.models = model_versions(self.perception)
         old, self.gallery, self.cfg = self.gallery, gallery, cfg
+        self.rules = self._rules()
         for state in self.states.values():
             state.decider.cfg = cfg.decide
             state.decider.models = self.models
-            state.decider.reload(gallery)
+            state.decider.reload(gallery, self.rules[state.cam.name], self.target_fmr)
             state.tracker.cfg = cfg.track
         if old is not gallery:
             old.close()

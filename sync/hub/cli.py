@@ -19,13 +19,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.audit.journal import GENESIS, check_record
+from edge.audit.records import GENESIS, check_record
 from edge.config import Config
 from edge.errors import FacegateError
-from edge.gallery.enroll import images_in, person_folders, photo_template
 from edge.gallery.records import PersonProfile, new_uid
+from edge.perception.photos import images_in, person_folders, photo_template
 
 Handler = Callable[[argparse.Namespace, Config], int]
+Wrap = Callable[[Handler], Callable[[argparse.Namespace], int]]  # a handler wrapped with config loading
 
 
 def _hub(cfg: Config):
@@ -104,7 +105,7 @@ def cmd_group_assign(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_person_add(args: argparse.Namespace, cfg: Config) -> int:
-    from edge.gallery.sync_apply import SyncPerson
+    from edge.gallery.changes import SyncPerson
     from edge.perception.faces import Perception, embedder_model_name
 
     if bool(args.photos) == bool(args.from_dir) or (args.photos and not args.name):
@@ -289,10 +290,18 @@ def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Callable[[argparse.Namespace], int]]) -> None:
+def add_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:
     """Registers `admin` and `hub`; `run(handler)` wraps a handler with config loading."""
     admin = sub.add_parser("admin", help="the hub's fleet, persons, pushes and audit trail ([hub] config)").add_subparsers(dest="admin_command", required=True)
+    _add_device_commands(admin, run)
+    _add_group_commands(admin, run)
+    _add_person_commands(admin, run)
+    _add_push_command(admin, run)
+    _add_audit_commands(admin, run)
+    _add_hub_commands(sub, run)
 
+
+def _add_device_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
     device = admin.add_parser("device", help="register and inspect devices").add_subparsers(dest="device_command", required=True)
     p = device.add_parser("add", help="register a device's public keys (from `facegate sync identity`)")
     p.add_argument("device")
@@ -309,6 +318,8 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=run(handler))
 
+
+def _add_group_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
     group = admin.add_parser("group", help="device groups").add_subparsers(dest="group_command", required=True)
     p = group.add_parser("add")
     p.add_argument("group")
@@ -319,6 +330,8 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--remove", action="store_true", help="take the device out of the group instead")
     p.set_defaults(func=run(cmd_group_assign))
 
+
+def _add_person_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
     person = admin.add_parser("person", help="persons on the hub (encrypted at rest)").add_subparsers(dest="person_command", required=True)
     p = person.add_parser("add", help="enroll NAME from --photos DIR, or everyone in --from-dir DIR/<Name>/*.jpg")
     p.add_argument("name", nargs="?")
@@ -345,6 +358,8 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run(cmd_person_erasures))
 
+
+def _add_push_command(admin: argparse._SubParsersAction, run: Wrap) -> None:
     p = admin.add_parser("push", help="sign and publish full bundles: every group (default), one group or one device")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--group", default=None)
@@ -352,6 +367,8 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run(cmd_push))
 
+
+def _add_audit_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
     audit = admin.add_parser("audit", help="the devices' audit records as the hub stored them").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser("query")
     p.add_argument("--device", default=None)
@@ -366,6 +383,8 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run(cmd_audit_verify))
 
+
+def _add_hub_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:
     hub = sub.add_parser("hub", help="the hub service ([hub] config)").add_subparsers(dest="hub_command", required=True)
     p = hub.add_parser("serve", help="ingest audit, enrollments, gallery acks and resyncs until SIGTERM")
     p.set_defaults(func=run(cmd_hub_serve))

@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.audit.journal import GENESIS, AuditRecord, check_record
+from edge.audit.records import GENESIS, AuditRecord, check_record
 from sync import protocol
 from sync.protocol import ProtocolError
 

@@ -38,7 +38,7 @@ from sync import protocol
 from sync.bundle import BundleContent, build_bundle
 from sync.hub.ingest import ack_message
 from sync.hub.store import HubStore
-from sync.uploads import open_enrollment
+from sync.hub.uploads import open_enrollment
 
 log = logging.getLogger("facegate.hub")
 LEAVES = (protocol.AUDIT, protocol.ENROLL, protocol.GALLERY_ACK, protocol.RESYNC)

@@ -24,11 +24,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge.audit.journal import GENESIS, AuditRecord
+from edge.audit.records import GENESIS, AuditRecord
 from edge.errors import FacegateError
+from edge.gallery.changes import SyncPerson
 from edge.gallery.crypto import aad, derive_key, keyed_tag, new_key, seal, unseal, unwrap_key, wrap_key
 from edge.gallery.records import normalise_name
-from edge.gallery.sync_apply import SyncPerson
 from sync import protocol
 from sync.bundle import PERSON, person_doc, person_from_doc
 from sync.hub.db import HubDb

@@ -77,6 +77,11 @@ class LivenessResult:
         }
 
 
+def load_liveness(cfg: Config, store: ModelStore) -> Liveness | None:
+    """The liveness checker when `[liveness] enabled`, else None (no track is ever `spoof`)."""
+    return Liveness(cfg, store) if cfg.liveness.enabled else None
+
+
 def threshold_for(cfg: Config) -> float:
     """`[liveness] threshold`, or the calibrated threshold for `target_apcer` (log-interpolated)."""
     lv = cfg.liveness

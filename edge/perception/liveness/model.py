@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.errors import ConfigError
 from edge.perception.modelstore import ModelStore
+from edge.perception.registry import LIVENESS_MODELS
 from edge.perception.runtime import Session, open_session, resolve
 
 INPUT = 80
@@ -37,7 +38,6 @@ SPECS = {
     "v2": PassiveSpec("minifasnet_v2", 2.7),
     "v1se": PassiveSpec("minifasnet_v1se", 4.0),
 }
-MODEL_CHOICES = {"v1se": ("v1se",), "v2": ("v2",), "both": ("v1se", "v2")}
 
 
 def context_crop(image: np.ndarray, box: tuple[float, float, float, float], scale: float) -> np.ndarray:
@@ -72,10 +72,10 @@ class PassiveModel:
     def from_store(
         cls, store: ModelStore, model: str, precision: str, threads: int = 1, backend: str = "auto"
     ) -> PassiveModel:
-        if model not in MODEL_CHOICES:
-            raise ConfigError(f"liveness.model: must be one of {', '.join(MODEL_CHOICES)} (got {model!r})")
+        if model not in LIVENESS_MODELS:
+            raise ConfigError(f"liveness.model: must be one of {', '.join(LIVENESS_MODELS)} (got {model!r})")
         sessions = []
-        for key in MODEL_CHOICES[model]:
+        for key in LIVENESS_MODELS[model]:
             spec = SPECS[key]
             name, chosen = resolve(backend, "liveness", f"{spec.name}_{precision}", store.records)
             sessions.append((open_session(store.path(name), chosen, threads), spec))

@@ -1,20 +1,21 @@
-"""The typed config tree read from `config.toml`.
+"""One frozen dataclass per TOML table of `config.toml`: every key, its default and its bounds.
 
-One frozen dataclass per TOML table. Unknown tables or keys, wrong types and out-of-range
-values all fail at load with the dotted key and the reason (`embed.model: must be one of
-edgeface_xs, dlib_resnet (got 'x')`), so a typo never silently falls back to a default.
+A field's metadata holds what the loader (edge/config/load.py) checks it against: `choices`
+(model names come from edge/perception/registry.py) or a `min`/`max` range. Rules between keys
+are edge/config/rules.py; a table that has them checks them when it is built, in code as in
+the loader (`SyncConfig(broker_host="x")` raises ConfigError). `CameraConfig` and `DoorConfig`
+are checked by the loader only: their defaults are placeholders (no source, no camera) that a
+file must fill in, while code builds them with what it has (`--source` cameras).
 Every key is documented in docs/config.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from edge.errors import ConfigError
+from edge.config.rules import enforce
+from edge.perception.registry import BACKENDS, DETECTORS, EMBEDDERS, LIVENESS_MODELS, PRECISIONS
 
 
 def _choice(*values: object) -> dict[str, Any]:
@@ -29,13 +30,13 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
 class ModelsConfig:
     dir: str = ""  # empty: $FACEGATE_MODELS_DIR or the repo's models/
     # auto: TFLite (XNNPACK) for FaceMesh and liveness when installed, ONNX Runtime otherwise
-    backend: str = field(default="auto", metadata=_choice("auto", "onnxruntime", "tflite"))
+    backend: str = field(default="auto", metadata=_choice(*BACKENDS))
     threads: int = field(default=1, metadata=_range(1, 64))
 
 
 @dataclass(frozen=True, slots=True)
 class DetectConfig:
-    model: str = field(default="short", metadata=_choice("short", "full"))
+    model: str = field(default="short", metadata=_choice(*DETECTORS))
     min_score: float = field(default=0.5, metadata=_range(0.0, 1.0))
     nms_iou: float = field(default=0.3, metadata=_range(0.0, 1.0))
     max_faces: int = field(default=16, metadata=_range(1, 256))
@@ -49,8 +50,8 @@ class AlignConfig:
 
 @dataclass(frozen=True, slots=True)
 class EmbedConfig:
-    model: str = field(default="edgeface_xxs", metadata=_choice("edgeface_xs", "edgeface_xxs", "dlib_resnet"))
-    precision: str = field(default="int8", metadata=_choice("int8", "fp32"))
+    model: str = field(default="edgeface_xxs", metadata=_choice(*EMBEDDERS))
+    precision: str = field(default="int8", metadata=_choice(*PRECISIONS))
     flip: bool = False
 
 
@@ -63,6 +64,9 @@ class QualityConfig:
     min_brightness: float = field(default=40.0, metadata=_range(0.0, 255.0))
     max_brightness: float = field(default=215.0, metadata=_range(0.0, 255.0))
     max_clipped_fraction: float = field(default=0.25, metadata=_range(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        enforce(self, "quality")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,14 +220,7 @@ class SyncConfig:
     homeassistant_prefix: str = "homeassistant"
 
     def __post_init__(self) -> None:
-        if self.broker_host and not self.device_id:
-            raise ConfigError("sync.device_id: required when sync.broker_host is set")
-        if self.broker_host and not self.hub_sign_key_file:
-            raise ConfigError("sync.hub_sign_key_file: required when sync.broker_host is set (bundles must be verifiable)")
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ConfigError("sync.tls_key_file: a client certificate needs its key and the other way round")
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ConfigError("sync.reconnect_min_s: must not exceed sync.reconnect_max_s")
+        enforce(self, "sync")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +228,8 @@ class LivenessConfig:
     # Presentation-attack detection per track (docs/liveness.md); off = no track is ever `spoof`.
     enabled: bool = True
     # Passive CNN: "v1se" (MiniFASNetV1SE, 4.0x context), "v2" (MiniFASNetV2, 2.7x) or "both".
-    model: str = field(default="v1se", metadata=_choice("v1se", "v2", "both"))
-    precision: str = field(default="fp32", metadata=_choice("fp32", "int8"))
+    model: str = field(default="v1se", metadata=_choice(*LIVENESS_MODELS))
+    precision: str = field(default="fp32", metadata=_choice(*PRECISIONS))
     # Best-quality frames of a track the CNN runs on (cost: this many forward passes per model).
     passive_frames: int = field(default=1, metadata=_range(1, 16))
     # A track whose fused score is within this of the threshold is re-scored with the other
@@ -249,8 +246,7 @@ class LivenessConfig:
     challenge_yaw_deg: float = field(default=20.0, metadata=_range(5.0, 90.0))
 
     def __post_init__(self) -> None:
-        if self.target_apcer > 0.0 and not self.calibration:
-            raise ConfigError("liveness.calibration: required when liveness.target_apcer is set")
+        enforce(self, "liveness")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +259,7 @@ class MetricsConfig:
     stall_s: float = field(default=10.0, metadata=_range(0.5, 3600.0))
 
     def __post_init__(self) -> None:
-        import ipaddress
-
-        try:
-            ipaddress.ip_address(self.address)
-        except ValueError:
-            raise ConfigError(f"metrics.address: must be an IP address such as 127.0.0.1 or :: (got {self.address!r})") from None
+        enforce(self, "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,10 +286,7 @@ class HubConfig:
     web_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ConfigError("hub.tls_key_file: a client certificate needs its key and the other way round")
-        if self.database and not self.database.startswith(("postgresql://", "postgres://", "sqlite:///")):
-            raise ConfigError(f"hub.database: \"\" (SQLite in data_dir), sqlite:///path or postgresql://... (got {self.database!r})")
+        enforce(self, "hub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,115 +307,3 @@ class Config:
     door: tuple[DoorConfig, ...] = ()  # [[door]] array of tables
     zmq: ZmqConfig = ZmqConfig()
     hub: HubConfig = HubConfig()
-
-
-_PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
-_LIST_TYPES: dict[str, type] = {"tuple[str, ...]": str, "tuple[int, ...]": int}
-
-
-def _check_list(key: str, f: dataclasses.Field[Any], value: Any) -> tuple[Any, ...]:
-    item = _LIST_TYPES[str(f.type)]
-    if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
-        raise ConfigError(f"{key}: must be a list of {item.__name__} (got {value!r})")
-    return tuple(value)
-
-
-def _check_value(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
-    if str(f.type) in _LIST_TYPES:
-        return _check_list(key, f, value)
-    allowed = _PY_TYPES[str(f.type)]
-    # bool is an int in Python; a `true` where a number is expected is still a mistake.
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-        raise ConfigError(f"{key}: must be {f.type} (got {type(value).__name__} {value!r})")
-    meta = f.metadata
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: must be one of {', '.join(map(str, meta['choices']))} (got {value!r})")
-    if meta.get("min") is not None and value < meta["min"]:
-        raise ConfigError(f"{key}: must be >= {meta['min']} (got {value!r})")
-    if meta.get("max") is not None and value > meta["max"]:
-        raise ConfigError(f"{key}: must be <= {meta['max']} (got {value!r})")
-    return float(value) if f.type == "float" else value
-
-
-def _build_table(name: str, cls: type, raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: must be a table (got {type(raw).__name__})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            raise ConfigError(f"{name}.{key}: unknown key; valid keys: {', '.join(fields)}")
-    values = {key: _check_value(f"{name}.{key}", fields[key], value) for key, value in raw.items()}
-    return cls(**values)
-
-
-def config_from_dict(data: dict[str, Any]) -> Config:
-    tables = {f.name: f for f in dataclasses.fields(Config)}
-    for name in data:
-        if name not in tables:
-            raise ConfigError(f"{name}: unknown table; valid tables: {', '.join(tables)}")
-    built = {
-        name: _build_table(name, type(getattr(Config(), name)), raw)
-        for name, raw in data.items()
-        if name not in ("camera", "door")
-    }
-    if "camera" in data:
-        built["camera"] = _build_cameras(data["camera"])
-    if "door" in data:
-        built["door"] = _build_doors(data["door"], built.get("camera", ()))
-    cfg = Config(**built)
-    if cfg.quality.min_brightness >= cfg.quality.max_brightness:
-        raise ConfigError("quality.min_brightness: must be below quality.max_brightness")
-    if cfg.liveness.enabled and cfg.liveness.challenge != "none" and cfg.align.landmarks != "mesh":
-        # The head-turn challenge reads yaw from FaceMesh; without it no track could ever pass.
-        raise ConfigError("liveness.challenge: needs align.landmarks = \"mesh\"")
-    return cfg
-
-
-def _build_cameras(raw: Any) -> tuple[CameraConfig, ...]:
-    if not isinstance(raw, list):
-        raise ConfigError("camera: must be an array of tables ([[camera]])")
-    cameras = tuple(_build_table(f"camera[{i}]", CameraConfig, table) for i, table in enumerate(raw))
-    names = [c.name for c in cameras]
-    for i, cam in enumerate(cameras):
-        if not cam.source:
-            raise ConfigError(f"camera[{i}].source: required (a file, /dev/videoN, URL or folder)")
-        if cam.roi and (len(cam.roi) != 4 or cam.roi[2] <= 0 or cam.roi[3] <= 0 or min(cam.roi[:2]) < 0):
-            raise ConfigError(f"camera[{i}].roi: must be [x, y, width, height] with a positive size (got {list(cam.roi)})")
-        if names.count(cam.name) > 1:
-            raise ConfigError(f"camera[{i}].name: {cam.name!r} is used by more than one camera")
-    return cameras
-
-
-def _build_doors(raw: Any, cameras: tuple[CameraConfig, ...]) -> tuple[DoorConfig, ...]:
-    from edge.access.rules import check_door  # schedules and time zones are parsed where they are used
-
-    if not isinstance(raw, list):
-        raise ConfigError("door: must be an array of tables ([[door]])")
-    doors = tuple(_build_table(f"door[{i}]", DoorConfig, table) for i, table in enumerate(raw))
-    names = [d.name for d in doors]
-    for i, door in enumerate(doors):
-        if names.count(door.name) > 1:
-            raise ConfigError(f"door[{i}].name: {door.name!r} is used by more than one door")
-        # With --source the cameras are cam0, cam1...: a door may name one of those.
-        if cameras and door.camera not in [c.name for c in cameras]:
-            raise ConfigError(f"door[{i}].camera: {door.camera!r} is not a [[camera]] name")
-        check_door(f"door[{i}]", door)
-    return doors
-
-
-def load_config(path: Path | None) -> Config:
-    """Reads `path` (None: built-in defaults, which run offline out of the box)."""
-    if path is None:
-        return Config()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    try:
-        return config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc

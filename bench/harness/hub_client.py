@@ -1,6 +1,6 @@
 """The hub's side of the sync tests and the bench: a real paho client on the real broker.
 
-It ingests audit streams with `sync.ingest.AuditIngest` (chain + signature checked, duplicates
+It ingests audit streams with `sync.hub.ingest.AuditIngest` (chain + signature checked, duplicates
 dropped) and acks them, opens enrollment uploads and acks them, records gallery acks, resync
 requests and status messages, and publishes bundles.
 """
@@ -20,10 +20,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.audit.journal import AuditRecord
+from edge.audit.records import AuditRecord
 from sync import protocol
 from sync.hub.ingest import AuditIngest, ack_message
-from sync.uploads import open_enrollment
+from sync.hub.uploads import open_enrollment
 
 
 class HubClient:

@@ -1,0 +1,291 @@
+"""The daemon behind `facegate run`: builds the parts in order, runs the frame loop, stops in reverse.
+
+`Daemon(cfg, options).start()` runs the `start_*` steps — models, gallery, audit journal, the
+pipeline, kiosk enrollment, door / ZeroMQ outputs, MQTT sync, systemd and metrics — each
+registering how to stop what it started; `run()` turns the frame loop until a stop signal, the
+end of the files or `--max-seconds`, then stops everything in reverse order (a part that fails
+to stop is logged, the others still stop). A step that fails stops what was already started
+and raises: a daemon that cannot drive its door or bind its socket does not run half-built.
+
+Every decision goes through `_decided`: first the audit journal, then the observers that act
+(doors, ZeroMQ, MQTT, printed lines). A decision whose audit record cannot be written is not
+acted on — a door does not open on a grant nobody can account for — and is counted under
+`audit` in `facegate_observer_errors_total`; informational observers (metrics, systemd) still
+see it. Observers' own errors are contained (edge/video/observer.py).
+
+SIGTERM / SIGINT stop cleanly (tracks in view get their decision); SIGHUP, the kiosk's `reload`
+and an applied hub bundle re-read the config and reopen the gallery between two frames. A
+reload that fails (a bad config file, a gallery that does not open) is logged and refused: the
+daemon keeps running on what it had.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.audit.journal import AuditLog
+from edge.config import CameraConfig, Config, check_door_cameras
+from edge.errors import ConfigError, FacegateError
+from edge.events import DecisionEvent
+from edge.gallery.loader import open_gallery
+from edge.gallery.records import PersonRecord
+from edge.gallery.search import Gallery
+from edge.perception.faces import Perception
+from edge.perception.liveness.checker import load_liveness
+from edge.video.observer import Observer
+
+if TYPE_CHECKING:
+    from edge.outputs.gpio import LineOpener
+from edge.video.pipeline import Pipeline, RunSummary
+
+_LOG = logging.getLogger("facegate")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    cameras: list[CameraConfig]
+    data_dir: Path | None = None  # None: [gallery] data_dir and its defaults
+    realtime: bool = False
+    annotate: Path | None = None
+    # Re-reads the config file on reload; None: keep the config, reopen the gallery only.
+    reload_config: Callable[[], Config] | None = None
+    observers: tuple[Observer, ...] = field(default=())  # the CLI's printed lines, tests' probes
+    warn: Callable[[str], None] = _LOG.warning
+    gpio: LineOpener | None = None  # opens a door's GPIO lines; None: libgpiod (tests pass an in-memory chip)
+
+
+class _SyncEvents(Observer):
+    """Each decision, live, on MQTT (QoS 0): the durable copy is the audit record."""
+
+    name = "sync"
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.agent.publish_event(event.body)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, options: RunOptions, perception: Perception | None = None) -> None:
+        self.cfg = cfg
+        self.options = options
+        self.perception = perception
+        self.liveness: Any | None = None
+        self.journal: AuditLog | None = None
+        self.pipeline: Pipeline | None = None
+        self.doors: Any | None = None
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self._stopped = False
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> Daemon:
+        try:
+            self.start_models()
+            self.start_audit()
+            self.start_pipeline()
+            self.start_outputs()
+            self.start_sync()
+            self.start_service()
+            assert self.pipeline is not None
+            self.pipeline.observers.add(*self.options.observers)  # after the doors: the relay comes first
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _on_stop(self, what: str, stop: Callable[[], None]) -> None:
+        self._stops.append((what, stop))
+
+    def start_models(self) -> None:
+        problems = check_door_cameras(self.cfg.door, [c.name for c in self.options.cameras])
+        if problems:  # before any model loads: a door on a camera that is not running is a config mistake
+            raise ConfigError.listing(problems)
+        if self.perception is None:
+            self.perception = Perception(self.cfg)
+        self.liveness = load_liveness(self.cfg, self.perception.store)
+
+    def start_audit(self) -> None:
+        self.journal = AuditLog.open(self._data_dir())
+        self._on_stop("audit journal", self.journal.close)
+
+    def start_pipeline(self) -> None:
+        assert self.perception is not None and self.journal is not None
+        gallery = open_gallery(self.options.data_dir, self.cfg, self.perception.store, create=False, warn=self.options.warn)
+        pipeline = self.pipeline = Pipeline(
+            self.cfg, gallery, self.options.cameras, realtime=self.options.realtime, perception=self.perception,
+            liveness=self.liveness, annotate=self.options.annotate,
+        )
+        self._on_stop("gallery", lambda: pipeline.gallery.close())
+        pipeline.reloader = self._reload
+        pipeline.on_decision = self._decided
+
+    def start_outputs(self) -> None:
+        """Door relays / Wiegand / OSDP and the ZeroMQ PUB socket; the kiosk's control socket."""
+        cfg, pipeline = self.cfg, self.pipeline
+        assert pipeline is not None
+        if not (cfg.door or cfg.zmq.events or cfg.zmq.control):
+            return
+        import zmq  # ZeroMQ, GPIO and OSDP only when configured
+
+        from edge.outputs.doors import DoorOutputs
+
+        ctx = zmq.Context()
+        self._on_stop("zmq context", ctx.term)
+        if cfg.door or cfg.zmq.events:
+            self.doors = DoorOutputs(cfg, ctx, **({"open_lines": self.options.gpio} if self.options.gpio else {}))
+            self._on_stop("door outputs", self.doors.close)
+            pipeline.observers.add(self.doors)
+        if cfg.zmq.control:
+            self._start_kiosk(ctx)
+
+    def _start_kiosk(self, ctx: Any) -> None:
+        from edge.gallery.enrollment import EnrollmentService
+        from edge.outputs.kiosk import Kiosk
+        from edge.outputs.zmq_api import ControlServer
+
+        pipeline = self.pipeline
+        assert pipeline is not None
+        enrollment = EnrollmentService(self.cfg.zmq.unknown_ttl_s, lambda: pipeline.gallery, self._audit_enrollment)
+        pipeline.hold_unknown = enrollment.hold
+        kiosk = Kiosk(enrollment, self.status, self.request_reload, self.cfg.zmq.unknown_ttl_s)
+        pipeline.observers.add(kiosk)
+        control = ControlServer(ctx, self.cfg.zmq.control, kiosk.handlers()).start()
+        self._on_stop("control socket", control.close)
+
+    def start_sync(self) -> None:
+        if not self.cfg.sync.broker_host:
+            return
+        from edge.gallery.keys import load_key
+        from edge.gallery.store import GalleryStore
+        from sync.agent import SyncAgent
+
+        pipeline, data_dir = self.pipeline, self._data_dir()
+        assert pipeline is not None and self.journal is not None
+        kek = load_key(data_dir, self.cfg, create=False).kek
+        # A bundle applied by the agent (on its own thread and SQLite connection) is picked up
+        # like a SIGHUP: the inference thread reopens the gallery between two frames.
+        agent = SyncAgent(
+            self.cfg, lambda: GalleryStore.open(data_dir, kek), self.journal, on_gallery_update=lambda _v: pipeline.reload_requested.set()
+        )
+        agent.start()
+        self._on_stop("sync agent", agent.stop)
+        pipeline.observers.add(_SyncEvents(agent))
+
+    def start_service(self) -> None:
+        """sd_notify + watchdog and journald fields; /metrics and health when `[metrics] enabled`."""
+        from edge.service.systemd import ServiceObserver, setup_logging
+
+        pipeline = self.pipeline
+        assert pipeline is not None
+        pipeline.observers.add(ServiceObserver(journal=setup_logging() == "journal"))
+        if self.cfg.metrics.enabled:
+            from edge.service.metrics import MetricsObserver
+
+            metrics = MetricsObserver.serve(self.cfg, self._data_dir())
+            if metrics.server is not None:
+                self._on_stop("metrics server", metrics.server.stop)
+            pipeline.observers.add(metrics)
+
+    # -- run and stop --------------------------------------------------------------------
+
+    def run(self, max_seconds: float | None = None) -> RunSummary:
+        """The frame loop, with the signals installed (main thread only); stops everything after."""
+        pipeline, journal = self.pipeline, self.journal
+        assert pipeline is not None and journal is not None
+        if threading.current_thread() is threading.main_thread():
+            handlers = {
+                signal.SIGTERM: lambda *_: pipeline.stop_event.set(),
+                signal.SIGINT: lambda *_: pipeline.stop_event.set(),
+                signal.SIGHUP: lambda *_: pipeline.reload_requested.set(),
+            }
+            for signum, handler in handlers.items():
+                previous = signal.signal(signum, handler)
+                self._on_stop(f"signal {signum.name}", lambda s=signum, p=previous: signal.signal(s, p))
+        journal.append("start", {"cameras": [c.name for c in pipeline.cameras], "persons": len(pipeline.gallery), "models": pipeline.models})
+        try:
+            summary = pipeline.run(max_seconds)
+            journal.append("stop", {"frames": summary.frames, "decisions": summary.decisions})
+            return summary
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stops what was started, newest first; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        while self._stops:
+            what, stop = self._stops.pop()
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - the other parts must still stop
+                _LOG.exception("stopping the %s failed", what)
+
+    # -- the decision path (inference thread) ------------------------------------------------
+
+    def _decided(self, event: DecisionEvent) -> None:
+        """Audit, then act."""
+        pipeline, journal = self.pipeline, self.journal
+        assert pipeline is not None and journal is not None
+        try:
+            journal.append("decision", event.audit_body())
+            audited = True
+        except Exception as exc:  # noqa: BLE001 - a full disk must not end the run; nothing acts on this decision
+            audited = False
+            pipeline.observers.errors["audit"] += 1
+            _LOG.error("decision %s on %s track %d not audited (%s): not acted on", event.decision, event.camera, event.track_id, exc)
+        pipeline.observers.decision(event, audited)
+
+    def _audit_enrollment(self, record: PersonRecord, request_id: str) -> None:
+        assert self.journal is not None
+        self.journal.append("enroll", {"person_uid": record.uid, "templates": record.n_templates, "by": f"kiosk:{request_id}"})
+
+    def _reload(self) -> tuple[Config, Gallery] | None:
+        """A new config and a reopened gallery, or None (logged) when either is not usable."""
+        pipeline, journal, perception = self.pipeline, self.journal, self.perception
+        assert pipeline is not None and journal is not None and perception is not None
+        try:
+            cfg = self.options.reload_config() if self.options.reload_config is not None else pipeline.cfg
+            problems = check_door_cameras(cfg.door, [c.name for c in pipeline.cameras])
+            if problems:
+                raise ConfigError.listing(problems)
+            gallery = open_gallery(self.options.data_dir, cfg, perception.store, create=False, warn=self.options.warn)
+        except FacegateError as exc:
+            _LOG.error("reload refused, still running on the previous config and gallery: %s", exc)
+            journal.append("config_reload_refused", {"error": type(exc).__name__, "reason": str(exc)[:500]})
+            return None
+        self.cfg = cfg
+        _LOG.info("reloaded the config and the gallery (%d people)", len(gallery))
+        journal.append("config_reload", {"persons": len(gallery)})
+        return cfg, gallery
+
+    # -- for the kiosk's control thread ---------------------------------------------------
+
+    def request_reload(self) -> bool:
+        if self.pipeline is None:
+            return False
+        self.pipeline.reload_requested.set()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        pipeline, now = self.pipeline, time.monotonic()
+        cameras = {
+            name: {"frames": state.frames, "last_frame_age_s": round(now - (state.last_frame_mono or now), 3)}
+            for name, state in (pipeline.states.items() if pipeline else [])
+        }
+        doors = self.doors.status() if self.doors is not None else {}
+        return {"cameras": cameras, "doors": doors, "people": len(pipeline.gallery) if pipeline else 0}
+
+    def _data_dir(self) -> Path:
+        from edge.gallery.keys import data_dir_for
+
+        return data_dir_for(self.options.data_dir, self.cfg)

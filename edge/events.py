@@ -1,0 +1,125 @@
+"""What leaves the decision step: one typed, frozen `DecisionEvent` per decided track.
+
+A track is decided once (edge/video/decide.py) into a `DecisionEvent` that already carries
+everything downstream needs: the person's gallery id and uid as well as the name, the door the
+camera opens, the card number the door outputs send, the liveness evidence, the threshold and
+the false-match target it was made at, and the kiosk's request id for an enrollable unknown
+face. The daemon audits it, then hands the same object to every channel (door outputs, ZeroMQ,
+MQTT, journald, stdout); nothing downstream looks a person up again, by name or otherwise.
+
+`body` is the event's JSON form, built once per event however many channels serialise it;
+`audit_body()` is the subset the audit journal keeps (uids, never names: the journal is not
+encrypted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+DECISIONS = ("grant", "deny", "unknown", "spoof")
+
+# What the audit journal keeps of a decision besides the person's uid and the capture time.
+_AUDIT_FIELDS = (
+    "camera", "track_id", "decision", "reason", "score", "threshold", "target_fmr", "door",
+    "frames_used", "latency_ms", "models", "liveness",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessEvidence:
+    """The liveness result a decision was made with (docs/liveness.md names the cues)."""
+
+    score: float  # fused, 0..1, higher = more likely live
+    live: bool
+    threshold: float
+    cues: dict[str, float]
+    frames: int  # frames that contributed
+    challenge: str | None = None  # "passed" / "failed" / None (no challenge configured)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(float(self.score), 4),
+            "live": bool(self.live),
+            "threshold": round(float(self.threshold), 4),
+            "cues": {k: round(float(v), 4) for k, v in self.cues.items()},
+            "frames": int(self.frames),
+            "challenge": self.challenge,
+        }
+
+
+@dataclass(frozen=True)
+class DecisionEvent:
+    """One decided track. Frozen; `body` is cached on first use (not slotted for that reason)."""
+
+    ts: float  # wall-clock time of the decision, unix seconds
+    camera: str
+    track_id: int
+    decision: str  # one of DECISIONS
+    reason: str  # why: "match", "no_match", "vote", "low_quality", "not_in_groups", ...
+    person: str | None  # display name of the matched person (also for deny; None for unknown)
+    person_id: int | None  # gallery row id; also the card number door outputs send
+    person_uid: str | None  # the person's random uid (what audit, hub and erasure speak)
+    score: float | None  # fused cosine score against `person` (or the best candidate)
+    threshold: float  # the cosine threshold the match was decided at
+    target_fmr: float | None  # per-comparison false-match rate it came from; None: [match] threshold set
+    door: str | None  # the [[door]] this camera opens, if any
+    frames_used: int
+    quality: float  # mean quality score of the frames used
+    latency_ms: float  # from the capture of the track's first frame to this decision
+    # From the track's first frame that passed the quality gate (None: none did).
+    usable_latency_ms: float | None
+    first_seen: float  # wall-clock capture time of the track's first frame
+    source_t: float  # the track's first frame on the source clock (position in a file)
+    box: tuple[float, float, float, float]
+    models: dict[str, str] = field(default_factory=dict)
+    liveness: LivenessEvidence | None = None
+    # From the track's first frame in which FaceMesh confirmed a face (None: it never did).
+    face_latency_ms: float | None = None
+    # A kiosk may turn this unknown face into an enrollment (edge/gallery/enrollment.py).
+    request_id: str | None = None
+
+    @property
+    def card(self) -> int | None:
+        """The credential number a door's Wiegand / OSDP output sends for this person."""
+        return self.person_id if self.decision == "grant" else None
+
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        """The JSON form every channel sends. Shared: copy before adding fields."""
+        return {
+            "ts": round(self.ts, 3),
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "decision": self.decision,
+            "reason": self.reason,
+            "person": self.person,
+            "person_uid": self.person_uid,
+            "score": None if self.score is None else round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "target_fmr": self.target_fmr,
+            "door": self.door,
+            "frames_used": self.frames_used,
+            "quality": round(self.quality, 3),
+            "latency_ms": round(self.latency_ms, 1),
+            "usable_latency_ms": None if self.usable_latency_ms is None else round(self.usable_latency_ms, 1),
+            "face_latency_ms": None if self.face_latency_ms is None else round(self.face_latency_ms, 1),
+            "first_seen": round(self.first_seen, 3),
+            "source_t": round(self.source_t, 3),
+            "box": [round(v, 1) for v in self.box],
+            "models": self.models,
+            "liveness": None if self.liveness is None else self.liveness.to_dict(),
+            "request_id": self.request_id,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A copy of `body` the caller may change."""
+        return dict(self.body)
+
+    def audit_body(self) -> dict[str, Any]:
+        """The `decision` audit record: uids, never names."""
+        body = {k: self.body[k] for k in _AUDIT_FIELDS}
+        body["person_uid"] = self.person_uid
+        body["captured_at"] = self.body["first_seen"]
+        return body

@@ -1,0 +1,109 @@
+"""The Daemon's wiring on real video: audit before the relay, and a failed start leaves nothing open."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import pytest
+import zmq
+
+from edge.config import CameraConfig, DoorConfig, LivenessConfig, MetricsConfig, ZmqConfig
+from edge.daemon import Daemon, RunOptions
+from edge.errors import AuditError, OutputError
+from edge.events import DecisionEvent
+from edge.gallery.loader import open_gallery
+from edge.gallery.records import PersonProfile
+from edge.perception.faces import Perception
+from edge.video.observer import Observer
+from tests.fake_gpio import FakeChip
+
+RELAY = 17
+
+
+class Seen(Observer):
+    def __init__(self, acts: bool) -> None:
+        self.name, self.acts = f"seen-{acts}", acts
+        self.events: list[DecisionEvent] = []
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        self.events.append(event)
+
+
+def _stills(video: Path, start: int, stop: int, folder: Path) -> Path:
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(video))
+    for i in range(stop):
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i >= start:
+            cv2.imwrite(str(folder / f"{i:04d}.jpg"), bgr)
+    cap.release()
+    return folder
+
+
+@pytest.fixture
+def door_site(shared_data: Path, perception: Perception, tmp_path: Path):
+    """A gallery with the webcam man enrolled from the start of his clip; the rest of the clip
+    as the door camera; a door on it (liveness off: this is about the wiring, not spoofs)."""
+    video = shared_data / "videos" / "apfol_real2.webm"
+    cfg = dataclasses.replace(
+        perception.cfg, liveness=LivenessConfig(enabled=False), metrics=MetricsConfig(enabled=False),
+        door=(DoorConfig(name="lab", camera="door", relay_line=RELAY, liveness_required=False),),
+    )
+    data_dir = tmp_path / "data"
+    enrolled = _stills(video, 0, 70, tmp_path / "enroll")
+    with open_gallery(data_dir, cfg, perception.store, create=True) as gallery:
+        faces = [perception.faces(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)) for p in sorted(enrolled.iterdir())[::7]]
+        good = [f[0] for f in faces if f and f[0].quality.ok]
+        gallery.enroll(PersonProfile(name="Webcam Man"), [f.embedding for f in good], [f.quality.score for f in good])
+    camera = CameraConfig(name="door", source=str(_stills(video, 100, 214, tmp_path / "door")), fps=30.0)
+    return cfg, data_dir, camera
+
+
+@pytest.mark.parametrize("journal_works", [True, False])
+def test_a_grant_whose_audit_record_cannot_be_written_never_reaches_the_relay(door_site, perception: Perception, journal_works: bool) -> None:
+    cfg, data_dir, camera = door_site
+    chip, acting, watching = FakeChip(), Seen(acts=True), Seen(acts=False)
+    daemon = Daemon(cfg, RunOptions([camera], data_dir, observers=(acting, watching), gpio=chip), perception).start()
+    if not journal_works:
+        append = daemon.journal.append
+
+        def full_disk(kind: str, body: dict) -> object:
+            if kind == "decision":
+                raise AuditError("database or disk is full")
+            return append(kind, body)
+
+        daemon.journal.append = full_disk  # type: ignore[method-assign]
+    daemon.run(max_seconds=120)
+    grants = [e for e in watching.events if e.decision == "grant"]
+    assert [(e.person, e.door) for e in grants] == [("Webcam Man", "lab")]  # shown to metrics/systemd either way
+    relay = [active for _, line, active in chip.opened[0].log if line == RELAY]
+    if journal_works:
+        assert acting.events == watching.events and relay[:1] == [True]
+        assert daemon.pipeline.observers.errors["audit"] == 0
+    else:
+        assert acting.events == [] and relay == [False] * len(relay)  # never released
+        assert daemon.pipeline.observers.errors["audit"] == len(watching.events)
+    assert chip.opened[0].closed  # stopped: lines released
+
+
+def test_a_start_that_fails_stops_what_it_already_started(door_site, perception: Perception, tmp_path: Path) -> None:
+    cfg, data_dir, camera = door_site
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.REP)
+    taken.bind("tcp://127.0.0.1:*")  # another process holds the kiosk's port
+    endpoint = taken.getsockopt_string(zmq.LAST_ENDPOINT)
+    chip = FakeChip()
+    daemon = Daemon(dataclasses.replace(cfg, zmq=ZmqConfig(control=endpoint)), RunOptions([camera], data_dir, gpio=chip), perception)
+    try:
+        with pytest.raises(OutputError, match="cannot bind"):
+            daemon.start()
+    finally:
+        taken.close(0)
+        ctx.term()
+    assert chip.opened and chip.opened[0].closed  # the door opened before the failure was closed again
+    with pytest.raises(Exception, match="closed"):
+        daemon.journal.last_seq()  # and the journal too
