@@ -25,7 +25,7 @@ from edge.errors import AuditError
 
 GENESIS = "0" * 64  # the `prev` of the first record
 # start/stop bracket each `facegate run`: a gap between a stop and the next start is downtime.
-KINDS = ("decision", "enroll", "remove", "key", "config_reload", "rejected_message", "gallery_update", "sync", "start", "stop")
+KINDS = ("decision", "enroll", "remove", "key", "config_reload", "config_reload_refused", "rejected_message", "gallery_update", "sync", "start", "stop")
 _DOMAIN = b"facegate/audit/v1\x00"
 
 
