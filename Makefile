@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test models bench clean deb wheel
+.PHONY: setup demo test lint models bench clean deb wheel
 
 setup: $(STAMP) models
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff's rules are in pyproject.toml; .ci/run runs this before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edge sync models tests bench
 
 bench: setup
 	$(PY) bench/perception.py

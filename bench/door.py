@@ -3,7 +3,7 @@
     .venv/bin/python bench/door.py [--video V] [--runs N] [--liveness on|off] [--config PATH]
 
 The person in the clip is enrolled from its first frames (0-70, every 7th, as in
-tests/test_pipeline.py), with the demo gallery as distractors, into an encrypted gallery in a
+tests/video/test_pipeline.py), with the demo gallery as distractors, into an encrypted gallery in a
 temporary folder. Each run plays a later stretch of the clip (a different starting frame per
 run, from frame 100 on) at its own frame rate (`realtime`, so capture times are real) through
 the same Pipeline + DoorOutputs as `facegate run`, with a door on the camera whose relay line is
@@ -32,10 +32,9 @@ import numpy as np
 import zmq
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # bench/harness is not an installed package
 
-from fake_gpio import FakeChip  # the in-memory chip lives with the tests
-
+from bench.harness.fake_gpio import FakeChip  # noqa: E402 - after the path
 from edge.config import CameraConfig, Config, DoorConfig, ZmqConfig, load_config
 from edge.gallery.enroll import enroll_photos
 from edge.gallery.records import PersonProfile

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gallery_crash.py [--trials 100] [--seed 0] [--max-delay-ms 400]
 
-Each trial starts tests/gallery_crash_worker.py on the same gallery (bulk enrollments, removals,
+Each trial starts bench/harness/gallery_crash_worker.py on the same gallery (bulk enrollments, removals,
 device-key rotations, KEK add/forget rounds, daemon-style opens that write the encrypted index
 snapshot; the operation mix rotates over trials), SIGKILLs it a random 5..max-delay-ms after it
 is ready, reopens the gallery and checks it: integrity_check() must be clean, every person whole
@@ -29,9 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the harness lives beside the tests, which are not an installed package
 
+import bench.harness.gallery_crash_worker as crash
 from edge.gallery.crypto import generate_kek_file
 from edge.gallery.store import GalleryStore, PersonProfile
-from tests import gallery_crash_worker as crash
 
 
 def main() -> None:

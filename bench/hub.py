@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench.harness.mqtt_broker import Broker
+from bench.harness.pg_server import PgServer
 from bench.harness.sync_helpers import person
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig
@@ -41,7 +42,6 @@ from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.bundle import open_bundle
 from sync.hub.service import Hub, HubService, publish
-from tests.pg_server import PgServer
 
 BATCH = 100
 

@@ -34,13 +34,13 @@ import cv2
 import numpy as np
 
 from edge.config import CameraConfig, Config, load_config
+from edge.events import DecisionEvent
 from edge.gallery.enroll import enroll_photos
 from edge.gallery.records import PersonProfile
 from edge.gallery.search import Gallery
 from edge.gallery.thresholds import match_threshold
 from edge.perception.embed import embedder_spec
 from edge.perception.faces import Perception, embedder_model_name
-from edge.events import DecisionEvent
 from edge.perception.liveness.checker import load_liveness
 from edge.perception.photos import person_folders
 from edge.video.pipeline import Pipeline

@@ -7,12 +7,14 @@ CI always exercises real faces.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from bench.harness.mqtt_broker import MOSQUITTO, Broker
 from edge.config import Config
 from edge.perception.modelstore import ModelStore, default_models_dir
 
@@ -48,6 +50,21 @@ def perception(model_store: ModelStore):
     from edge.perception.faces import Perception
 
     return Perception(Config(), model_store)
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> str:
+    """The mosquitto binary the broker fixtures run (apt-get install mosquitto)."""
+    if not Path(MOSQUITTO).exists():
+        unavailable(f"mosquitto not installed at {MOSQUITTO} (apt-get install mosquitto)")
+    return MOSQUITTO
+
+
+@pytest.fixture
+def broker(mosquitto: str, tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port for this test, killed after it."""
+    with Broker(tmp_path / "broker") as b:
+        yield b
 
 
 def read_rgb(path: Path) -> np.ndarray:

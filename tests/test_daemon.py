@@ -5,19 +5,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import cv2
 import pytest
 import zmq
 
+from bench.harness.fake_gpio import FakeChip
 from edge.config import CameraConfig, DoorConfig, LivenessConfig, MetricsConfig, ZmqConfig
 from edge.daemon import Daemon, RunOptions
 from edge.errors import AuditError, OutputError
 from edge.events import DecisionEvent
 from edge.gallery.loader import open_gallery
-from edge.gallery.records import PersonProfile
 from edge.perception.faces import Perception
 from edge.video.observer import Observer
-from tests.fake_gpio import FakeChip
+from tests.support.faces import WEBCAM_MAN, enroll_from_video, video_frames, write_stills
 
 RELAY = 17
 
@@ -31,19 +30,6 @@ class Seen(Observer):
         self.events.append(event)
 
 
-def _stills(video: Path, start: int, stop: int, folder: Path) -> Path:
-    folder.mkdir()
-    cap = cv2.VideoCapture(str(video))
-    for i in range(stop):
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if i >= start:
-            cv2.imwrite(str(folder / f"{i:04d}.jpg"), bgr)
-    cap.release()
-    return folder
-
-
 @pytest.fixture
 def door_site(shared_data: Path, perception: Perception, tmp_path: Path):
     """A gallery with the webcam man enrolled from the start of his clip; the rest of the clip
@@ -54,12 +40,9 @@ def door_site(shared_data: Path, perception: Perception, tmp_path: Path):
         door=(DoorConfig(name="lab", camera="door", relay_line=RELAY, liveness_required=False),),
     )
     data_dir = tmp_path / "data"
-    enrolled = _stills(video, 0, 70, tmp_path / "enroll")
     with open_gallery(data_dir, cfg, perception.store, create=True) as gallery:
-        faces = [perception.faces(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)) for p in sorted(enrolled.iterdir())[::7]]
-        good = [f[0] for f in faces if f and f[0].quality.ok]
-        gallery.enroll(PersonProfile(name="Webcam Man"), [f.embedding for f in good], [f.quality.score for f in good])
-    camera = CameraConfig(name="door", source=str(_stills(video, 100, 214, tmp_path / "door")), fps=30.0)
+        assert enroll_from_video(gallery, perception, WEBCAM_MAN, video, 0, 70, 7) >= 5
+    camera = CameraConfig(name="door", source=str(write_stills(video_frames(video, 100, 214), tmp_path / "door")), fps=30.0)
     return cfg, data_dir, camera
 
 
@@ -79,7 +62,7 @@ def test_a_grant_whose_audit_record_cannot_be_written_never_reaches_the_relay(do
         daemon.journal.append = full_disk  # type: ignore[method-assign]
     daemon.run(max_seconds=120)
     grants = [e for e in watching.events if e.decision == "grant"]
-    assert [(e.person, e.door) for e in grants] == [("Webcam Man", "lab")]  # shown to metrics/systemd either way
+    assert [(e.person, e.door) for e in grants] == [(WEBCAM_MAN, "lab")]  # shown to metrics/systemd either way
     relay = [active for _, line, active in chip.opened[0].log if line == RELAY]
     if journal_works:
         assert acting.events == watching.events and relay[:1] == [True]

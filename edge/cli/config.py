@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import Config, load_config, settings
@@ -73,5 +72,7 @@ def add_commands(sub: argparse._SubParsersAction, default_config: Path) -> None:
     p = config.add_parser("check", help="name every bad key with the reason; exit 1 when there is any")
     # SUPPRESS: `facegate --config X config check` and `facegate config check --config X` both work.
     p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config.toml to check (default: the one the daemon would read)")
-    run: Callable[[argparse.Namespace], int] = lambda args: cmd_check(args, default_config)
+    def run(args: argparse.Namespace) -> int:
+        return cmd_check(args, default_config)
+
     p.set_defaults(func=run)

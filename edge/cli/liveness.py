@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import Config
+from edge.perception.registry import LIVENESS_MODELS, PRECISIONS
 
 ConfigLoader = Callable[[argparse.Namespace], Config]
 
@@ -23,8 +24,8 @@ def add_eval_command(eval_subparsers: argparse._SubParsersAction, config_loader:
     src.add_argument("--labels", type=Path, help="CSV file,label[,attack_type][,source] of face crops (label live|spoof)")
     src.add_argument("--videos", type=Path, help="CSV file,label[,attack_type][,source] of videos")
     p.add_argument("--root", type=Path, default=None, help="folder the CSV's files are relative to (default: the CSV's)")
-    p.add_argument("--model", choices=("v1se", "v2", "both"), default=None, help="override [liveness] model")
-    p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="override [liveness] precision")
+    p.add_argument("--model", choices=tuple(LIVENESS_MODELS), default=None, help="override [liveness] model")
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="override [liveness] precision")
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", type=Path, default=None, help="write an HTML report (score histograms, DET curve)")
     p.add_argument(

@@ -107,7 +107,7 @@ def _read_array(name: str, raw: Any, problems: list[str]) -> _Array:
         problems.append(f"{name}: must be an array of tables ([[{name}]])")
         return None
     paths = _item_paths(name, raw)
-    return [_read_table(name, where, ARRAYS[name], item, problems) for where, item in zip(paths, raw)]
+    return [_read_table(name, where, ARRAYS[name], item, problems) for where, item in zip(paths, raw, strict=True)]
 
 
 def _array_problems(cameras: _Array, doors: _Array) -> list[str]:

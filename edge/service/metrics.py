@@ -23,9 +23,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edge.config import Config
+from edge.events import DECISIONS, DecisionEvent
 from edge.service.metrics_http import Health, MetricsServer
 from edge.video.capture import Frame
-from edge.events import DECISIONS, DecisionEvent
 from edge.video.observer import Observer
 from edge.video.pipeline import CameraState, Pipeline, RunSummary
 

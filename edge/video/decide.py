@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.access.rules import Candidate as AccessCandidate
 from edge.access.rules import CameraRules
+from edge.access.rules import Candidate as AccessCandidate
 from edge.config import CameraConfig, DecideConfig
 from edge.events import DecisionEvent, LivenessEvidence
 from edge.gallery.records import PersonRecord

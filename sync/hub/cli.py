@@ -84,7 +84,7 @@ def cmd_device_status(args: argparse.Namespace, cfg: Config) -> int:
         raise FacegateError(f"no device {args.device!r} on this hub")
     hub = _hub(cfg)
     rows[0]["status"] = hub.store.device(args.device).status
-    rows[0]["gallery_acks"] = [dict(zip(("device", "scope", "seq", "ok", "gallery_version", "error", "at"), a)) for a in hub.store.gallery_acks(args.device)[-10:]]
+    rows[0]["gallery_acks"] = [dict(zip(("device", "scope", "seq", "ok", "gallery_version", "error", "at"), a, strict=False)) for a in hub.store.gallery_acks(args.device)[-10:]]
     print(json.dumps(rows[0], indent=None if args.json else 2))
     return 0
 

@@ -1,0 +1,82 @@
+"""`HubService` with real device agents on a real mosquitto: a kiosk enrollment is uploaded sealed
+to the hub key, merged into the hub's persons (the same person from a second device adds
+templates, not a second person), acked off the device's outbox, and the next push brings the
+hub's person back to the device, which acks the new version; a resync request is answered with a
+full bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from bench.harness.mqtt_broker import Broker
+from bench.harness.sync_helpers import new_device
+from edge.audit.journal import AuditLog
+from edge.config import HubConfig, config_from_dict
+from edge.gallery.records import PersonProfile
+from edge.gallery.store import GalleryStore
+from sync import protocol
+from sync.agent import SyncAgent
+from sync.hub.service import Hub, HubService, publish
+from tests.support.waiting import wait_for
+
+
+def test_enrollments_merge_on_the_hub_and_come_back_in_bundles(broker: Broker, tmp_path: Path) -> None:
+    hub = Hub(HubConfig(data_dir=str(tmp_path / "hub"), broker_port=broker.port, client_id="hub-1"))
+    keys = hub.public_keys()
+    (tmp_path / "sign.pub").write_text(keys["hub_sign_key"])
+    (tmp_path / "seal.pub").write_text(keys["hub_seal_key"])
+    service = HubService(hub).start()
+    agents, logs, devices = [], [], {}
+    try:
+        assert service.connected.wait(10)
+        for i, name in enumerate(("kiosk-1", "kiosk-2")):
+            data_dir, kek, ident = new_device(tmp_path, name)
+            hub.store.add_device(name, ident.public()["sign_public_key"], ident.public()["seal_public_key"], ("shop",))
+            cfg = config_from_dict({"sync": {
+                "broker_host": "127.0.0.1", "broker_port": broker.port, "device_id": name, "groups": ["shop"],
+                "hub_sign_key_file": str(tmp_path / "sign.pub"), "hub_seal_key_file": str(tmp_path / "seal.pub"),
+                "ack_timeout_s": 1.0, "reconnect_min_s": 1, "reconnect_max_s": 2}})
+            log = AuditLog.open(data_dir)
+            agents.append(SyncAgent(cfg, lambda d=data_dir, k=kek: GalleryStore.open(d, k), log).start())
+            logs.append(log)
+            devices[name] = (data_dir, kek)
+            # The same customer enrolls at both kiosks (different photos, same name).
+            with GalleryStore.open(data_dir, kek) as store:
+                profile = PersonProfile(name="Kiosk Customer", consent_at=1_700_000_000, consent_text="I agree", retention_days=30)
+                record = store.enroll(profile, [np.full(64, 1.0 + i, np.float32)], [0.7], "kiosk_model")
+            log.append("enroll", {"person_uid": record.uid, "templates": 1, "by": "kiosk"})
+            assert wait_for(lambda i=i: len(hub.store.persons()) == 1 and len(hub.store.persons()[0].embeddings) == i + 1, 30.0)
+        assert wait_for(lambda: all(a.queue_depth() == 0 for a in agents), 30.0), "enrollment uploads were not acked"
+        [merged] = hub.store.persons()
+        assert merged.profile.groups == ("shop",) and merged.profile.consent_text == "I agree" and len(merged.embeddings) == 2
+        out = hub.bundles()
+        assert [(o.scope, o.persons) for o in out] == [("group:shop", 1)]
+        publish(hub.cfg, out)
+        assert wait_for(lambda: {a[0] for a in hub.store.gallery_acks() if a[3]} == set(devices), 30.0), hub.store.gallery_acks()
+        for data_dir, kek in devices.values():
+            with GalleryStore.open(data_dir, kek) as store:
+                # The hub's person replaced each kiosk's own copy (docs/sync.md, conflicts).
+                assert [p.uid for p in store.persons()] == [merged.uid]
+        # A device asking for a resync gets a full bundle of that scope with the next sequence.
+        # (Sent by a plain client on kiosk-1's topic, as the agent does after a sequence gap.)
+        asker = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="resync", protocol=MQTTProtocolVersion.MQTTv5)
+        asker.connect("127.0.0.1", broker.port)
+        asker.loop_start()
+        request = {"v": 1, "type": "resync", "device": "kiosk-1", "scope": "group:shop", "have_seq": 0}
+        asker.publish(protocol.device_topic("kiosk-1", protocol.RESYNC), protocol.encode(request), qos=1).wait_for_publish(10)
+        asker.disconnect()
+        asker.loop_stop()
+        # The answer goes to the group topic: every member takes (and acks) it.
+        assert wait_for(lambda: {a[0] for a in hub.store.gallery_acks() if a[2] == out[0].seq + 1 and a[3]} == set(devices), 30.0)
+        assert hub.store.alerts() == [] and hub.store.pending_acks() == []
+    finally:
+        for a in agents:
+            a.stop()
+        for log in logs:
+            log.close()
+        service.stop()
+        hub.close()

@@ -1,0 +1,138 @@
+"""The hub's store on SQLite and on a real PostgreSQL: persons sealed at rest, erasure confirmed
+per device, audit ingest (order, duplicates, breaks as alerts), re-verification, and bundles a
+device can open."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.harness.pg_server import PgServer
+from bench.harness.sync_helpers import new_device, person
+from edge.audit.journal import AuditLog
+from edge.config import HubConfig
+from edge.gallery.changes import SyncPerson
+from edge.gallery.store import GalleryStore
+from edge.identity import DeviceIdentity, raw_public
+from sync import protocol
+from sync.apply import apply_bundle
+from sync.bundle import open_bundle
+from sync.hub.cli import verify_device_chain
+from sync.hub.service import Hub
+from sync.hub.store import HubStoreError
+from tests.conftest import unavailable
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer | None]:
+    server = PgServer.find()
+    if server is None:
+        yield None
+        return
+    with server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub(request: pytest.FixtureRequest, tmp_path: Path, pg: PgServer | None) -> Iterator[Hub]:
+    url = ""
+    if request.param == "postgresql":
+        if pg is None:
+            unavailable("PostgreSQL not installed (apt-get install postgresql)")
+        import psycopg
+
+        name = f"hub_{next(_names)}"
+        with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[union-attr]
+            conn.execute(f"CREATE DATABASE {name}")
+        url = pg.url.rsplit("/", 1)[0] + f"/{name}"  # type: ignore[union-attr]
+    h = Hub(HubConfig(data_dir=str(tmp_path / "hub"), database=url))
+    yield h
+    h.close()
+
+
+def _audit(device: str, records: list) -> bytes:
+    return protocol.encode({"v": 1, "type": "audit", "device": device, "records": [r.to_dict() for r in records]})
+
+
+def _register(hub: Hub, tmp_path: Path, name: str, groups: tuple[str, ...] = ("staff",)) -> tuple[Path, bytes, DeviceIdentity]:
+    data_dir, kek, ident = new_device(tmp_path, name)
+    hub.store.add_device(name, ident.public()["sign_public_key"], ident.public()["seal_public_key"], groups)
+    return data_dir, kek, ident
+
+
+def test_persons_are_sealed_at_rest_and_erasure_is_confirmed_per_device(hub: Hub, tmp_path: Path) -> None:
+    for name in ("door-1", "door-2"):
+        _register(hub, tmp_path, name)
+    alice = person(1, groups=("staff",))
+    hub.store.add_person(alice)
+    hub.store.add_person(person(2, groups=("lobby",)))
+    # Nothing personal in clear: neither the name nor a template's bytes appear in any stored row.
+    rows = hub.store.db.execute("SELECT * FROM persons")
+    raw = b"".join(v if isinstance(v, bytes) else str(v).encode() for r in rows for v in r)
+    assert alice.profile.name.encode() not in raw and alice.embeddings[0].tobytes()[:16] not in raw
+    assert hub.store.find_person("PERSON 00001") == alice.uid  # names compare normalised
+    opened = hub.store.persons(("staff",))
+    assert [p.uid for p in opened] == [alice.uid] and (opened[0].embeddings[0] == alice.embeddings[0]).all()
+    with pytest.raises(HubStoreError, match="already exists"):  # same name, another uid
+        hub.store.add_person(SyncPerson(person(9).uid, alice.profile, alice.model, alice.embeddings, alice.qualities))
+
+    assert hub.store.erase_person(alice.profile.name) == alice.uid
+    assert hub.store.db.execute("SELECT wrapped_key, sealed, name_tag FROM persons WHERE uid=?", (alice.uid,)) == [(None, None, None)]
+    assert [p.uid for p in hub.store.persons()] == [person(2).uid]
+    out = hub.bundles(group="staff")
+    assert len(out) == 1 and hub.store.pending_erases(["door-1"]) == [alice.uid]
+    ack = {"device": "door-1", "scope": "group:staff", "seq": out[0].seq, "ok": True, "gallery_version": 3, "error": ""}
+    assert hub.store.record_gallery_ack(ack) == [alice.uid]
+    assert hub.store.record_gallery_ack(ack) == []  # a duplicate ack confirms nothing twice
+    assert {(d, c is not None) for _u, d, _r, c in hub.store.erasures(alice.uid)} == {("door-1", True), ("door-2", False)}
+    assert hub.store.pending_acks() == [("door-2", "group:staff", out[0].seq)]
+
+
+def test_bundles_open_and_apply_on_the_device(hub: Hub, tmp_path: Path) -> None:
+    data_dir, kek, ident = _register(hub, tmp_path, "door-1")
+    _register(hub, tmp_path, "kiosk", groups=())
+    for i in range(3):
+        hub.store.add_person(person(i, groups=("staff",)))
+    out = {o.scope: o for o in hub.bundles()}
+    assert set(out) == {"group:staff", "device:kiosk"} and out["group:staff"].persons == 3 and out["device:kiosk"].persons == 0
+    hub_sign = hub.identity.signing_key.public_key()
+    content = open_bundle(out["group:staff"].payload, protocol.group_gallery_topic("staff"), hub_sign, "door-1", ident.sealing_key)
+    with GalleryStore.open(data_dir, kek) as store:
+        apply_bundle(store, content)
+        assert len(store.persons()) == 3
+    second = hub.bundles(group="staff")[0]
+    assert second.seq == out["group:staff"].seq + 1  # monotonic per scope
+    assert len(raw_public(hub_sign)) == 32 and json.loads(json.dumps(hub.public_keys()))["hub_sign_key"] == raw_public(hub_sign).hex()
+
+
+def test_audit_ingest_in_order_once_and_breaks_are_alerts(hub: Hub, tmp_path: Path) -> None:
+    data_dir, _kek, _ident = _register(hub, tmp_path, "door-1")
+    with AuditLog.open(data_dir) as log:
+        records = [log.append("decision", {"decision": "grant", "person_uid": person(1).uid, "i": i}) for i in range(12)]
+    store = hub.store
+    assert len(store.ingest_audit("door-1", _audit("door-1", records[:5])).accepted) == 5
+    again = store.ingest_audit("door-1", _audit("door-1", records[3:8]))  # a resend overlapping the last batch
+    assert (len(again.accepted), again.duplicates) == (3, 2)
+    gap = store.ingest_audit("door-1", _audit("door-1", records[9:]))
+    assert gap.accepted == () and gap.problem.startswith("gap") and store.alerts() == []
+    forged = records[8].__class__(**{**records[8].to_dict(), "body": {**records[8].body, "decision": "unknown"}})
+    broken = store.ingest_audit("door-1", _audit("door-1", [forged]))
+    assert broken.accepted == () and "altered" in broken.problem
+    assert [a[2] for a in store.alerts()] == [broken.problem]
+    store.ingest_audit("door-1", _audit("door-1", records[8:]))
+    assert [r.seq for _d, r in store.audit_query(device="door-1")] == list(range(1, 13))
+    assert len(store.audit_query(person_uid=person(1).uid, kind="decision")) == 12
+    device = store.device("door-1")
+    assert verify_device_chain(store, "door-1", device.sign_pub) == (12, "")
+    # An edit of the stored trail is caught by the re-verification.
+    store.db.execute("UPDATE audit SET body=? WHERE device=? AND seq=?", (json.dumps({"decision": "unknown"}), "door-1", 7))
+    checked, problem = verify_device_chain(store, "door-1", device.sign_pub)
+    assert checked == 6 and problem.startswith("record 7")
+    with pytest.raises(HubStoreError, match="unregistered"):
+        store.ingest_audit("stranger", _audit("stranger", records[:1]))
