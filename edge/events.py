@@ -14,6 +14,7 @@ encrypted).
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -22,7 +23,7 @@ DECISIONS = ("grant", "deny", "unknown", "spoof")
 
 # What the audit journal keeps of a decision besides the person's uid and the capture time.
 _AUDIT_FIELDS = (
-    "camera", "track_id", "decision", "reason", "score", "threshold", "target_fmr", "door",
+    "event_id", "camera", "track_id", "decision", "reason", "score", "threshold", "target_fmr", "door",
     "frames_used", "latency_ms", "models", "liveness",
 )
 
@@ -79,6 +80,8 @@ class DecisionEvent:
     face_latency_ms: float | None = None
     # A kiosk may turn this unknown face into an enrollment (edge/gallery/enrollment.py).
     request_id: str | None = None
+    # Random, unique per decision: what `facegate gallery reject-match` and the audit speak of.
+    event_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def card(self) -> int | None:
@@ -89,6 +92,7 @@ class DecisionEvent:
     def body(self) -> dict[str, Any]:
         """The JSON form every channel sends. Shared: copy before adding fields."""
         return {
+            "event_id": self.event_id,
             "ts": round(self.ts, 3),
             "camera": self.camera,
             "track_id": self.track_id,

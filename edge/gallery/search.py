@@ -77,7 +77,8 @@ class Gallery:
         leaves a snapshot for the next open."""
         self.store = store
         self.model = model
-        self.threshold = threshold
+        self.threshold = threshold  # 1:N: what `identify` names a person at
+        self.verify_threshold = threshold  # 1:1: what `verify` accepts at (a card or PIN chose the person)
         _refuse_other_models(store, model)
         self.index = VectorIndex(dim)
         self.opened_from = "templates"
@@ -192,13 +193,14 @@ class Gallery:
         """1:1 — the probe against one person's templates only."""
         record = self.store.find(name)
         if record is None:
-            return Match(None, float("nan"), self.threshold, ())
+            return Match(None, float("nan"), self.verify_threshold, ())
         vectors = [t.embedding for t in self.store.person_templates(record.id, self.model)]
         if not vectors:
-            return Match(None, float("nan"), self.threshold, ())
+            return Match(None, float("nan"), self.verify_threshold, ())
         score = float(np.max(np.stack(vectors) @ embedding))
         candidate = Candidate(record.profile.name, record.id, score)
-        return Match(candidate.person if score >= self.threshold else None, score, self.threshold, (candidate,))
+        accepted = score >= self.verify_threshold
+        return Match(candidate.person if accepted else None, score, self.verify_threshold, (candidate,))
 
     def enroll(self, profile: PersonProfile, embeddings: Sequence[np.ndarray], qualities: Sequence[float]) -> PersonRecord:
         record = self.store.enroll(profile, embeddings, qualities, self.model)
