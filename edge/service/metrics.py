@@ -69,6 +69,11 @@ class MetricsObserver(Observer):
         )
         self.liveness_rejects = Counter("facegate_liveness_rejects_total", "Tracks judged a presentation attack (decision spoof)", ["camera"], registry=r)
         self.gallery_persons = Gauge("facegate_gallery_persons", "People with a template of the configured embedder", registry=r)
+        self.match_threshold = Gauge(
+            "facegate_match_threshold", "Cosine threshold 1:N identification names a person at (follows the gallery's size)", registry=r
+        )
+        self.match_verify_threshold = Gauge("facegate_match_verify_threshold", "Cosine threshold of 1:1 verification (card / PIN doors)", registry=r)
+        self.gallery_templates = Gauge("facegate_gallery_templates", "Templates of the configured embedder: the N the 1:N threshold follows", registry=r)
         self.gallery_version = Gauge("facegate_gallery_version", "Hub bundles applied to the gallery, ever (0 without sync)", registry=r)
         self.ready = Gauge("facegate_ready", "1 while the pipeline runs (models and gallery loaded), else 0", registry=r)
         self._pipeline: Pipeline | None = None
@@ -124,6 +129,9 @@ class MetricsObserver(Observer):
             self._models_changed(pipeline)
 
     def on_decision(self, decision: DecisionEvent) -> None:
+        # An enrollment between two reopenings (kiosk) moves the threshold: the decision says where.
+        self.match_threshold.set(decision.threshold)
+        self.gallery_templates.set(decision.gallery_templates)
         self.decisions.labels(decision.camera, decision.decision).inc()
         self.decision_latency.labels(decision.decision).observe(decision.latency_ms / 1000.0)
         if decision.decision == "spoof":
@@ -159,6 +167,9 @@ class MetricsObserver(Observer):
     def _gallery_changed(self, pipeline: Pipeline) -> None:
         self._gallery = pipeline.gallery
         self.gallery_persons.set(len(pipeline.gallery))
+        self.gallery_templates.set(pipeline.gallery.templates)
+        self.match_threshold.set(pipeline.gallery.threshold)
+        self.match_verify_threshold.set(pipeline.gallery.verify_threshold)
         self.gallery_version.set(pipeline.gallery.store.sync_state().version)
 
     def _models_changed(self, pipeline: Pipeline) -> None:

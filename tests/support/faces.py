@@ -16,7 +16,7 @@ import numpy as np
 from edge.gallery.enroll import enroll_photos
 from edge.gallery.records import PersonProfile
 from edge.gallery.search import Gallery
-from edge.gallery.thresholds import match_threshold
+from edge.gallery.thresholds import threshold_policy
 from edge.perception.embed import embedder_spec
 from edge.perception.faces import Perception, embedder_model_name
 from edge.perception.photos import person_folders
@@ -27,11 +27,11 @@ WEBCAM_MAN = "Webcam Man"  # the person of ../shared/data/videos/apfol_real2.web
 
 
 def new_gallery(tmp: Path, perception: Perception) -> Gallery:
-    """An empty encrypted gallery for the perception's embedder, at the configured threshold."""
+    """An empty encrypted gallery for the perception's embedder, with the daemon's threshold policy."""
     cfg = perception.cfg
     return Gallery.open(
         tmp, os.urandom(32), embedder_model_name(cfg), embedder_spec(cfg.embed.model).dim,
-        match_threshold(cfg, perception.store), create=True,
+        threshold_policy(cfg, perception.store), create=True,
     )
 
 
