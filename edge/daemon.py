@@ -42,6 +42,8 @@ from edge.perception.liveness.checker import load_liveness
 from edge.video.observer import Observer
 
 if TYPE_CHECKING:
+    from edge.gallery.probes import ProbeKeeper
+    from edge.outputs.card_readers import EdgeOpener
     from edge.outputs.gpio import LineOpener
 from edge.video.pipeline import Pipeline, RunSummary
 
@@ -59,6 +61,7 @@ class RunOptions:
     observers: tuple[Observer, ...] = field(default=())  # the CLI's printed lines, tests' probes
     warn: Callable[[str], None] = _LOG.warning
     gpio: LineOpener | None = None  # opens a door's GPIO lines; None: libgpiod (tests pass an in-memory chip)
+    card_edges: EdgeOpener | None = None  # opens a Wiegand card reader's input lines; None: libgpiod
 
 
 class _SyncEvents(Observer):
@@ -71,6 +74,34 @@ class _SyncEvents(Observer):
 
     def on_decision(self, event: DecisionEvent) -> None:
         self.agent.publish_event(event.body)
+
+
+class _KeepProbes(Observer):
+    """Named decisions' probes to the ProbeKeeper (kept sealed for `gallery reject-match`); and,
+    about once a second, negative templates added or cleared by another process picked up."""
+
+    name = "probes"
+    REFRESH_S = 1.0
+
+    def __init__(self, keeper: ProbeKeeper | None) -> None:
+        self.keeper = keeper  # None: [match] keep_probes_h = 0
+        self.pipeline: Pipeline | None = None
+        self._next = 0.0
+
+    def on_start(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def on_decision(self, event: DecisionEvent) -> None:
+        if self.keeper is not None and self.pipeline is not None and event.probe is not None and event.person_id is not None:
+            self.keeper.keep(event.event_id, event.person_id, event.probe, self.pipeline.gallery.model)
+
+    def on_tick(self) -> None:
+        now = time.monotonic()
+        if self.pipeline is None or now < self._next:
+            return
+        self._next = now + self.REFRESH_S
+        if self.pipeline.gallery.refresh_negatives():
+            _LOG.info("negative templates reloaded (%d)", len(self.pipeline.gallery.negatives))
 
 
 class Daemon:
@@ -93,6 +124,7 @@ class Daemon:
             self.start_audit()
             self.start_pipeline()
             self.start_outputs()
+            self.start_probes()  # after the doors: a relay acts before a probe is queued
             self.start_sync()
             self.start_service()
             assert self.pipeline is not None
@@ -128,6 +160,27 @@ class Daemon:
         pipeline.reloader = self._reload
         pipeline.on_decision = self._decided
 
+    def start_probes(self) -> None:
+        """Keeps each grant's / deny's probe, sealed, for `[match] keep_probes_h` (off: 0, and
+        whatever was kept is dropped), so a wrong match can be rejected (`gallery reject-match`)."""
+        from edge.gallery import negatives
+
+        pipeline, match = self.pipeline, self.cfg.match
+        assert pipeline is not None
+        keeper = None
+        if match.keep_probes_h <= 0:
+            negatives.prune_probes(pipeline.gallery.store, 0.0, 0)
+        else:
+            from edge.gallery.keys import load_key
+            from edge.gallery.probes import ProbeKeeper
+            from edge.gallery.store import GalleryStore
+
+            data_dir = self._data_dir()
+            kek = load_key(data_dir, self.cfg, create=False).kek
+            keeper = ProbeKeeper(lambda: GalleryStore.open(data_dir, kek), match.keep_probes_h, match.keep_probes_max).start()
+            self._on_stop("probe keeper", keeper.close)
+        pipeline.observers.add(_KeepProbes(keeper))
+
     def start_outputs(self) -> None:
         """Door relays / Wiegand / OSDP and the ZeroMQ PUB socket; the kiosk's control socket."""
         cfg, pipeline = self.cfg, self.pipeline
@@ -141,7 +194,8 @@ class Daemon:
         ctx = zmq.Context()
         self._on_stop("zmq context", ctx.term)
         if cfg.door or cfg.zmq.events:
-            self.doors = DoorOutputs(cfg, ctx, **({"open_lines": self.options.gpio} if self.options.gpio else {}))
+            openers = {"open_lines": self.options.gpio, "open_edges": self.options.card_edges}
+            self.doors = DoorOutputs(cfg, ctx, **{k: v for k, v in openers.items() if v is not None})
             self._on_stop("door outputs", self.doors.close)
             pipeline.observers.add(self.doors)
         if cfg.zmq.control:

@@ -17,14 +17,17 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotation only: the shared vocabulary imports no numpy
+    import numpy as np
 
 DECISIONS = ("grant", "deny", "unknown", "spoof")
 
 # What the audit journal keeps of a decision besides the person's uid and the capture time.
 _AUDIT_FIELDS = (
-    "event_id", "camera", "track_id", "decision", "reason", "score", "threshold", "target_fmr", "door",
-    "frames_used", "latency_ms", "models", "liveness",
+    "event_id", "camera", "track_id", "decision", "reason", "score", "threshold", "target_fmr", "stranger_accept_rate", "gallery_size", "door",
+    "frames_used", "latency_ms", "models", "liveness", "credential",
 )
 
 
@@ -80,8 +83,19 @@ class DecisionEvent:
     face_latency_ms: float | None = None
     # A kiosk may turn this unknown face into an enrollment (edge/gallery/enrollment.py).
     request_id: str | None = None
+    # The gallery the threshold was derived for: persons and templates of the active model, and
+    # the `[match] stranger_accept_rate` it was set at (None: a fixed [match] threshold).
+    gallery_size: int = 0
+    gallery_templates: int = 0
+    stranger_accept_rate: float | None = None
+    # "card" / "pin" when a credential chose the person (never its value: a card number is a
+    # credential); None for a face alone. A decision on a credential without a face has track_id -1.
+    credential: str | None = None
     # Random, unique per decision: what `facegate gallery reject-match` and the audit speak of.
     event_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    # The fused probe embedding of a grant / deny, for the daemon to keep (sealed) so that
+    # `gallery reject-match` can make it a negative template. Never serialised: not in `body`.
+    probe: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def card(self) -> int | None:
@@ -103,6 +117,9 @@ class DecisionEvent:
             "score": None if self.score is None else round(self.score, 4),
             "threshold": round(self.threshold, 4),
             "target_fmr": self.target_fmr,
+            "stranger_accept_rate": self.stranger_accept_rate,
+            "gallery_size": self.gallery_size,
+            "gallery_templates": self.gallery_templates,
             "door": self.door,
             "frames_used": self.frames_used,
             "quality": round(self.quality, 3),
@@ -115,6 +132,7 @@ class DecisionEvent:
             "models": self.models,
             "liveness": None if self.liveness is None else self.liveness.to_dict(),
             "request_id": self.request_id,
+            "credential": self.credential,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def _profile_doc(p: PersonProfile) -> dict[str, Any]:
     return {
         "name": p.name, "groups": list(p.groups), "consent": p.consent, "consent_at": p.consent_at, "consent_text": p.consent_text,
         "retention_days": p.retention_days, "valid_from": p.valid_from, "valid_until": p.valid_until, "created_by": p.created_by,
+        "cards": list(p.cards), "pin_hash": p.pin_hash,  # credentials: inside the sealed part only
     }
 
 
@@ -107,7 +108,9 @@ _PROFILE = protocol.obj(
         "consent_at": protocol.optional(protocol.integer()), "consent_text": protocol.text(16384),
         "retention_days": protocol.optional(protocol.integer(1)), "valid_from": protocol.optional(protocol.integer()),
         "valid_until": protocol.optional(protocol.integer()), "created_by": protocol.text(1024),
-    }
+        "cards": protocol.list_of(protocol.integer(0, 2**32 - 1), 64), "pin_hash": protocol.text(256),
+    },
+    optional_keys=("cards", "pin_hash"),  # persons sealed by a hub from before cards
 )
 PERSON = protocol.obj(
     {"uid": protocol.UID, "profile": _PROFILE, "model": protocol.text(64),
@@ -119,7 +122,7 @@ _INNER = protocol.obj({"upserts": protocol.list_of(PERSON), "removes": protocol.
 def person_from_doc(doc: dict[str, Any], where: str) -> SyncPerson:
     """A checked person from its wire form (after `PERSON` checked the shape)."""
     try:
-        profile = PersonProfile(**{k: tuple(v) if k == "groups" else v for k, v in doc["profile"].items()})
+        profile = PersonProfile(**{k: tuple(v) if k in ("groups", "cards") else v for k, v in doc["profile"].items()})
         embeddings = tuple(np.frombuffer(base64.b64decode(t, validate=True), dtype=_FLOAT).copy() for t in doc["templates"])
     except (GalleryError, binascii.Error, ValueError) as exc:
         raise SchemaError(f"{where}: {exc}") from exc

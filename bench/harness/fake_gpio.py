@@ -21,6 +21,7 @@ class FakeLines:
         self.log: list[tuple[float, int, bool]] = []  # (monotonic, line, active) per set()
         self.closed = False
         self.changed = threading.Condition()
+        self.edges: list[tuple[int, int]] = []  # (monotonic ns, line) of inputs going active, until read
 
     def set(self, line: int, active: bool) -> None:
         assert line in self.outputs and not self.closed, f"line {line} is not a requested output"
@@ -34,8 +35,21 @@ class FakeLines:
         return self.values[line]
 
     def drive_input(self, line: int, active: bool) -> None:
-        """What the door contact does: the test opens and closes the door."""
-        self.values[line] = active
+        """What the door contact (or a card reader's data line) does: the test drives the input."""
+        with self.changed:
+            if active and not self.values[line]:
+                self.edges.append((time.monotonic_ns(), line))
+            self.values[line] = active
+            self.changed.notify_all()
+
+    def wait_edges(self, timeout_s: float) -> list[tuple[int, int]]:
+        """`edge.outputs.card_readers.EdgeLines`: the inputs' activations, timestamped when driven
+        (as the kernel timestamps GPIO edge events), waiting up to `timeout_s` for one."""
+        with self.changed:
+            if not self.edges:
+                self.changed.wait(timeout_s)
+            out, self.edges = self.edges, []
+        return out
 
     def close(self) -> None:
         self.closed = True

@@ -31,6 +31,11 @@ class Candidate:
     score: float
     live: bool | None  # None: liveness is off
     challenge: str | None = None  # "passed" / "failed" / None (no challenge configured)
+    # "card" / "pin": a credential chose the person and the face was verified 1:1 at the 1:1
+    # threshold (the door's own min_score still applies); face False: a card alone at a
+    # card_or_face door, with no face to score or to check for liveness.
+    credential: str | None = None
+    face: bool = True
 
 
 def person_refusal(profile: PersonProfile, groups: tuple[str, ...], now: float) -> str | None:
@@ -100,13 +105,18 @@ class DoorRules:
     def _door_refusal(self, c: Candidate, now: float) -> str | None:
         if not self.schedule.open_at(now):
             return "outside_schedule"
-        if c.score < self.min_score:
+        if c.face and c.score < (self.door.min_score if c.credential else self.min_score):
             return "score_below_door_minimum"
+        if not c.face:
+            return self._passback(c, now)
         if self.door.liveness_required and c.live is not True:
             # A spoof never gets here (decide turns it into `spoof`); this is liveness turned off.
             return "liveness_required"
         if self.door.challenge_required and c.challenge != "passed":
             return "challenge_required"
+        return self._passback(c, now)
+
+    def _passback(self, c: Candidate, now: float) -> str | None:
         if self.door.area and self.areas.inside(c.person_id, self.door.area, now, self.door.passback_s):
             return "passback"
         return None

@@ -145,6 +145,14 @@ class AuditLog:
             rows = self._db.execute("SELECT * FROM records ORDER BY seq DESC LIMIT ?", (max(0, n),)).fetchall()
         return [_row_record(r) for r in reversed(rows)]
 
+    def find_decision(self, event_id: str) -> dict[str, Any] | None:
+        """The body of the `decision` record of `event_id` (None: no such decision was audited)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM records WHERE kind='decision' AND json_extract(body, '$.event_id')=? ORDER BY seq DESC LIMIT 1", (event_id,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
     def _pages(self, size: int = 2048) -> Iterator[tuple[Any, ...]]:
         last = 0
         while True:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.access.credentials import card_id
 from edge.cli.audit import record_event
 from edge.config import Config
 from edge.errors import FacegateError
 from edge.gallery.enroll import enroll_photos
 from edge.gallery.keys import KeySource, data_dir_for, load_key
 from edge.gallery.loader import open_gallery
+from edge.gallery.pins import hash_pin
 from edge.gallery.search import Gallery
 from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
 from edge.perception.faces import Perception
@@ -49,13 +52,16 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
         raise FacegateError("gallery enroll: give either --person NAME IMAGE... or --from-dir DIR")
     if args.person and not args.images:
         raise FacegateError("gallery enroll: --person needs at least one IMAGE")
+    if (args.card or args.pin_stdin) and not args.person:
+        raise FacegateError("gallery enroll: --card and --pin-stdin need --person (one person's credentials)")
+    credentials = {"cards": tuple(args.card or ()), "pin_hash": hash_pin(_read_pin()) if args.pin_stdin else ""}
     perception = Perception(cfg)
     jobs = [(args.person, list(args.images))] if args.person else list(person_folders(args.from_dir))
     report: list[dict[str, object]] = []
     rejected = 0
     with _open(args, cfg, perception, create=True) as gallery:
         for done, (name, photos) in enumerate(jobs, 1):
-            profile = PersonProfile(name=name, groups=tuple(args.group or ()))
+            profile = PersonProfile(name=name, groups=tuple(args.group or ()), **credentials)
             record, results = enroll_photos(gallery, perception, profile, photos)
             rejected += sum(not r.accepted for r in results)
             if record is not None:
@@ -84,10 +90,33 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
     return 0 if all(e["enrolled"] for e in report) else 1
 
 
+def card_arg(text: str) -> int:
+    """`FACILITY:NUMBER` (what a card's print or a Wiegand frame says) or the combined card id."""
+    try:
+        facility, _, number = text.rpartition(":")
+        value = card_id(int(facility), int(number)) if facility else int(number)
+        if facility and not (0 <= int(facility) < 2**16 and 0 <= int(number) < 2**16):
+            raise ValueError(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a card is FACILITY:NUMBER (each 0-65535) or one number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r}: a card id is below 2**32")
+    return value
+
+
+def _read_pin() -> str:
+    """The PIN from a prompt (no echo) on a terminal, else stdin's first line: never argv, which
+    other users see in `ps` and the shell keeps in its history."""
+    return (getpass.getpass("PIN: ") if sys.stdin.isatty() else sys.stdin.readline()).strip()
+
+
 def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     with _store(args, cfg) as store:
         rows = [
-            {"person": p.profile.name, "groups": list(p.profile.groups), "templates": p.n_templates, "created": p.created}
+            {"person": p.profile.name, "groups": list(p.profile.groups), "templates": p.n_templates, "created": p.created,
+             # A card number is a credential: counted, listed only when asked (next to the name).
+             "cards": [f"{c >> 16}:{c & 0xFFFF}" for c in p.profile.cards] if args.cards else len(p.profile.cards),
+             "pin": bool(p.profile.pin_hash)}
             for p in store.persons()
         ]
     if args.json:
@@ -191,9 +220,12 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--person", default=None, help="display name")
     p.add_argument("--group", action="append", help="access group (repeatable)")
     p.add_argument("--from-dir", type=Path, default=None, help="DIR/<Name>/*.jpg, one person per folder")
+    p.add_argument("--card", action="append", type=card_arg, help="card FACILITY:NUMBER (or the combined number); repeatable")
+    p.add_argument("--pin-stdin", action="store_true", help="read the person's PIN (4-12 digits) from stdin, or a prompt on a terminal")
     p.add_argument("images", nargs="*", type=Path)
     p.set_defaults(func=run(cmd_enroll))
     p = common(gallery.add_parser("list", help="people in the gallery"))
+    p.add_argument("--cards", action="store_true", help="list each person's card numbers (credentials), not only how many")
     p.set_defaults(func=run(cmd_list))
     p = common(gallery.add_parser("remove", help="erase a person for good (crypto-erase)"))
     p.add_argument("--person", required=True)
@@ -205,6 +237,9 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--person", required=True)
     p.add_argument("image", type=Path)
     p.set_defaults(func=run(cmd_verify))
+    from edge.cli.negatives import add_commands as add_negative_commands
+
+    add_negative_commands(gallery, run, common)  # reject-match, negatives, status
 
     keys = sub.add_parser("keys", help="gallery encryption keys")
     keys.add_argument("keys_command", choices=("init", "rotate", "status"))

@@ -121,6 +121,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(config_for(args), args.assets, realtime=not args.fast)
 
 
+def _add_calibrate(ev: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = ev.add_parser(
+        "calibrate", help="fit the impostor-score tail of every labelled face in a data folder (thresholds file)",
+        description="Scores every cross-identity pair of the faces under --data (the developers' data layout), "
+        "fits the upper tail (generalised Pareto), validates it on held-out people and writes FILE.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="folder laid out like ../shared/data")
+    p.add_argument("--out", type=Path, required=True, help="thresholds file to update (models/thresholds.toml)")
+    p.add_argument("--model", action="append", default=None, help="embedder_precision, repeatable (default: [embed])")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_calibrate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegate", description="Face recognition for doors and kiosks, on the edge.")
     parser.add_argument("--version", action="version", version=f"facegate {_version()}")
@@ -156,16 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(models/thresholds.toml is what [match] target_fmr reads)",
     )
     p.set_defaults(func=cmd_eval_lfw)
-    p = ev.add_parser(
-        "calibrate", help="fit the impostor-score tail of every labelled face in a data folder (thresholds file)",
-        description="Scores every cross-identity pair of the faces under --data (the developers' data layout), "
-        "fits the upper tail (generalised Pareto), validates it on held-out people and writes FILE.",
-    )
-    p.add_argument("--data", type=Path, required=True, help="folder laid out like ../shared/data")
-    p.add_argument("--out", type=Path, required=True, help="thresholds file to update (models/thresholds.toml)")
-    p.add_argument("--model", action="append", default=None, help="embedder_precision, repeatable (default: [embed])")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_eval_calibrate)
+    _add_calibrate(ev)
     from edge.cli.liveness import add_eval_command
     add_eval_command(ev, config_for)
 

@@ -197,6 +197,27 @@ def _distinct_lines(door: Any, where: str) -> str | None:
     return None
 
 
+@rule("door", "wiegand_in_d0", "wiegand_in_d1", "wiegand_in_chip", "gpio_chip", "relay_line", "contact_line", "wiegand_d0_line", "wiegand_d1_line")
+def _wiegand_in(door: Any, where: str) -> str | None:
+    ins = (door.wiegand_in_d0, door.wiegand_in_d1)
+    if (ins[0] < 0) != (ins[1] < 0):
+        return f"{where}.wiegand_in_d1: a Wiegand reader needs both D0 and D1 input lines (or neither)"
+    outs = (door.relay_line, door.contact_line, door.wiegand_d0_line, door.wiegand_d1_line) if door.wiegand_in_chip == door.gpio_chip else ()
+    used = [n for n in (*ins, *outs) if n >= 0]
+    if len(set(used)) != len(used):
+        return f"{where}.wiegand_in_d0: the reader's lines must differ from each other and the door's other lines (got {used})"
+    return None
+
+
+@rule("door", "mode", "wiegand_in_d0", "osdp")
+def _card_source(door: Any, where: str) -> str | None:
+    if door.mode in ("card_and_face", "card_or_face") and door.wiegand_in_d0 < 0 and door.osdp != "cp":
+        return f"{where}.mode: {door.mode!r} needs a card reader: wiegand_in_d0/d1, or osdp = \"cp\" (an OSDP reader)"
+    if door.mode == "pin_and_face" and door.osdp != "cp":
+        return f"{where}.mode: \"pin_and_face\" needs an OSDP reader with a keypad (osdp = \"cp\")"
+    return None
+
+
 def duplicate_names(array: str, items: Sequence[tuple[str, Any]]) -> list[str]:
     """`items`: (key path, table) of an array's tables whose name is valid."""
     names = [table.name for _, table in items]

@@ -52,6 +52,8 @@ class PersonProfile:
     valid_from: int | None = None  # unix seconds; access outside [valid_from, valid_until] is denied
     valid_until: int | None = None
     created_by: str = ""  # operator or request id that enrolled the person
+    cards: tuple[int, ...] = ()  # card ids (edge.access.credentials.card_id); credentials, sealed like the name
+    pin_hash: str = ""  # edge.gallery.pins.hash_pin of the person's PIN (salted scrypt); "" = no PIN
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -60,6 +62,11 @@ class PersonProfile:
         if isinstance(self.groups, str) or not all(isinstance(g, str) and g for g in self.groups):
             raise GalleryError(f"profile.groups: must be a sequence of non-empty strings (got {self.groups!r})")
         object.__setattr__(self, "groups", tuple(self.groups))
+        if isinstance(self.cards, (str, bytes)) or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**32 for c in self.cards):
+            raise GalleryError(f"profile.cards: must be card ids, integers in [0, 2**32) (got {self.cards!r})")
+        object.__setattr__(self, "cards", tuple(dict.fromkeys(self.cards)))
+        if not isinstance(self.pin_hash, str) or (self.pin_hash and not self.pin_hash.startswith("scrypt$")):
+            raise GalleryError("profile.pin_hash: must be a hash from edge.gallery.pins.hash_pin, never a PIN")
         _optional_int("consent_at", self.consent_at, 0)
         _optional_int("retention_days", self.retention_days, 1)
         _optional_int("valid_from", self.valid_from, 0)
@@ -105,7 +112,7 @@ def merge_profiles(old: PersonProfile, new: PersonProfile) -> PersonProfile:
     defaults = PersonProfile(name=old.name)
     merged: dict[str, Any] = {}
     for f in fields(PersonProfile):
-        if f.name in ("name", "groups", "consent", "consent_at", "consent_text"):
+        if f.name in ("name", "groups", "cards", "consent", "consent_at", "consent_text"):
             continue
         value = getattr(new, f.name)
         merged[f.name] = getattr(old, f.name) if value == getattr(defaults, f.name) else value
@@ -113,6 +120,7 @@ def merge_profiles(old: PersonProfile, new: PersonProfile) -> PersonProfile:
     return PersonProfile(
         name=old.name,
         groups=tuple(dict.fromkeys(old.groups + new.groups)),
+        cards=old.cards + new.cards,
         consent=consent_from.consent,
         consent_at=consent_from.consent_at,
         consent_text=consent_from.consent_text,
@@ -129,6 +137,8 @@ def profile_to_bytes(profile: PersonProfile) -> bytes:
         "valid_from": profile.valid_from,
         "valid_until": profile.valid_until,
         "created_by": profile.created_by,
+        "cards": list(profile.cards),
+        "pin_hash": profile.pin_hash,
     }
     raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return raw + b" " * (-len(raw) % _PROFILE_PAD)  # JSON ignores trailing whitespace
@@ -147,6 +157,8 @@ def profile_from_bytes(data: bytes) -> PersonProfile:
         valid_from=doc["valid_from"],
         valid_until=doc["valid_until"],
         created_by=doc["created_by"],
+        cards=tuple(doc.get("cards", ())),  # profiles sealed before cards existed have neither key
+        pin_hash=doc.get("pin_hash", ""),
     )
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.errors import CryptoError, GalleryError, KeyfileError
-from edge.gallery import crypto, records
+from edge.gallery import crypto, negatives, records
 from edge.gallery import db as gallery_db
 from edge.gallery import snapshot as index_snapshot
 from edge.gallery.crypto import KEY_BYTES, SEAL_OVERHEAD
@@ -341,6 +341,7 @@ class GalleryStore:
         return True
 
     def _erase_rows(self, db: sqlite3.Connection, person_id: int) -> None:
+        negatives.erase_rows(db, person_id)  # their kept probes and negative templates go first
         db.execute("UPDATE templates SET sealed=zeroblob(length(sealed)) WHERE person_id=?", (person_id,))
         db.execute(
             "UPDATE persons SET wrapped_key=zeroblob(length(wrapped_key)), sealed_profile=zeroblob(length(sealed_profile)),"
@@ -362,6 +363,7 @@ class GalleryStore:
             kek_ids = [r[0] for r in db.execute("SELECT kek_id FROM device_keys ORDER BY created")]
             per_model = dict(db.execute("SELECT model, count(*) FROM templates GROUP BY model ORDER BY model").fetchall())
             persons = db.execute("SELECT count(*) FROM persons").fetchone()[0]
+            kept = negatives.counts(db)
         return {
             "schema_version": records.SCHEMA_VERSION,
             "kek_id": self._kek_id,
@@ -369,6 +371,7 @@ class GalleryStore:
             "kek_rotation_pending": len(kek_ids) > 1,
             "device_key_version": self._dk_version,
             "persons": persons,
+            **kept,  # negative templates ("not this person") and the probes kept for reject-match
             "templates": per_model,
             "files": {p.name: p.stat().st_size for p in sorted(self.path.parent.glob(GALLERY_FILE + "*")) if p.is_file()},
         }

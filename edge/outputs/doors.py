@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from edge.access.door_state import DoorEvent, DoorMachine
 from edge.config import Config, DoorConfig
 from edge.errors import ConfigError
 from edge.events import DecisionEvent
+from edge.outputs.card_readers import EdgeLines, EdgeOpener, WiegandReader, open_gpiod_edges, osdp_credential
 from edge.outputs.gpio import LineOpener, Lines, open_gpiod
 from edge.outputs.osdp import OsdpPanel, OsdpReader, open_osdp
 from edge.outputs.wiegand import WiegandOut, frame
@@ -47,6 +49,9 @@ class Door:
     lines: Lines | None = None
     wiegand: WiegandOut | None = None
     osdp: OsdpReader | OsdpPanel | None = None
+    card_lines: EdgeLines | None = None  # a Wiegand card reader's inputs (edge/outputs/card_readers.py)
+    reader: WiegandReader | None = None  # ... and its thread, started with the outputs
+    card_errors: Counter[str] = field(default_factory=Counter)  # OSDP card reads refused
     relay_on: bool = False
     last_events: list[dict[str, Any]] = field(default_factory=list)
     # The machine and the relay are driven from two threads: a grant straight from the
@@ -58,8 +63,10 @@ class DoorOutputs(Observer):
     name = "doors"
 
     def __init__(self, cfg: Config, ctx: zmq.Context[Any], open_lines: LineOpener = open_gpiod,
-                 osdp_opener: Callable[[DoorConfig], OsdpReader | OsdpPanel] = open_osdp) -> None:
+                 osdp_opener: Callable[[DoorConfig], OsdpReader | OsdpPanel] = open_osdp,
+                 open_edges: EdgeOpener = open_gpiod_edges) -> None:
         self.cfg = cfg
+        self.open_edges = open_edges
         self.osdp_opener = osdp_opener
         self.open_lines = open_lines
         self.doors: dict[str, Door] = {}  # by camera
@@ -91,6 +98,8 @@ class DoorOutputs(Observer):
             door.wiegand = WiegandOut(door.lines, cfg.wiegand_d0_line, cfg.wiegand_d1_line, cfg.wiegand_bits, cfg.wiegand_facility)
         if cfg.osdp:
             door.osdp = self.osdp_opener(cfg)
+        if cfg.wiegand_in_d0 >= 0:
+            door.card_lines = self.open_edges(cfg.wiegand_in_chip, {cfg.wiegand_in_d0: True, cfg.wiegand_in_d1: True})
         return door
 
     # -- inference thread ------------------------------------------------------------------
@@ -103,6 +112,10 @@ class DoorOutputs(Observer):
         missing = [d.cfg.name for camera, d in self.doors.items() if camera not in pipeline.states]
         if missing:
             raise ConfigError(f"door {', '.join(missing)}: camera not running (cameras: {', '.join(pipeline.states)})")
+        for door in self.doors.values():
+            credentials = pipeline.credentials.get(door.cfg.name)
+            if door.card_lines is not None and credentials is not None:
+                door.reader = WiegandReader(door.cfg.name, door.card_lines, door.cfg.wiegand_in_d0, door.cfg.wiegand_in_d1, credentials).start()
         self.thread.start()
 
     def on_frame(self, state: CameraState, frame: Any, seconds: float) -> None:
@@ -147,6 +160,10 @@ class DoorOutputs(Observer):
         for door in self.doors.values():
             if door.osdp is not None:
                 door.osdp.close()
+            if door.reader is not None:
+                door.reader.close()  # closes its lines too
+            elif door.card_lines is not None:
+                door.card_lines.close()
             if door.lines is not None:
                 door.lines.close()
 
@@ -201,8 +218,15 @@ class DoorOutputs(Observer):
                 self._drive(door)
             self._publish(door, events)
             if door.osdp is not None:
-                for message in door.osdp.drain():
-                    log.info("door %s: OSDP %s", door.cfg.name, message)
+                self._osdp_events(door)
+
+    def _osdp_events(self, door: Door) -> None:
+        """What the PD reported: card reads and keys go to the door's credentials (never to the log)."""
+        assert door.osdp is not None
+        credentials = self.pipeline.credentials.get(door.cfg.name) if self.pipeline is not None else None
+        for message in door.osdp.drain():
+            if credentials is None or not osdp_credential(message, credentials, door.card_errors):
+                log.info("door %s: OSDP %s", door.cfg.name, {k: v for k, v in message.items() if k != "data"})
 
     def _drive(self, door: Door) -> None:
         """Relay (and OSDP output) to what the machine says; called with door.lock held."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.access.credentials import DoorCredentials
 from edge.access.rules import CameraRules
 from edge.access.rules import Candidate as AccessCandidate
 from edge.config import CameraConfig, DecideConfig
@@ -28,6 +29,7 @@ from edge.events import DecisionEvent, LivenessEvidence
 from edge.gallery.records import PersonRecord
 from edge.gallery.search import Candidate, Gallery, Match
 from edge.perception.faces import Face
+from edge.video.credential_gate import CredentialGate
 from edge.video.track import Track
 
 # (camera, track id, the samples of an unknown face) -> a kiosk request id, or None: the
@@ -106,6 +108,7 @@ class Decider:
         rules: CameraRules | None = None,
         target_fmr: float | None = None,
         hold_unknown: HoldUnknown | None = None,
+        credentials: DoorCredentials | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera = camera
@@ -118,6 +121,8 @@ class Decider:
         self.evidence: dict[int, Evidence] = {}
         self.decided: set[int] = set()
         self._persons: dict[int, PersonRecord | None] = {}
+        # At a card / PIN door (edge/video/credential_gate.py); None at a face-only one.
+        self.gate = CredentialGate(self, credentials) if credentials is not None else None
 
     def wants(self, track: Track) -> bool:
         return track.track_id not in self.decided
@@ -132,6 +137,8 @@ class Decider:
         ev = self.evidence.get(track.track_id)
         if ev is None or track.track_id in self.decided or not track.confirmed:
             return False
+        if self.gate is not None and not self.gate.ready(time.monotonic()):
+            return False  # an AND door: the face waits for its card or PIN (or decides when it leaves)
         if ev.first_ok_t is None:
             # Nothing the quality gate accepts yet (far away, turned, dark): keep watching
             # rather than decide "unknown" for someone who is still walking up to the door —
@@ -148,13 +155,17 @@ class Decider:
         samples = ev.used()
         live = ev.liveness.result() if ev.liveness is not None else None
         outcome, person, score, reason = "unknown", None, None, "no_usable_frame"
-        if samples:
-            match = self.gallery.identify(fuse(samples), k=5)
-            score = match.candidates[0].score if match.candidates else None
+        probe = fuse(samples) if samples else None
+        credential = None
+        if probe is not None and self.gate is not None and self.gate.verifies:
+            outcome, reason, person, score, credential = self.gate.face(probe, samples, live)
+        elif probe is not None:
+            match = self.gallery.identify(probe, k=5)
+            score = (match.named or match.candidates[0]).score if match.candidates else None
             reason = self._why(match, samples)
             # A spoof is refused before the rules run: it must not count as an entry (anti-passback).
-            if reason == "match" and (live is None or live.live):
-                outcome, reason, person = self._access(match.candidates[0], live)
+            if reason == "match" and (live is None or live.live) and match.named is not None:
+                outcome, reason, person = self._access(match.named, live)
         if ev.first_face_mono is None and ev.first_ok_mono is None:
             # FaceMesh never saw a face in this track (the back of a head, a poster's outline):
             # nothing to recognise and nothing to call a spoof.
@@ -164,11 +175,20 @@ class Decider:
         request_id = None
         if outcome == "unknown" and reason == "no_match" and self.hold_unknown is not None and any(s.ok for s in samples):
             request_id = self.hold_unknown(self.camera.name, track.track_id, samples)
-        return self._event(track, ev, samples, outcome, reason, person, score, live, request_id)
+        return self._event(track, ev, samples, outcome, reason, person, score, live, request_id, probe, credential)
+
+    def credential_events(self, now: float) -> list[DecisionEvent]:
+        """Decisions on cards and PINs without a face (unknown card, a card alone at a
+        card_or_face door, a card whose window ran out...); the pipeline asks every loop."""
+        return self.gate.poll(now) if self.gate is not None else []
+
+    def credential_event(self, track: Track, outcome: str, reason: str, person: PersonRecord | None, kind: str) -> DecisionEvent:
+        return self._event(track, Evidence(None), [], outcome, reason, person, None, None, None, None, kind)
 
     def _event(
         self, track: Track, ev: Evidence, samples: list[Sample], outcome: str, reason: str,
         person: PersonRecord | None, score: float | None, live: Any | None, request_id: str | None,
+        probe: np.ndarray | None = None, credential: str | None = None,
     ) -> DecisionEvent:
         now_mono = time.monotonic()
         door = self.rules.door.door.name if self.rules.door is not None else None
@@ -182,8 +202,12 @@ class Decider:
             person_id=person.id if person else None,
             person_uid=person.uid if person else None,
             score=score,
-            threshold=self.gallery.threshold,
-            target_fmr=self.target_fmr,
+            # A credential's face was verified 1:1: at the per-comparison threshold and rate.
+            threshold=self.gallery.verify_threshold if credential else self.gallery.threshold,
+            target_fmr=self.target_fmr if credential else self.gallery.threshold_fmr,
+            stranger_accept_rate=self.gallery.policy.stranger_accept_rate if self.gallery.threshold_fmr is not None else None,
+            gallery_size=self.gallery.persons,
+            gallery_templates=self.gallery.templates,
             door=door,
             frames_used=len(samples),
             quality=float(np.mean([s.quality for s in samples])) if samples else 0.0,
@@ -196,6 +220,9 @@ class Decider:
             liveness=_evidence(live),
             face_latency_ms=None if ev.first_face_mono is None else (now_mono - ev.first_face_mono) * 1000.0,
             request_id=request_id,
+            # Kept (sealed, for a while) when it named someone, so a wrong match can be rejected.
+            probe=probe if person is not None else None,
+            credential=credential,
         )
 
     def forget(self, track: Track) -> None:
@@ -203,15 +230,18 @@ class Decider:
         self.evidence.pop(track.track_id, None)
         self.decided.discard(track.track_id)
 
-    def reload(self, gallery: Gallery, rules: CameraRules, target_fmr: float | None) -> None:
+    def reload(self, gallery: Gallery, rules: CameraRules, target_fmr: float | None, credentials: DoorCredentials | None = None) -> None:
         self.gallery = gallery
         self.rules = rules
         self.target_fmr = target_fmr
         self._persons.clear()
+        self.gate = CredentialGate(self, credentials) if credentials is not None else None
 
     def _why(self, match: Match, samples: list[Sample]) -> str:
         if match.person is None:
-            return "no_match"
+            # Above the threshold but within the margin of that person's negative templates
+            # ("not this person", edge/gallery/negatives.py): a known look-alike.
+            return "rejected_lookalike" if match.rejected else "no_match"
         if not any(s.ok for s in samples):
             # Never open a door on frames the quality gate rejected.
             return "low_quality"
@@ -220,12 +250,16 @@ class Decider:
             return "vote"
         return "match"
 
+    def person_record(self, person_id: int) -> PersonRecord | None:
+        """The person's record, cached until a reload; None when they were removed."""
+        if person_id not in self._persons:
+            self._persons[person_id] = self.gallery.person(person_id)
+        return self._persons[person_id]
+
     def _access(self, candidate: Candidate, live: Any | None) -> tuple[str, str, PersonRecord | None]:
         """(outcome, reason, the person) for a matched, live candidate."""
         person_id = candidate.person_id
-        if person_id not in self._persons:
-            self._persons[person_id] = self.gallery.person(person_id)
-        record = self._persons[person_id]
+        record = self.person_record(person_id)
         if record is None:
             return "unknown", "removed", None
         live_ok = None if live is None else bool(live.live)

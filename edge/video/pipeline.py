@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.access.credentials import Credentials, DoorCredentials
 from edge.access.rules import AreaRegister, CameraRules, DoorRules
 from edge.config import CameraConfig, Config
 from edge.events import DecisionEvent
@@ -133,6 +134,8 @@ class Pipeline:
         self.hold_unknown = hold_unknown
         self.areas = AreaRegister()  # anti-passback: shared by every door, kept across reloads
         self.rules = self._rules()
+        # Cards and PINs from the doors' readers (edge/outputs/card_readers.py) to the deciders.
+        self.credentials = Credentials(cfg.door)
 
     # -- per frame ---------------------------------------------------------------------------
 
@@ -148,7 +151,8 @@ class Pipeline:
 
     def _state(self, cam: CameraConfig, reader: CameraReader) -> CameraState:
         decider = Decider(
-            self.cfg.decide, cam, self.gallery, self.models, self.liveness, self.rules[cam.name], self.target_fmr, self.hold_unknown
+            self.cfg.decide, cam, self.gallery, self.models, self.liveness, self.rules[cam.name], self.target_fmr, self.hold_unknown,
+            self._credentials_of(cam.name),
         )
         return CameraState(cam, reader, Tracker(self.cfg.track), decider, SceneCut(self.cfg.track.scene_cut))
 
@@ -225,6 +229,18 @@ class Pipeline:
         self.on_decision(event)
         return event
 
+    def _credentials_of(self, camera: str) -> DoorCredentials | None:
+        return self.credentials.get(next((d.name for d in self.cfg.door if d.camera == camera), None))
+
+    def _credential_decisions(self) -> None:
+        """Cards and PINs that need a decision of their own (no face): every loop, every door."""
+        now = time.monotonic()
+        for state in self.states.values():
+            for event in state.decider.credential_events(now):
+                self.decisions.append(event)
+                self.counts[event.decision] += 1
+                self.on_decision(event)
+
     def _time(self, stage: str, started: float) -> None:
         self.timings_ms[stage].append((time.perf_counter() - started) * 1000.0)
         self.timing_counts[stage] += 1
@@ -251,6 +267,7 @@ class Pipeline:
                         self.process(state, frame)
                         state.last_frame_mono = time.monotonic()
                         self.observers.frame(state, frame, time.perf_counter() - began)
+                self._credential_decisions()
                 self.observers.tick()
                 if all(s.reader.done for s in self.states.values()):
                     break
@@ -299,10 +316,11 @@ class Pipeline:
             self.models = model_versions(self.perception)
         old, self.gallery, self.cfg = self.gallery, gallery, cfg
         self.rules = self._rules()
+        self.credentials.reconfigure(cfg.door)
         for state in self.states.values():
             state.decider.cfg = cfg.decide
             state.decider.models = self.models
-            state.decider.reload(gallery, self.rules[state.cam.name], self.target_fmr)
+            state.decider.reload(gallery, self.rules[state.cam.name], self.target_fmr, self._credentials_of(state.cam.name))
             state.tracker.cfg = cfg.track
         if old is not gallery:
             old.close()
