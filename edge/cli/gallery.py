@@ -155,15 +155,25 @@ def _faces_json(gallery: Gallery, perception: Perception, image_path: Path, veri
 
 
 def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
+    """Many images, one model load and one gallery open; an unreadable image is reported in its
+    own entry (`error`) and the others still answered."""
     perception = Perception(cfg)
+    results: list[dict[str, object]] = []
     with _open(args, cfg, perception, create=False) as gallery:
-        result = _faces_json(gallery, perception, args.image, None)
+        for image in args.image:
+            try:
+                results.append(_faces_json(gallery, perception, image, None))
+            except FacegateError as exc:
+                results.append({"file": str(image), "error": str(exc)})
+    failed = any("error" in r for r in results)
     if args.json:
-        print(json.dumps(result))
+        # One image: its object (as always); several: a list, one object per image, in order.
+        print(json.dumps(results[0] if len(results) == 1 else results))
     else:
-        who = result["person"] or "unknown"
-        print(f"{args.image}: {who} (score {result['score']}, threshold {result['threshold']})")
-    return 0
+        for r in results:
+            who = r.get("error") or f"{r['person'] or 'unknown'} (score {r['score']}, threshold {r['threshold']})"
+            print(f"{r['file']}: {who}")
+    return 1 if failed else 0
 
 
 def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
@@ -230,8 +240,8 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p = common(gallery.add_parser("remove", help="erase a person for good (crypto-erase)"))
     p.add_argument("--person", required=True)
     p.set_defaults(func=run(cmd_remove))
-    p = common(gallery.add_parser("identify", help="who is in this photo (1:N, open set)"))
-    p.add_argument("image", type=Path)
+    p = common(gallery.add_parser("identify", help="who is in these photos (1:N, open set)"))
+    p.add_argument("image", type=Path, nargs="+")
     p.set_defaults(func=run(cmd_identify))
     p = common(gallery.add_parser("verify", help="is this photo PERSON (1:1)"))
     p.add_argument("--person", required=True)

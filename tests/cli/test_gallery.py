@@ -35,6 +35,15 @@ def test_enroll_identify_verify_rotate_remove(tmp_path, model_store) -> None:
     assert result["candidates"][0]["person"] == "Barack Obama"
     stranger = json.loads(facegate("gallery", "identify", "--data-dir", str(data), str(DEMO / "probes/intel_head_pose_woman.jpg"), "--json").stdout)
     assert stranger["person"] is None
+    # Many images in one call: a list in order, one object per image; a broken one is reported in
+    # its own entry (exit 1) and the others still answered.
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    proc = facegate("gallery", "identify", "--data-dir", str(data), str(DEMO / "probes/obama1.jpg"), str(broken),
+                    str(DEMO / "probes/johnsnow_test1.jpg"), "--json")
+    batch = json.loads(proc.stdout)
+    assert proc.returncode == 1 and [r["file"] for r in batch] == [str(DEMO / "probes/obama1.jpg"), str(broken), str(DEMO / "probes/johnsnow_test1.jpg")]
+    assert batch[0]["person"] == "Barack Obama" and "error" in batch[1] and batch[2]["person"] == "Kit Harington"
 
     assert facegate("gallery", "verify", "--data-dir", str(data), "--person", "Barack Obama", str(DEMO / "probes/obama-240p.jpg")).returncode == 0
     assert facegate("gallery", "verify", "--data-dir", str(data), "--person", "Joe Biden", str(DEMO / "probes/obama-240p.jpg")).returncode == 1
