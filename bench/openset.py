@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.config import Config
+from edge.eval.faceset import config_for_model
 from edge.eval.openset import held_out_openset
 
 
@@ -37,8 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = Config()
     if args.model:
-        name, precision = args.model.rsplit("_", 1)
-        cfg = replace(cfg, embed=replace(cfg.embed, model=name, precision=precision))
+        cfg = config_for_model(cfg, args.model)
     flip = cfg.embed.flip if args.flip is None else args.flip
     print(json.dumps(held_out_openset(cfg, args.data, args.groups, args.sizes, args.seed, flip)))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,7 @@ from edge.eval import faceset
 
 
 def _faces(root: Path, model: str) -> faceset.FaceSet:
-    cfg = Config()
-    name, precision = model.rsplit("_", 1)
-    return faceset.load(replace(cfg, embed=replace(cfg.embed, model=name, precision=precision)), root, progress=False)
+    return faceset.load(faceset.config_for_model(Config(), model), root, progress=False)
 
 
 def _lfw(fs: faceset.FaceSet, flip: bool) -> tuple[np.ndarray, list[faceset.Item]]:

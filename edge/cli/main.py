@@ -99,18 +99,11 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_calibrate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from edge.eval.tail_fit import calibrate_all
 
     base = config_for(args)
-
-    def cfg_for(model: str):  # noqa: ANN202
-        name, precision = model.rsplit("_", 1)
-        return replace(base, embed=replace(base.embed, model=name, precision=precision))
-
     models = args.model or [f"{base.embed.model}_{base.embed.precision}"]
-    summary = calibrate_all(cfg_for, args.data, models, args.out, progress=not args.json)
+    summary = calibrate_all(base, args.data, models, args.out, progress=not args.json)
     print(json.dumps(summary, indent=None if args.json else 1))
     return 0
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from edge.eval.lfw import central_face
 from edge.perception.embed import chips_to_tensor
 from edge.perception.faces import Perception, embedder_model_name
 from edge.perception.imageio import load_image
+from edge.perception.modelstore import ModelStore
 
 # LFW's own label errors among folds 1-5, found as the highest "impostor" scores and checked by
 # eye: one photo filed under two names, and the same people under two spellings. Left in, they
@@ -174,12 +175,21 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def config_for_model(cfg: Config, model: str) -> Config:
+    """`cfg` with the embedder of a manifest name such as "edgeface_xs_fp32"."""
+    name, precision = model.rsplit("_", 1)
+    return replace(cfg, embed=replace(cfg.embed, model=name, precision=precision))
+
+
+def model_store(cfg: Config) -> ModelStore:
+    return ModelStore(Path(cfg.models.dir) if cfg.models.dir else None)
+
+
 def load(cfg: Config, root: Path, cache: Path | None = None, progress: bool = True) -> FaceSet:
     """The face set of `root` embedded with `cfg`'s embedder, from the cache when it is there."""
     items = collect(root)
-    perception_store = Perception(cfg, with_embedder=False).store
     model = embedder_model_name(cfg)
-    version = perception_store.record(model).version
+    version = model_store(cfg).record(model).version
     cache = cache or Path.home() / ".cache" / "facegate"
     file = cache / f"faceset-{model}-{version}-{cfg.detect.model}.npz"
     by_key = {it.key: it for it in items}

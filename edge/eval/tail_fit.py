@@ -12,11 +12,21 @@ scored on the other half's pairs (`validate`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from edge.config import Config
+from edge.eval import faceset
 from edge.eval.faceset import FaceSet
-from edge.gallery.thresholds import FMR_POINTS, Calibration, tail_threshold
+from edge.gallery.thresholds import (
+    Calibration,
+    empirical_ladder,
+    read_calibrations,
+    tail_threshold,
+    threshold_for,
+    write_calibrations,
+)
 
 TAIL_ZETA = 1e-3  # fit the top 0.1 % of impostor scores (~11,000 exceedances from all sources)
 # The lowest rate the committed calibration answers for: one decade below the 1e-6 that the
@@ -75,20 +85,10 @@ def calibrate(faces: FaceSet, model_version: str, flip: bool) -> Calibration:
     vectors, ids = faces.vectors(flip), identities_of(faces)
     rows = fitting_rows(faces)
     impostor, genuine = pair_scores(vectors, ids, rows)
-    impostor = np.sort(impostor)[::-1]
     tail = fit_tail(impostor)
-    fmrs, thresholds, fnmrs = [], [], []
-    for fmr in FMR_POINTS:
-        allowed = int(np.floor(fmr * impostor.size))
-        if allowed < 1:
-            break
-        t = float(np.nextafter(np.float32(impostor[allowed]), np.float32(np.inf)))
-        fmrs.append(fmr)
-        thresholds.append(t)
-        fnmrs.append(float((genuine < t).mean()))
     sources = ",".join(sorted({faces.items[i].source for i in rows}))
     return Calibration(
-        faces.model, model_version, int(impostor.size), int(genuine.size), tuple(fmrs), tuple(thresholds), tuple(fnmrs),
+        faces.model, model_version, int(impostor.size), int(genuine.size), *empirical_ladder(impostor, genuine),
         tail.u, tail.zeta, tail.xi, tail.sigma, MIN_FMR, sources,
     )
 
@@ -120,8 +120,6 @@ def validate(faces: FaceSet, flip: bool, splits: int = 5, seed: int = 0) -> list
 def by_source(faces: FaceSet, cal: Calibration, flip: bool) -> dict[str, dict[str, object]]:
     """Impostor rates of each source (and across sources) at the calibrated thresholds: how far a
     population's tail sits from the pooled one."""
-    from edge.gallery.thresholds import threshold_for
-
     vectors, ids = faces.vectors(flip), identities_of(faces)
     sources = sorted({it.source for it in faces.items})
     groups = {s: faces.where(source=s) for s in sources}
@@ -141,23 +139,15 @@ def by_source(faces: FaceSet, cal: Calibration, flip: bool) -> dict[str, dict[st
     return report
 
 
-def calibrate_all(cfg_for_model, data: object, models: list[str], target: object, progress: bool) -> dict[str, object]:  # noqa: ANN001
+def calibrate_all(base: Config, data: Path, models: list[str], target: Path, progress: bool) -> dict[str, object]:
     """Fit and write the calibration of each `models` entry ("edgeface_xs_fp32"...) into `target`,
     keeping the other models' entries; returns what was written, validation and per-source rates."""
-    from pathlib import Path
-
-    from edge.eval import faceset
-    from edge.gallery.thresholds import read_calibrations, write_calibrations
-
-    target, summary = Path(target), {}
+    summary: dict[str, object] = {}
     calibrations = read_calibrations(target)
     for model in models:
-        cfg = cfg_for_model(model)
-        faces = faceset.load(cfg, Path(data), progress=progress)
-        from edge.perception.modelstore import ModelStore
-
-        store = ModelStore(Path(cfg.models.dir) if cfg.models.dir else None)
-        cal = calibrate(faces, store.record(model).version, cfg.embed.flip)
+        cfg = faceset.config_for_model(base, model)
+        faces = faceset.load(cfg, data, progress=progress)
+        cal = calibrate(faces, faceset.model_store(cfg).record(model).version, cfg.embed.flip)
         calibrations[model] = cal
         summary[model] = {
             "faces": len(faces.items), "no_face": faces.missing, "n_impostor": cal.n_impostor, "n_genuine": cal.n_genuine,

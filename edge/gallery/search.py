@@ -200,7 +200,7 @@ class Gallery:
 
     def __len__(self) -> int:
         """Number of people with at least one template of this gallery's model."""
-        return len(np.unique(self._template_persons))
+        return self.persons
 
     def _persons_of(self, template_ids: list[int]) -> list[int]:
         rows = np.searchsorted(self._template_ids, template_ids)

@@ -82,16 +82,9 @@ class Calibration:
         )
 
 
-def calibrate(
-    model: str, model_version: str, vectors: np.ndarray, identities: list[str]
-) -> Calibration:
-    """Thresholds at FMR_POINTS from all pairs of `vectors` (rows L2-normalised)."""
-    ids = np.unique(np.asarray(identities), return_inverse=True)[1]
-    scores = vectors @ vectors.T
-    upper = np.triu(np.ones(scores.shape, dtype=bool), k=1)
-    same = ids[:, None] == ids[None, :]
-    impostor = np.sort(scores[upper & ~same])[::-1]
-    genuine = scores[upper & same]
+def empirical_ladder(impostor: np.ndarray, genuine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """(fmr, threshold, fnmr) at each FMR_POINTS rate the impostor pairs can measure."""
+    impostor = np.sort(impostor)[::-1]
     fmrs, thresholds, fnmrs = [], [], []
     for fmr in FMR_POINTS:
         allowed = int(math.floor(fmr * impostor.size))
@@ -103,7 +96,19 @@ def calibrate(
         fmrs.append(fmr)
         thresholds.append(threshold)
         fnmrs.append(float((genuine < threshold).mean()) if genuine.size else float("nan"))
-    return Calibration(model, model_version, int(impostor.size), int(genuine.size), tuple(fmrs), tuple(thresholds), tuple(fnmrs))
+    return tuple(fmrs), tuple(thresholds), tuple(fnmrs)
+
+
+def calibrate(
+    model: str, model_version: str, vectors: np.ndarray, identities: list[str]
+) -> Calibration:
+    """Thresholds at FMR_POINTS from all pairs of `vectors` (rows L2-normalised)."""
+    ids = np.unique(np.asarray(identities), return_inverse=True)[1]
+    scores = vectors @ vectors.T
+    upper = np.triu(np.ones(scores.shape, dtype=bool), k=1)
+    same = ids[:, None] == ids[None, :]
+    impostor, genuine = scores[upper & ~same], scores[upper & same]
+    return Calibration(model, model_version, int(impostor.size), int(genuine.size), *empirical_ladder(impostor, genuine))
 
 
 def write_calibrations(path: Path, calibrations: dict[str, Calibration]) -> None:
