@@ -195,7 +195,8 @@ class Daemon:
         self._on_stop("zmq context", ctx.term)
         if cfg.door or cfg.zmq.events:
             openers = {"open_lines": self.options.gpio, "open_edges": self.options.card_edges}
-            self.doors = DoorOutputs(cfg, ctx, **{k: v for k, v in openers.items() if v is not None})
+            assert self.journal is not None
+            self.doors = DoorOutputs(cfg, ctx, **{k: v for k, v in openers.items() if v is not None}, audit=self.journal.append)
             self._on_stop("door outputs", self.doors.close)
             pipeline.observers.add(self.doors)
         if cfg.zmq.control:

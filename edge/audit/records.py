@@ -27,7 +27,7 @@ GENESIS = "0" * 64  # the `prev` of the first record
 # start/stop bracket each `facegate run`: a gap between a stop and the next start is downtime.
 # match_rejected / negatives_cleared: `gallery reject-match` and `gallery negatives --clear` (uids only).
 KINDS = (
-    "decision", "enroll", "remove", "key", "config_reload", "config_reload_refused", "rejected_message", "gallery_update", "sync", "start", "stop",
+    "decision", "enroll", "remove", "key", "config_reload", "config_reload_refused", "rejected_message", "gallery_update", "sync", "start", "stop", "door_event",
     "match_rejected", "negatives_cleared",
 )
 _DOMAIN = b"facegate/audit/v1\x00"

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.02  # outputs thread: relock timers, contacts and health are checked this often
 FAIL_SAFE_HOLD_S = 6553.5  # longest OSDP output timer: a fail-safe release lasts until health returns
+DOOR_EVENT = "door_event"  # audit kind of door events
+AuditAppend = Callable[[str, dict[str, Any]], Any]  # AuditLog.append
 
 
 @dataclass(slots=True)
@@ -64,8 +66,10 @@ class DoorOutputs(Observer):
 
     def __init__(self, cfg: Config, ctx: zmq.Context[Any], open_lines: LineOpener = open_gpiod,
                  osdp_opener: Callable[[DoorConfig], OsdpReader | OsdpPanel] = open_osdp,
-                 open_edges: EdgeOpener = open_gpiod_edges) -> None:
+                 open_edges: EdgeOpener = open_gpiod_edges, audit: AuditAppend | None = None) -> None:
         self.cfg = cfg
+        self.audit = audit
+        self.audit_errors = 0  # door events the journal could not take (logged; the door keeps working)
         self.open_edges = open_edges
         self.osdp_opener = osdp_opener
         self.open_lines = open_lines
@@ -200,7 +204,7 @@ class DoorOutputs(Observer):
         door = self.doors.get(event.camera)
         if door is None or event.decision != "grant":
             return
-        self._publish(door, events)
+        self._publish(door, events, event)
         card = event.card
         if card is not None and door.wiegand is not None:
             door.wiegand.send(card)
@@ -238,10 +242,29 @@ class DoorOutputs(Observer):
             if isinstance(door.osdp, OsdpPanel):
                 door.osdp.unlock(door.cfg.open_time_s if door.machine.healthy else FAIL_SAFE_HOLD_S) if released else door.osdp.lock()
 
-    def _publish(self, door: Door, events: list[DoorEvent]) -> None:
+    def _publish(self, door: Door, events: list[DoorEvent], decision: DecisionEvent | None = None) -> None:
         for event in events:
             body = {**event.to_dict(), "ts": round(time.time(), 3)}
             door.last_events = (door.last_events + [body])[-10:]
             log.info("door %s: %s", door.cfg.name, event.event)
+            self._audit(event, decision)
             if self.publisher is not None:
                 self.publisher.publish("door", body)
+
+    def _audit(self, event: DoorEvent, decision: DecisionEvent | None) -> None:
+        """Every door event is an audit record (`door_event`): a forced door, a door held open,
+        a fail-safe release or a blind camera is part of the tamper-evident trail, not only a log
+        line. The record names the person by uid and links the grant's decision record by its
+        event id; no name goes into the journal from here."""
+        if self.audit is None:
+            return
+        body: dict[str, Any] = {"door": event.door, "event": event.event, **{k: v for k, v in event.detail.items() if k != "person"}}
+        if decision is not None:
+            body["decision_event_id"] = decision.event_id
+            if decision.person_uid:
+                body["person_uid"] = decision.person_uid
+        try:
+            self.audit(DOOR_EVENT, body)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not stop the relay timers
+            self.audit_errors += 1
+            log.error("door %s: %s not audited (%s)", event.door, event.event, exc)

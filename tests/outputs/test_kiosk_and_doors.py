@@ -158,6 +158,10 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
     assert enroll["person_uid"] == enrolled["uid"] and enroll["by"] == f"kiosk:{request_id}"
     grant_records = [r.body for r in records if r.kind == "decision" and r.body["decision"] == "grant"]
     assert grant_records and all(b["person_uid"] == enrolled["uid"] and b["door"] == "kiosk-gate" for b in grant_records)
+    # The door's own events are audit records too, linked to the grant they follow, by uid only.
+    unlocked = [r.body for r in records if r.kind == "door_event" and r.body["event"] == "unlocked"]
+    assert unlocked and {b["decision_event_id"] for b in unlocked} <= {b["event_id"] for b in grant_records}
+    assert all(b["person_uid"] == enrolled["uid"] and "person" not in b for b in unlocked)
 
 
 class Decisions(Observer):
@@ -203,7 +207,8 @@ def test_contact_alarms_and_fail_safe_reach_the_relay_and_the_event_socket(tmp_p
                       unhealthy_after_s=1.0, held_open_s=1.0)
     chip = FakeChip()
     ctx = zmq.Context()
-    outputs = DoorOutputs(Config(door=(door,), zmq=zcfg), ctx, open_lines=chip)
+    audited: list[tuple[str, dict]] = []
+    outputs = DoorOutputs(Config(door=(door,), zmq=zcfg), ctx, open_lines=chip, audit=lambda kind, body: audited.append((kind, body)))
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"door")
     sub.connect(zcfg.events)
@@ -232,6 +237,10 @@ def test_contact_alarms_and_fail_safe_reach_the_relay_and_the_event_socket(tmp_p
         outputs.last_frame["door"] = time.monotonic() + 3600
         assert wait_event("healthy") and wait_event("locked")
         assert lines.log[-1][1:] == (RELAY, False)
+        # Every alarm is in the tamper-evident journal, not only on the socket.
+        events = [(body["event"], body.get("reason")) for kind, body in audited if kind == "door_event"]
+        for wanted in (("forced", None), ("held_open", None), ("unhealthy", None), ("unlocked", "fail_safe"), ("healthy", None)):
+            assert wanted in events, (wanted, events)
     finally:
         outputs.close()
         sub.close(0)
