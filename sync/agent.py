@@ -44,6 +44,7 @@ from sync.bundle import open_bundle
 from sync.keyfiles import hub_seal_key, hub_sign_key
 from sync.outbox import AUDIT, Outbox, OutboxRow
 from sync.protocol import SequenceGapError
+from sync.rejects import RejectLimiter
 from sync.uploads import enrollment_message
 
 _LOG = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class SyncAgent:
         self._hub_sign = hub_sign_key(self.sync.hub_sign_key_file)
         self._hub_seal = hub_seal_key(self.sync.hub_seal_key_file) if self.sync.hub_seal_key_file else None
         self._outbox = Outbox.open(data_dir)
+        self._rejects = RejectLimiter(audit_log.append)  # a flood of forged messages is counted, not journalled one by one
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -159,7 +161,9 @@ class SyncAgent:
                     _LOG.error("sync outbox: %s", exc)
                 if self._connected.is_set() and time.monotonic() >= self._next_status:
                     self._publish_status()
+                self._rejects.flush()
         finally:
+            self._rejects.flush(force=True)
             store.close()
 
     def _drain(self, store: GalleryStore) -> None:
@@ -244,11 +248,9 @@ class SyncAgent:
             self._on_gallery_update(version)
 
     def _reject(self, topic: str, payload: bytes, exc: Exception) -> None:
-        _LOG.warning("refused message on %s: %s", topic, exc)
-        self._audit.append(
-            "rejected_message",
-            {"topic": topic, "error": type(exc).__name__, "reason": str(exc)[:500], "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()},
-        )
+        body = {"topic": topic, "error": type(exc).__name__, "reason": str(exc)[:500], "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+        if self._rejects.record(topic, type(exc).__name__, body):
+            _LOG.warning("refused message on %s: %s", topic, exc)
 
     def _gallery_ack(self, scope: str, seq: int, ok: bool, error: str) -> None:
         self._publish(protocol.GALLERY_ACK, {"type": "gallery_ack", "scope": scope, "seq": seq, "ok": ok, "gallery_version": self._gallery.get("version", 0), "error": error[:1000]})
