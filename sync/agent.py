@@ -277,7 +277,7 @@ class SyncAgent:
             uid = record.body.get("person_uid")
             if self._hub_seal is None or record.kind != "enroll" or not isinstance(uid, str):
                 return None
-            message = enrollment_message(store, self.device_id, uid, record.seq, self._hub_seal)
+            message = enrollment_message(store, self.device_id, uid, record.seq, self._hub_seal, self._identity.signing_key, record.hash)
             return None if message is None else (uid, message)
 
         while self._outbox.feed_audit(self._audit, upload) and not self._stop.is_set():

@@ -207,9 +207,11 @@ SCHEMAS: dict[str, Check] = {
     ),
     # Outbound, checked here too so the hub side (and tests) share one definition.
     "audit": obj({"v": integer(1, 1), "type": one_of("audit"), "device": text(64), "records": list_of(AUDIT_RECORD, 10_000)}),
+    # Signed by the device (`sig`, Ed25519 over every other field, sync.uploads); `audit_hash` is
+    # the hash of the device's `enroll` audit record `audit_seq` the upload was built from.
     "enrollment": obj(
-        {"v": integer(1, 1), "type": one_of("enrollment"), "device": text(64), "uid": UID, "audit_seq": integer(1),
-         "eph": HEX64, "recipients": mapping(text(64), text(256)), "sealed": text(MAX_PAYLOAD)}
+        {"v": integer(1, 1), "type": one_of("enrollment"), "device": text(64), "uid": UID, "audit_seq": integer(1), "audit_hash": HEX64,
+         "eph": HEX64, "recipients": mapping(text(64), text(256)), "sealed": text(MAX_PAYLOAD), "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))}
     ),
     "gallery_ack": obj(
         {"v": integer(1, 1), "type": one_of("gallery_ack"), "device": text(64), "scope": text(80), "seq": integer(0),

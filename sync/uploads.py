@@ -1,11 +1,14 @@
 """Enrollments made on the device, on their way to the hub (`devices/<id>/enroll`).
 
 A kiosk that enrolls a consenting customer must tell the hub, which then puts the person in the
-bundles of that device's groups. The upload holds the person's profile (consent and retention
-fields included) and templates, sealed to the hub's X25519 key (`sync.sealing`): the broker and
-other devices see noise. It is built when the agent picks the `enroll` audit record up, and
-travels through the outbox like an audit record (deleted on the hub's ack). The hub opens it with
-`sync.hub.uploads.open_enrollment`.
+bundles of that device's enroll groups, or in front of an admin (docs/hub.md, review). The upload
+holds the person's profile (consent and retention fields included) and templates, sealed to the
+hub's X25519 key (`sync.sealing`): the broker and other devices see noise. It is built when the
+agent picks the `enroll` audit record up, names that record (`audit_seq`, `audit_hash`), and is
+signed with the device's Ed25519 key (the one that signs its audit trail) over every other field,
+so the hub can tell an upload this device made from one published on its topic by anybody else.
+It travels through the outbox like an audit record (deleted on the hub's ack). The hub checks and
+opens it with `sync.hub.uploads.check_enrollment`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from edge.audit.records import canonical_json
@@ -22,8 +26,19 @@ from edge.gallery.sync_apply import local_person
 from sync import protocol, sealing
 from sync.bundle import HUB_RECIPIENT, enrollment_aad, person_doc
 
+SIGN_DOMAIN = "facegate/v1/enrollment"
 
-def enrollment_message(store: GalleryStore, device_id: str, person_uid: str, audit_seq: int, hub_key: X25519PublicKey) -> str | None:
+
+def enrollment_signed_bytes(message: dict[str, Any]) -> bytes:
+    """What the device signs: the domain, then the canonical JSON of every field but `sig` (the
+    habit of `sync.bundle`; `sync.hub.uploads` rebuilds the same bytes to verify)."""
+    return (SIGN_DOMAIN + "\x00" + canonical_json({k: v for k, v in message.items() if k != "sig"})).encode()
+
+
+def enrollment_message(store: GalleryStore, device_id: str, person_uid: str, audit_seq: int, hub_key: X25519PublicKey,
+                       signing_key: Ed25519PrivateKey, audit_hash: str) -> str | None:
+    """The signed, sealed upload of `person_uid`, built from the device's `enroll` audit record
+    `audit_seq` whose hash is `audit_hash`; None when the person is no longer in the gallery."""
     found = local_person(store, person_uid)
     if found is None:
         return None
@@ -35,8 +50,8 @@ def enrollment_message(store: GalleryStore, device_id: str, person_uid: str, aud
     ]
     eph, wrapped, blob = sealing.seal(canonical_json({"persons": docs}).encode(), {HUB_RECIPIENT: hub_key}, enrollment_aad(device_id, person_uid))
     message: dict[str, Any] = {
-        "v": protocol.VERSION, "type": "enrollment", "device": device_id, "uid": person_uid, "audit_seq": audit_seq,
+        "v": protocol.VERSION, "type": "enrollment", "device": device_id, "uid": person_uid, "audit_seq": audit_seq, "audit_hash": audit_hash,
         "eph": eph, "recipients": wrapped, "sealed": base64.b64encode(blob).decode(),
     }
+    message["sig"] = signing_key.sign(enrollment_signed_bytes(message)).hex()
     return protocol.encode(message).decode()
-

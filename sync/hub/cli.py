@@ -24,6 +24,7 @@ from edge.config import Config
 from edge.errors import FacegateError
 from edge.gallery.records import PersonProfile, new_uid
 from edge.perception.photos import images_in, person_folders, photo_template
+from sync.hub.cli_review import add_review_commands
 
 Handler = Callable[[argparse.Namespace, Config], int]
 Wrap = Callable[[Handler], Callable[[argparse.Namespace], int]]  # a handler wrapped with config loading
@@ -48,8 +49,9 @@ def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
     if not sign or not seal:
         raise FacegateError("admin device add: give --identity FILE or both --sign-key and --seal-key")
     hub = _hub(cfg)
-    hub.store.add_device(args.device, sign, seal, tuple(args.group or ()))
-    print(f"device {args.device} registered (groups: {','.join(args.group or ()) or '-'})")
+    enroll = None if args.enroll_groups is None else tuple(g for g in args.enroll_groups.split(",") if g)
+    hub.store.add_device(args.device, sign, seal, tuple(args.group or ()), enroll)
+    print(f"device {args.device} registered (groups: {','.join(args.group or ()) or '-'}; enroll groups: {','.join(hub.store.device(args.device).enroll_groups) or '-'})")
     return 0
 
 
@@ -298,6 +300,7 @@ def add_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:
     _add_person_commands(admin, run)
     _add_push_command(admin, run)
     _add_audit_commands(admin, run)
+    add_review_commands(admin, run)
     _add_hub_commands(sub, run)
 
 
@@ -309,6 +312,7 @@ def _add_device_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
     p.add_argument("--sign-key", default="")
     p.add_argument("--seal-key", default="")
     p.add_argument("--group", action="append")
+    p.add_argument("--enroll-groups", default=None, metavar="G1,G2", help="most groups a person this device enrolls gets (default none; kept on re-add)")
     p.set_defaults(func=run(cmd_device_add))
     for name, handler, text in (("list", cmd_device_list, "every device: groups, online, gallery version, pending acks"),
                                 ("status", cmd_device_status, "one device's last status and gallery acks")):

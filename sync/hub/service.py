@@ -37,8 +37,8 @@ from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.bundle import BundleContent, build_bundle
 from sync.hub.ingest import ack_message
+from sync.hub.review import accept_upload
 from sync.hub.store import HubStore
-from sync.hub.uploads import open_enrollment
 
 log = logging.getLogger("facegate.hub")
 LEAVES = (protocol.AUDIT, protocol.ENROLL, protocol.GALLERY_ACK, protocol.RESYNC)
@@ -222,10 +222,10 @@ class HubService:
             if out is not None:
                 client.publish(out.topic, out.payload, qos=1)
         elif leaf == protocol.ENROLL:
-            store.device(device)
-            message, persons = open_enrollment(payload, self.hub.identity.sealing_key)
-            store.merge_upload(device, persons)
-            client.publish(protocol.device_topic(device, protocol.ACK), ack_message(enrollments=[message["uid"]]), qos=1)
+            # Checked (device, topic, signature, audit record) before anything opens; never merged.
+            outcome = accept_upload(store, device, payload, self.hub.identity.sealing_key)
+            log.info("device %s: enrollment %s -> %s", device, outcome.uid, outcome.action)
+            client.publish(protocol.device_topic(device, protocol.ACK), ack_message(enrollments=[outcome.uid]), qos=1)
 
     def stop(self) -> None:
         self.client.disconnect()

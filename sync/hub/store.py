@@ -36,7 +36,8 @@ from sync.hub.ingest import AuditIngest, IngestResult
 
 _SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, sign_pub TEXT NOT NULL, seal_pub TEXT NOT NULL, groups_json TEXT NOT NULL,"
-     " added BIGINT NOT NULL, audit_seq BIGINT NOT NULL, audit_hash TEXT NOT NULL, status_json TEXT NOT NULL, last_seen BIGINT NOT NULL)"),
+     " added BIGINT NOT NULL, audit_seq BIGINT NOT NULL, audit_hash TEXT NOT NULL, status_json TEXT NOT NULL, last_seen BIGINT NOT NULL,"
+     " enroll_groups_json TEXT NOT NULL DEFAULT '[]')"),
     "CREATE TABLE IF NOT EXISTS hub_groups (name TEXT PRIMARY KEY, added BIGINT NOT NULL)",
     ("CREATE TABLE IF NOT EXISTS persons (uid TEXT PRIMARY KEY, name_tag BLOB, wrapped_key BLOB, sealed BLOB, groups_json TEXT NOT NULL,"
      " created BIGINT NOT NULL, erased BIGINT)"),
@@ -70,6 +71,7 @@ class Device:
     audit_seq: int
     status: dict[str, Any]
     last_seen: int
+    enroll_groups: tuple[str, ...] = ()  # the most a person this device enrolls gets (docs/hub.md, review)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ class HubStore:
         with db.transaction():
             for statement in _SCHEMA:
                 db.execute(statement)
+            _add_enroll_groups_column(db)
 
     @classmethod
     def open(cls, url: str, data_dir: Path, kek: bytes) -> HubStore:
@@ -108,23 +111,26 @@ class HubStore:
         self.db.close()
 
     # -- devices and groups ------------------------------------------------------------------
-    def add_device(self, device_id: str, sign_pub: str, seal_pub: str, groups: tuple[str, ...] = ()) -> None:
+    def add_device(self, device_id: str, sign_pub: str, seal_pub: str, groups: tuple[str, ...] = (), enroll_groups: tuple[str, ...] | None = None) -> None:
+        """Registers (or re-keys) a device; `enroll_groups` caps the groups of the persons it
+        uploads (None: a new device gets none, a re-added one keeps its own)."""
         protocol.check_id(device_id)
         for key in (sign_pub, seal_pub):
             if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
                 raise HubStoreError(f"device {device_id}: public keys are 64 hex characters (from `facegate sync identity` on the device)")
         with self.db.transaction():
-            for g in groups:
+            for g in (*groups, *(enroll_groups or ())):
                 self.add_group(g)
             self.db.execute(
-                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, 0, ?, '{}', 0) ON CONFLICT (id) DO UPDATE SET sign_pub=excluded.sign_pub,"
-                " seal_pub=excluded.seal_pub, groups_json=excluded.groups_json",
-                (device_id, sign_pub, seal_pub, json.dumps(sorted(set(groups))), _now(), GENESIS),
+                "INSERT INTO devices (id, sign_pub, seal_pub, groups_json, added, audit_seq, audit_hash, status_json, last_seen, enroll_groups_json)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?, '{}', 0, ?) ON CONFLICT (id) DO UPDATE SET sign_pub=excluded.sign_pub,"
+                " seal_pub=excluded.seal_pub, groups_json=excluded.groups_json" + ("" if enroll_groups is None else ", enroll_groups_json=excluded.enroll_groups_json"),
+                (device_id, sign_pub, seal_pub, json.dumps(sorted(set(groups))), _now(), GENESIS, json.dumps(sorted(set(enroll_groups or ())))),
             )
 
     def devices(self) -> list[Device]:
-        rows = self.db.execute("SELECT id, sign_pub, seal_pub, groups_json, added, audit_seq, status_json, last_seen FROM devices ORDER BY id")
-        return [Device(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+        rows = self.db.execute("SELECT id, sign_pub, seal_pub, groups_json, added, audit_seq, status_json, last_seen, enroll_groups_json FROM devices ORDER BY id")
+        return [Device(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], json.loads(r[6]), r[7], tuple(json.loads(r[8]))) for r in rows]
 
     def device(self, device_id: str) -> Device:
         for d in self.devices():
@@ -222,30 +228,6 @@ class HubStore:
         wanted = set(device_ids)
         return sorted({r[0] for r in rows if r[1] in wanted})
 
-    def merge_upload(self, device_id: str, persons: list[SyncPerson]) -> list[str]:
-        """A device's enrollment joins the hub: a live person of the same name and model gets the
-        templates added (two devices enrolling one person make one person), else it is added
-        with the device's groups. Returns the uids that changed."""
-        groups = self.device(device_id).groups
-        changed = []
-        for person in persons:
-            rows = self.db.execute("SELECT uid, wrapped_key, sealed FROM persons WHERE (name_tag=? OR uid=?) AND erased IS NULL",
-                                   (self._tag(person.profile.name), person.uid))
-            if rows:
-                old = self._open_person(*rows[0])
-                if old.model != person.model or rows[0][0] == person.uid:
-                    continue
-                merged = SyncPerson(old.uid, old.profile, old.model, old.embeddings + person.embeddings, old.qualities + person.qualities)
-                with self.db.transaction():
-                    self.db.execute("DELETE FROM persons WHERE uid=?", (old.uid,))
-                    self.add_person(merged)
-                changed.append(old.uid)
-            elif not self.db.execute("SELECT 1 FROM persons WHERE uid=?", (person.uid,)):
-                profile = person.profile if person.profile.groups else type(person.profile)(**{**_fields(person.profile), "groups": groups})
-                self.add_person(SyncPerson(person.uid, profile, person.model, person.embeddings, person.qualities))
-                changed.append(person.uid)
-        return changed
-
     # -- bundles and acks ---------------------------------------------------------------------
     def next_seq(self, scope: str) -> int:
         with self.db.transaction():
@@ -325,5 +307,9 @@ class HubStore:
         return [AuditRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
 
 
-def _fields(profile: Any) -> dict[str, Any]:
-    return {k: getattr(profile, k) for k in profile.__dataclass_fields__}
+def _add_enroll_groups_column(db: HubDb) -> None:
+    """A hub database from before enroll groups gets the column in place (its devices: none)."""
+    if db.kind == "postgresql":
+        db.execute("ALTER TABLE devices ADD COLUMN IF NOT EXISTS enroll_groups_json TEXT NOT NULL DEFAULT '[]'")
+    elif "enroll_groups_json" not in {r[1] for r in db.execute("PRAGMA table_info(devices)")}:
+        db.execute("ALTER TABLE devices ADD COLUMN enroll_groups_json TEXT NOT NULL DEFAULT '[]'")

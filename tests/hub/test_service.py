@@ -1,6 +1,8 @@
-"""`HubService` with real device agents on a real mosquitto: a kiosk enrollment is uploaded sealed
-to the hub key, merged into the hub's persons (the same person from a second device adds
-templates, not a second person), acked off the device's outbox, and the next push brings the
+"""`HubService` with real device agents on a real mosquitto: a kiosk enrollment is uploaded signed
+and sealed to the hub key, held for review (the kiosk's model has no calibration, so its faces
+cannot be compared), approved as a new person; the same person from a second device is held too
+(same name) and an admin merges it (templates added, not a second person); both are acked off
+the device's outbox, and the next push brings the
 hub's person back to the device, which acks the new version; a resync request is answered with a
 full bundle."""
 
@@ -20,6 +22,7 @@ from edge.gallery.records import PersonProfile
 from edge.gallery.store import GalleryStore
 from sync import protocol
 from sync.agent import SyncAgent
+from sync.hub.review import ReviewQueue
 from sync.hub.service import Hub, HubService, publish
 from tests.support.waiting import wait_for
 
@@ -30,12 +33,13 @@ def test_enrollments_merge_on_the_hub_and_come_back_in_bundles(broker: Broker, t
     (tmp_path / "sign.pub").write_text(keys["hub_sign_key"])
     (tmp_path / "seal.pub").write_text(keys["hub_seal_key"])
     service = HubService(hub).start()
+    queue = ReviewQueue(hub.store)
     agents, logs, devices = [], [], {}
     try:
         assert service.connected.wait(10)
         for i, name in enumerate(("kiosk-1", "kiosk-2")):
             data_dir, kek, ident = new_device(tmp_path, name)
-            hub.store.add_device(name, ident.public()["sign_public_key"], ident.public()["seal_public_key"], ("shop",))
+            hub.store.add_device(name, ident.public()["sign_public_key"], ident.public()["seal_public_key"], ("shop",), ("shop",))
             cfg = config_from_dict({"sync": {
                 "broker_host": "127.0.0.1", "broker_port": broker.port, "device_id": name, "groups": ["shop"],
                 "hub_sign_key_file": str(tmp_path / "sign.pub"), "hub_seal_key_file": str(tmp_path / "seal.pub"),
@@ -49,7 +53,17 @@ def test_enrollments_merge_on_the_hub_and_come_back_in_bundles(broker: Broker, t
                 profile = PersonProfile(name="Kiosk Customer", consent_at=1_700_000_000, consent_text="I agree", retention_days=30)
                 record = store.enroll(profile, [np.full(64, 1.0 + i, np.float32)], [0.7], "kiosk_model")
             log.append("enroll", {"person_uid": record.uid, "templates": 1, "by": "kiosk"})
-            assert wait_for(lambda i=i: len(hub.store.persons()) == 1 and len(hub.store.persons()[0].embeddings) == i + 1, 30.0)
+            assert wait_for(lambda i=i: len(queue.items()) == 1, 30.0), "the upload was not held for review"
+            [(item, held)] = queue.items()
+            assert held is not None and held.profile.name == "Kiosk Customer" and item.device == name
+            why = {r["why"] for r in item.reasons}
+            if i == 0:
+                assert why == {"uncalibrated_model"} and hub.store.persons() == []
+                queue.approve_new(item.id)
+            else:
+                assert why == {"same_name", "uncalibrated_model"} and len(hub.store.persons()[0].embeddings) == 1
+                queue.approve_merge(item.id, "Kiosk Customer")
+            assert len(hub.store.persons()) == 1 and len(hub.store.persons()[0].embeddings) == i + 1
         assert wait_for(lambda: all(a.queue_depth() == 0 for a in agents), 30.0), "enrollment uploads were not acked"
         [merged] = hub.store.persons()
         assert merged.profile.groups == ("shop",) and merged.profile.consent_text == "I agree" and len(merged.embeddings) == 2
