@@ -23,11 +23,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -45,6 +46,7 @@ from sync.keyfiles import hub_seal_key, hub_sign_key
 from sync.outbox import AUDIT, Outbox, OutboxRow
 from sync.protocol import SequenceGapError
 from sync.rejects import RejectLimiter
+from sync.signing import key_id
 from sync.uploads import enrollment_message
 
 _LOG = logging.getLogger(__name__)
@@ -66,7 +68,11 @@ class SyncAgent:
         self._open_store, self._audit, self._on_gallery_update = open_store, audit_log, on_gallery_update
         data_dir = Path(audit_log.path).parent
         self._identity = DeviceIdentity.open(data_dir)
-        self._hub_sign = hub_sign_key(self.sync.hub_sign_key_file)
+        hub_sign = hub_sign_key(self.sync.hub_sign_key_file)
+        # The hub signing keys this device trusts, by key id (sync.signing): every signed hub
+        # message (bundles, acks, resend requests, key rotations) is checked against this mapping.
+        self._hub_keys: Mapping[str, Ed25519PublicKey] = {key_id(hub_sign): hub_sign}
+        self._hub_sign = hub_sign  # bundles are checked with this key until they carry key ids
         self._hub_seal = hub_seal_key(self.sync.hub_seal_key_file) if self.sync.hub_seal_key_file else None
         self._outbox = Outbox.open(data_dir)
         self._rejects = RejectLimiter(audit_log.append)  # a flood of forged messages is counted, not journalled one by one
