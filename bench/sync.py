@@ -48,7 +48,7 @@ def _wait(hub: HubClient, n: int, timeout: float) -> float:
 def audit_rates(root: Path, n: int) -> dict[str, float]:
     with Broker(root / "broker") as broker:
         device = make_device(root, broker.port, ack_timeout_s=10.0, batch=100, window=16)
-        hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()})
+        hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()}, sign_key=device.hub.key)
         log = AuditLog.open(device.data_dir)
         start = time.monotonic()
         for i in range(n):
@@ -85,7 +85,7 @@ def bundle_times(root: Path, persons: int, dim: int) -> dict[str, float]:
             apply_s = time.monotonic() - start
             assert store.status()["persons"] == persons
         # end to end: the next full bundle (every person updated) through the broker and the agent
-        hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()})
+        hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()}, sign_key=device.hub.key)
         agent, _log = device.agent()
         assert hub.wait(lambda: hub.status.get(DEVICE, {}).get("online") is True, timeout=30)
         payload = device.hub.bundle(scope, {DEVICE: device.identity}, people, full=True)
@@ -104,7 +104,7 @@ def bundle_times(root: Path, persons: int, dim: int) -> dict[str, float]:
 def recovery(root: Path, n: int, outage_s: float, reconnect_max_s: int) -> float:
     with Broker(root / "broker") as broker:
         device = make_device(root, broker.port, reconnect_min_s=1, reconnect_max_s=reconnect_max_s, ack_timeout_s=10.0, batch=100, window=16)
-        hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()})
+        hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()}, sign_key=device.hub.key)
         agent, log = device.agent()
         assert hub.wait(lambda: hub.status.get(DEVICE, {}).get("online") is True, timeout=30)
         broker.kill()

@@ -41,12 +41,14 @@ from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity
 from sync import protocol, status
 from sync.apply import apply_bundle
+from sync.broker import configure_client
 from sync.bundle import open_bundle
+from sync.control import DeviceControl
+from sync.hubkeys import HubKeyring
 from sync.keyfiles import hub_seal_key, hub_sign_key
 from sync.outbox import AUDIT, Outbox, OutboxRow
 from sync.protocol import SequenceGapError
 from sync.rejects import RejectLimiter
-from sync.signing import key_id
 from sync.uploads import enrollment_message
 
 _LOG = logging.getLogger(__name__)
@@ -68,14 +70,15 @@ class SyncAgent:
         self._open_store, self._audit, self._on_gallery_update = open_store, audit_log, on_gallery_update
         data_dir = Path(audit_log.path).parent
         self._identity = DeviceIdentity.open(data_dir)
-        hub_sign = hub_sign_key(self.sync.hub_sign_key_file)
         # The hub signing keys this device trusts, by key id (sync.signing): every signed hub
-        # message (bundles, acks, resend requests, key rotations) is checked against this mapping.
-        self._hub_keys: Mapping[str, Ed25519PublicKey] = {key_id(hub_sign): hub_sign}
-        self._hub_sign = hub_sign  # bundles are checked with this key until they carry key ids
+        # message (bundles, acks, resend requests, key rotations) is checked against this mapping,
+        # a persistent keyring (sync.hubkeys) seeded from hub_sign_key_file and changed by rotations.
+        self._keyring = HubKeyring.open(data_dir, hub_sign_key(self.sync.hub_sign_key_file))
+        self._hub_keys: Mapping[str, Ed25519PublicKey] = self._keyring
         self._hub_seal = hub_seal_key(self.sync.hub_seal_key_file) if self.sync.hub_seal_key_file else None
         self._outbox = Outbox.open(data_dir)
         self._rejects = RejectLimiter(audit_log.append)  # a flood of forged messages is counted, not journalled one by one
+        self._control = DeviceControl(self.device_id, self._outbox, audit_log, self._reject)  # signed acks and resend requests
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -97,8 +100,7 @@ class SyncAgent:
         # manual_ack: a bundle is PUBACKed only once it is applied (or refused), so a device killed
         # mid-apply gets it again from its session after the restart.
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
-        if self.sync.tls_ca_file:
-            client.tls_set(ca_certs=self.sync.tls_ca_file, certfile=self.sync.tls_cert_file or None, keyfile=self.sync.tls_key_file or None)
+        configure_client(client, self.sync, "sync")  # TLS, login; refuses a broker off this host in clear
         client.will_set(protocol.device_topic(self.device_id, protocol.STATUS), status.offline_message(self.device_id), qos=1, retain=True)
         client.reconnect_delay_set(self.sync.reconnect_min_s, self.sync.reconnect_max_s)
         client.max_inflight_messages_set(max(20, self.sync.window))
@@ -196,8 +198,9 @@ class SyncAgent:
                 return
 
     def _on_connected(self) -> None:
-        topics = [protocol.device_topic(self.device_id, protocol.GALLERY), protocol.device_topic(self.device_id, protocol.ACK)]
+        topics = [protocol.device_topic(self.device_id, leaf) for leaf in (protocol.GALLERY, protocol.ACK, protocol.RESEND)]
         topics += [protocol.group_gallery_topic(g) for g in self.sync.groups]
+        topics.append(protocol.HUB_KEYS_FILTER)  # retained hub key rotations (sync.hubkeys)
         result, _mid = self._client.subscribe([(t, 1) for t in topics])
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             _LOG.warning("subscribe failed: %s", result)
@@ -213,26 +216,37 @@ class SyncAgent:
 
     def _route(self, store: GalleryStore, topic: str, payload: bytes) -> None:
         if topic == protocol.device_topic(self.device_id, protocol.ACK):
-            try:
-                ack = protocol.decode(payload, "ack")
-            except protocol.ProtocolError as exc:
-                self._reject(topic, payload, exc)
-                return
-            if ack.get("audit_upto") is not None:
-                self._outbox.ack_audit(ack["audit_upto"])
-            if ack.get("enrollments"):
-                self._outbox.ack_enrollments(ack["enrollments"])
-            self._last_progress = time.monotonic()
+            # Signed, for this device, nothing above what was fed (sync.control); else refused and audited.
+            if self._control.ack(topic, payload, self._hub_keys):
+                self._last_progress = time.monotonic()
+            return
+        if topic == protocol.device_topic(self.device_id, protocol.RESEND):
+            if self._control.resend(topic, payload, self._hub_keys):
+                self._sent_upto, self._inflight = 0, deque()  # publish again from the oldest row: the re-fed records
+            return
+        if topic.startswith(protocol.HUB_KEYS_TOPIC + "/"):
+            self._key_rotation(topic, payload)
             return
         self._bundle(store, topic, payload)
+
+    def _key_rotation(self, topic: str, payload: bytes) -> None:
+        try:
+            rotations = self._keyring.receive(payload, f"key rotation on {topic}")
+        except FacegateError as exc:  # ProtocolError: forged, unknown signer, revoked key; ConfigError: keyring not writable
+            self._reject(topic, payload, exc)
+            return
+        for rotation in rotations:
+            _LOG.warning("hub signing key %s trusted (signed by %s); revoked: %s", rotation.new_key_id, rotation.signed_by, ", ".join(rotation.revoked) or "-")
+            self._audit.append("key", rotation.audit_body())
 
     def _bundle(self, store: GalleryStore, topic: str, payload: bytes) -> None:
         scope, seq = "unknown", 0
         try:
             scope = protocol.scope_of_topic(topic)
-            content = open_bundle(payload, topic, self._hub_sign, self.device_id, self._identity.sealing_key)
+            content = open_bundle(payload, topic, self._hub_keys, self.device_id, self._identity.sealing_key)
             seq = content.seq
-            version = apply_bundle(store, content)
+            applied = apply_bundle(store, content, self.sync.max_bundle_ahead_s)
+            version = applied.version
         except SequenceGapError as exc:
             self._reject(topic, payload, exc)
             self._publish(protocol.RESYNC, {"type": "resync", "scope": exc.scope, "have_seq": exc.have})
@@ -245,7 +259,8 @@ class SyncAgent:
         self._audit.append(
             "gallery_update",
             {"scope": scope, "seq": content.seq, "kind": content.kind, "gallery_version": version,
-             "upserts": len(content.upserts), "removes": len(content.removes), "erases": len(content.erases)},
+             "upserts": len(content.upserts), "removes": len(content.removes), "erases": len(content.erases),
+             "dropped_erased": len(applied.dropped_erased)},
         )
         self._gallery = self._gallery_status(store)
         self._gallery_ack(scope, content.seq, True, "")

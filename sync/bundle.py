@@ -6,8 +6,10 @@ readable only by the recipient devices' X25519 keys) holding the persons to add 
 uids leaving the scope and the uids erased everywhere.
 
 The device checks, in this order, before it touches the gallery: schema → the scope named inside
-is the scope of the topic it came on → Ed25519 signature with the hub key from config → sealed
-to this device → inner schema → sequence (at or below the last applied: replay/downgrade; an
+is the scope of the topic it came on → Ed25519 signature by a hub key the device trusts, named by
+`key_id` (`sync.signing`, keys from `sync.hubkeys`) → sealed to this device → inner schema →
+sequence (at or below the last applied: replay/downgrade; further ahead of the device's clock
+than `max_bundle_ahead_s`: refused, since it would make every later real bundle a replay; an
 incremental whose base is not the last applied: gap, ask for a resync). Only then
 `sync.apply.apply_bundle` applies it in one transaction (the device's half lives there, so the hub,
 which shares this module, imports no gallery store). `build_bundle` is the hub's half
@@ -23,11 +25,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -35,12 +38,13 @@ from edge.audit.records import canonical_json
 from edge.errors import GalleryError
 from edge.gallery.changes import SyncPerson
 from edge.gallery.records import PersonProfile
-from sync import protocol, sealing
-from sync.protocol import ReplayError, SchemaError, SequenceGapError, SignatureError
+from sync import protocol, sealing, signing
+from sync.protocol import FutureSequenceError, ReplayError, SchemaError, SequenceGapError
 
 _DOMAIN = "facegate/v1/bundle"
 _FLOAT = np.dtype("<f4")
 HUB_RECIPIENT = "hub"  # the recipient name an enrollment upload is sealed to
+MAX_AHEAD_S = 7 * 86400  # `[sync] max_bundle_ahead_s`'s default
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +66,6 @@ def _aad(scope: str, seq: int) -> bytes:
 def enrollment_aad(device_id: str, uid: str) -> bytes:
     """What an enrollment upload of person `uid` from `device_id` is sealed under."""
     return f"facegate/v1/enrollment|{device_id}|{uid}".encode()
-
-
-def _signed_bytes(message: dict[str, Any]) -> bytes:
-    return (_DOMAIN + "\x00" + canonical_json({k: v for k, v in message.items() if k != "sig"})).encode()
 
 
 def _profile_doc(p: PersonProfile) -> dict[str, Any]:
@@ -98,8 +98,7 @@ def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients:
         "base_seq": content.base_seq, "created": content.created, "eph": eph, "recipients": wrapped,
         "sealed": base64.b64encode(blob).decode(),
     }
-    message["sig"] = hub_key.sign(_signed_bytes(message)).hex()
-    return protocol.encode(message)
+    return protocol.encode(signing.sign(message, _DOMAIN, hub_key))
 
 
 _PROFILE = protocol.obj(
@@ -133,16 +132,19 @@ def person_from_doc(doc: dict[str, Any], where: str) -> SyncPerson:
     return SyncPerson(doc["uid"], profile, doc["model"], embeddings, tuple(doc["qualities"]))
 
 
-def open_bundle(payload: bytes, topic: str, hub_public: Ed25519PublicKey, device_id: str, device_key: X25519PrivateKey) -> BundleContent:
-    """The verified, decrypted content of a bundle that arrived on `topic`; ProtocolError otherwise."""
+def open_bundle(
+    payload: bytes, topic: str, hub_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, device_id: str, device_key: X25519PrivateKey
+) -> BundleContent:
+    """The verified, decrypted content of a bundle that arrived on `topic`; ProtocolError otherwise.
+
+    `hub_keys`: the trusted hub keys by key id (a device's `sync.hubkeys.HubKeyring`), or one key."""
+    if isinstance(hub_keys, Ed25519PublicKey):
+        hub_keys = {signing.key_id(hub_keys): hub_keys}
     message = protocol.decode(payload, "bundle")
     scope = protocol.scope_of_topic(topic)
     if message["scope"] != scope:
         raise SchemaError(f"bundle for {message['scope']} arrived on the topic of {scope}")
-    try:
-        hub_public.verify(bytes.fromhex(message["sig"]), _signed_bytes(message))
-    except (InvalidSignature, ValueError) as exc:
-        raise SignatureError(f"bundle {scope} seq {message['seq']}: signature does not verify with the hub key: forged or altered") from exc
+    signing.verify(message, _DOMAIN, hub_keys, f"bundle {scope} seq {message['seq']}")
     if (message["kind"] == "full") != (message["base_seq"] is None) or (message["base_seq"] or 0) >= message["seq"]:
         raise SchemaError(f"bundle {scope} seq {message['seq']}: kind {message['kind']} with base_seq {message['base_seq']}")
     try:
@@ -158,10 +160,22 @@ def open_bundle(payload: bytes, topic: str, hub_public: Ed25519PublicKey, device
     return BundleContent(scope, message["kind"], message["seq"], message["base_seq"], message["created"], upserts, tuple(inner["removes"]), tuple(inner["erases"]))
 
 
-def check_sequence(content: BundleContent, current: int) -> None:
-    """ReplayError at or below `current` (the scope's last applied sequence); SequenceGapError for
-    an incremental bundle that does not build on `current`."""
+def check_sequence(content: BundleContent, current: int, max_ahead_s: float = MAX_AHEAD_S, now_us: int | None = None) -> None:
+    """ReplayError at or below `current` (the scope's last applied sequence); FutureSequenceError
+    more than `max_ahead_s` ahead of max(this clock in µs, `current`); SequenceGapError for an
+    incremental bundle that does not build on `current`.
+
+    The hub's sequences are at least its clock in µs (`HubStore.next_seq`), so a real bundle is
+    never far ahead of the device's clock; one that is (a hub key misused, a bug) would raise the
+    floor so high that every real bundle after it, erasures included, would be refused."""
     if content.seq <= current:
         raise ReplayError(f"bundle {content.scope} seq {content.seq}: this device is at seq {current}; replayed or downgraded bundle refused")
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    limit = max(now_us, current) + int(max_ahead_s * 1_000_000)
+    if content.seq > limit:
+        raise FutureSequenceError(
+            f"bundle {content.scope} seq {content.seq}: more than {max_ahead_s:.0f} s ahead of this device's clock and last seq {current}"
+            f" (limit {limit}); refused so that it cannot block every later bundle. Check the hub's clock and this device's clock"
+        )
     if content.kind == "incremental" and content.base_seq != current:
         raise SequenceGapError(f"bundle {content.scope} seq {content.seq} builds on seq {content.base_seq}, this device is at {current}", content.scope, current)

@@ -7,6 +7,10 @@ when the broker does: a broker that restarts without its store, or a hub that wa
 resend, never a record. The agent publishes rows in id order (`pending`) and goes back to the
 oldest unacknowledged row after a reconnect or an ack timeout; the hub drops duplicates by
 (device, seq).
+
+Rows that left without reaching the hub (an ack nobody should have believed, a damaged file) are
+still in the journal: when the hub sees a gap it asks for a resend (sync.control) and
+`refeed_audit` copies the records from that seq up to the cursor in again, in order.
 """
 
 from __future__ import annotations
@@ -107,6 +111,37 @@ class Outbox:
         statements.append(("INSERT INTO meta VALUES ('audit_cursor', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (records[-1].seq,)))
         self._write(statements)
         return len(records)
+
+    def refeed_audit(self, log: AuditLog, from_seq: int, page: int = 2000) -> int:
+        """Puts the journal's records `from_seq`..cursor back in, in seq order, and moves the
+        pending enrollment uploads after them (the hub takes an upload only once it holds its
+        `enroll` record). One transaction; returns how many records went in. `from_seq` is bounded
+        to the journal (at least 1); above the cursor there is nothing to do: those records are
+        not fed yet and will come in order."""
+        cursor = self.audit_cursor()
+        start = max(1, from_seq)
+        if start > cursor:
+            return 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                uploads = self._db.execute("SELECT kind, ref, body FROM messages WHERE kind=? ORDER BY id", (ENROLLMENT,)).fetchall()
+                self._db.execute("DELETE FROM messages WHERE kind=? OR (kind=? AND seq >= ?)", (ENROLLMENT, AUDIT, start))
+                count, after = 0, start - 1
+                while after < cursor:
+                    records = [r for r in log.since(after, page) if r.seq <= cursor]
+                    if not records:
+                        break
+                    self._db.executemany("INSERT OR IGNORE INTO messages (kind, seq, body) VALUES (?, ?, ?)",
+                                         [(AUDIT, r.seq, canonical_json(r.to_dict())) for r in records])
+                    count, after = count + len(records), records[-1].seq
+                self._db.executemany("INSERT INTO messages (kind, ref, body) VALUES (?, ?, ?)", uploads)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise AuditError(f"{self.path}: cannot write the sync outbox ({exc})") from exc
+        return count
 
     def pending(self, after_id: int, limit: int) -> list[OutboxRow]:
         with self._lock:

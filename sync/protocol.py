@@ -7,11 +7,13 @@ Topics (all under `facegate/v1/`; `<id>` is a device id, `<g>` a group name):
 | `devices/<id>/status` | device → hub, retained; LWT `online: false` | 1 | `status` |
 | `devices/<id>/audit` | device → hub, from the outbox | 1 | `audit` |
 | `devices/<id>/enroll` | device → hub, from the outbox | 1 | `enrollment` |
-| `devices/<id>/ack` | hub → device | 1 | `ack` (audit records, enrollments) |
+| `devices/<id>/ack` | hub → device, signed | 1 | `ack` (audit records + anchor, enrollments) |
+| `devices/<id>/resend` | hub → device, signed | 1 | `resend` (audit records from a seq: the hub saw a gap) |
 | `devices/<id>/gallery` | hub → device | 1 | `bundle` |
 | `groups/<g>/gallery` | hub → devices of the group | 1 | `bundle` |
 | `devices/<id>/gallery/ack` | device → hub | 1 | `gallery_ack` |
 | `devices/<id>/gallery/resync` | device → hub | 1 | `resync` |
+| `hub/keys/<key id>` | hub → every device, retained | 1 | `key_rotation` |
 | `devices/<id>/events` | device → anyone, live, may be lost | 0 | `event` |
 
 Payloads are UTF-8 JSON objects with `"v": 1` and a `"type"`. Every inbound payload goes through
@@ -58,6 +60,11 @@ class SequenceGapError(ProtocolError):
         self.scope, self.have = scope, have
 
 
+class FutureSequenceError(ProtocolError):
+    """A bundle whose sequence is further ahead of the device's clock (and of its last sequence)
+    than `[sync] max_bundle_ahead_s`: applying it would make every later real bundle a "replay"."""
+
+
 def check_id(value: str, what: str = "device id") -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise ProtocolError(f"{what} {value!r}: must be 1-64 of A-Z a-z 0-9 _ . - (no MQTT wildcards or slashes)")
@@ -75,6 +82,13 @@ def group_gallery_topic(group: str) -> str:
 STATUS, AUDIT, ENROLL, ACK, GALLERY, GALLERY_ACK, RESYNC, EVENTS = (
     "status", "audit", "enroll", "ack", "gallery", "gallery/ack", "gallery/resync", "events",
 )
+RESEND = "resend"  # hub → device: send your audit records again from `from_seq` (sync.control)
+# sync.signing domains of the hub's control messages (a signature for one never verifies as another)
+ACK_DOMAIN, RESEND_DOMAIN = "facegate/v1/ack", "facegate/v1/resend"
+# Hub signing-key rotations (sync.hubkeys), retained, one topic per announced key id: a device
+# that was away through several rotations still finds the whole chain when it subscribes.
+HUB_KEYS_TOPIC = f"{PREFIX}/hub/keys"
+HUB_KEYS_FILTER = f"{HUB_KEYS_TOPIC}/+"
 
 
 def scope_of_topic(topic: str) -> str:
@@ -174,6 +188,7 @@ def obj(spec: dict[str, Check], optional_keys: tuple[str, ...] = ()) -> Check:
 
 
 HEX64 = text(64, _HEX64)
+KEY_ID = text(16, re.compile(r"^[0-9a-f]{16}$"))  # sync.signing.key_id
 UID = text(32, _UID)
 
 
@@ -186,9 +201,20 @@ AUDIT_RECORD = obj({"seq": integer(1), "ts_us": integer(), "kind": text(32), "bo
 
 # Inbound to a device: what the hub may send.
 SCHEMAS: dict[str, Check] = {
+    # Signed by the hub (sync.control, domain facegate/v1/ack) for one `device`; `anchor` is the
+    # hub's (seq, hash) of the device's last accepted audit record. key_id / sig may be absent
+    # here only so that an unsigned ack is refused as unsigned (SignatureError), not as a schema error.
     "ack": obj(
-        {"v": integer(1, 1), "type": one_of("ack"), "audit_upto": optional(integer()), "enrollments": list_of(UID, 100_000)},
-        optional_keys=("audit_upto", "enrollments"),
+        {"v": integer(1, 1), "type": one_of("ack"), "device": text(64), "audit_upto": optional(integer()), "enrollments": list_of(UID, 100_000),
+         "anchor": obj({"seq": integer(1), "hash": HEX64}), "key_id": KEY_ID, "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))},
+        optional_keys=("audit_upto", "enrollments", "anchor", "key_id", "sig"),
+    ),
+    # Signed by the hub (domain facegate/v1/resend): the hub's audit chain of `device` stops at a
+    # gap; records from `from_seq` on are wanted again.
+    "resend": obj(
+        {"v": integer(1, 1), "type": one_of("resend"), "device": text(64), "from_seq": integer(1), "created": integer(),
+         "key_id": KEY_ID, "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))},
+        optional_keys=("key_id", "sig"),
     ),
     "bundle": obj(
         {
@@ -202,8 +228,14 @@ SCHEMAS: dict[str, Check] = {
             "eph": HEX64,
             "recipients": mapping(text(64), text(256, re.compile(r"^[0-9a-f]+$"))),
             "sealed": text(MAX_PAYLOAD),
+            "key_id": KEY_ID,
             "sig": text(128, re.compile(r"^[0-9a-f]{128}$")),
         }
+    ),
+    # Signed by a hub key the device already trusts (sync.hubkeys): trust `new_key`, revoke `revoke`.
+    "key_rotation": obj(
+        {"v": integer(1, 1), "type": one_of("key_rotation"), "new_key": HEX64, "new_key_id": KEY_ID,
+         "revoke": list_of(KEY_ID, 1000), "created": integer(), "key_id": KEY_ID, "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))}
     ),
     # Outbound, checked here too so the hub side (and tests) share one definition.
     "audit": obj({"v": integer(1, 1), "type": one_of("audit"), "device": text(64), "records": list_of(AUDIT_RECORD, 10_000)}),
@@ -218,6 +250,15 @@ SCHEMAS: dict[str, Check] = {
          "ok": boolean, "gallery_version": integer(), "error": text(1000)}
     ),
     "resync": obj({"v": integer(1, 1), "type": one_of("resync"), "device": text(64), "scope": text(80), "have_seq": integer()}),
+    # Retained device status (sync.status); the LWT form has only v, type, device, online.
+    "status": obj(
+        {"v": integer(1, 1), "type": one_of("status"), "device": text(64), "online": boolean, "facegate": text(64),
+         "started": integer(), "uptime_s": number, "models": mapping(text(64), text(128), 64),
+         "gallery": obj({"version": integer(), "scopes": mapping(text(80), integer(), 1000), "persons": integer()},
+                        optional_keys=("version", "scopes", "persons")),
+         "queue": integer()},
+        optional_keys=("facegate", "started", "uptime_s", "models", "gallery", "queue"),
+    ),
 }
 
 

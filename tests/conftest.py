@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.harness.mqtt_broker import MOSQUITTO, Broker
+from bench.harness.mqtt_broker import MOSQUITTO, Broker, SecureBroker, secure_fleet
 from edge.config import Config
 from edge.perception.modelstore import ModelStore, default_models_dir
 
@@ -65,6 +65,22 @@ def broker(mosquitto: str, tmp_path: Path) -> Iterator[Broker]:
     """A real mosquitto on a free loopback port for this test, killed after it."""
     with Broker(tmp_path / "broker") as b:
         yield b
+
+
+# The secure broker's fleet: device id → groups. door-c is in no group the others share.
+SECURE_DEVICES: dict[str, tuple[str, ...]] = {"door-a": ("staff",), "door-b": ("staff",), "door-c": ("night",)}
+
+
+@pytest.fixture
+def secure_broker(mosquitto: str, tmp_path: Path) -> Iterator[SecureBroker]:
+    """A real mosquitto as docs/sync.md secures it: TLS with client certificates required, a
+    password per user, and the shipped ACL (packaging/mosquitto/facegate.acl), for the hub
+    (user "hub") and SECURE_DEVICES. `.config(user)` gives a `[sync]` / `[hub]` table's keys."""
+    fleet = secure_fleet(tmp_path / "secure-broker", SECURE_DEVICES)
+    try:
+        yield fleet
+    finally:
+        fleet.broker.kill()
 
 
 def read_rgb(path: Path) -> np.ndarray:

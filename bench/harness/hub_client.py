@@ -1,7 +1,8 @@
 """The hub's side of the sync tests and the bench: a real paho client on the real broker.
 
 It ingests audit streams with `sync.hub.ingest.AuditIngest` (chain + signature checked, duplicates
-dropped) and acks them, opens enrollment uploads and acks them, records gallery acks, resync
+dropped) and acks them, signed with `sign_key` as the real hub does (sync.control; a device
+refuses unsigned acks), opens enrollment uploads and acks them, records gallery acks, resync
 requests and status messages, and publishes bundles.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -27,8 +28,12 @@ from sync.hub.uploads import open_enrollment
 
 
 class HubClient:
-    def __init__(self, port: int, device_keys: dict[str, Ed25519PublicKey], seal_key: X25519PrivateKey | None = None, tls: tuple[str, str, str] | None = None, client_id: str = "hub") -> None:
+    def __init__(self, port: int, device_keys: dict[str, Ed25519PublicKey], seal_key: X25519PrivateKey | None = None, tls: tuple[str, str, str] | None = None,
+                 client_id: str = "hub", sign_key: Ed25519PrivateKey | None = None) -> None:
         self.ingest = AuditIngest(device_keys)
+        # The devices' hub key (bench.harness.sync_helpers.Hub.key); a stranger's key without one:
+        # then the devices refuse every ack, as they should.
+        self.sign_key = sign_key or Ed25519PrivateKey.generate()
         self.seal_key = seal_key
         self.records: dict[str, list[AuditRecord]] = {d: [] for d in device_keys}
         self.problems: list[str] = []
@@ -71,7 +76,7 @@ class HubClient:
                 if result.problem and not result.problem.startswith("gap"):
                     self.problems.append(result.problem)
                 if self.acking:
-                    client.publish(protocol.device_topic(device, protocol.ACK), result.ack, qos=1)
+                    client.publish(protocol.device_topic(device, protocol.ACK), result.ack(device, self.sign_key), qos=1)
             elif leaf == protocol.STATUS and payload:
                 self.status[device] = json.loads(payload)
             elif leaf == protocol.GALLERY_ACK:
@@ -81,7 +86,7 @@ class HubClient:
             elif leaf == protocol.ENROLL and self.seal_key is not None:
                 message, persons = open_enrollment(payload, self.seal_key)
                 self.enrollments.append((message, persons))
-                client.publish(protocol.device_topic(device, protocol.ACK), ack_message(enrollments=[message["uid"]]), qos=1)
+                client.publish(protocol.device_topic(device, protocol.ACK), ack_message(device, self.sign_key, enrollments=[message["uid"]]), qos=1)
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(10)

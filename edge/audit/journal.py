@@ -4,7 +4,9 @@ message, in an append-only, hash-chained, signed SQLite file (`<data_dir>/audit.
 Each record carries the hash of the record before it, and its own hash is signed with the
 device's Ed25519 key (`edge.identity`). Removing, reordering or editing a record breaks
 the chain at that point; forging one needs the device key. `verify()` walks the chain and names
-the first record that does not check out. Triggers refuse UPDATE and DELETE, so the journal
+the first record that does not check out; given the hub's anchor (`edge.audit.anchor`, the
+signed (seq, hash) of the last record the hub received), it also finds a journal whose tail was
+deleted, which the chain alone cannot show. Triggers refuse UPDATE and DELETE, so the journal
 cannot be changed through facegate or an honest SQLite client by mistake; a deliberate edit of
 the file is what the chain and the signatures are there to reveal.
 
@@ -17,6 +19,7 @@ records travel to it through `sync.outbox`, and it checks each one with `check_r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -57,9 +60,10 @@ class VerifyReport:
     records: int  # records checked (up to and including the first bad one)
     first_bad_seq: int | None
     reason: str
+    anchor_seq: int | None = None  # the hub's anchor checked against the journal, if one was given
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq, "reason": self.reason}
+        return {"ok": self.ok, "records": self.records, "first_bad_seq": self.first_bad_seq, "reason": self.reason, "anchor_seq": self.anchor_seq}
 
 
 def _row_record(row: tuple[Any, ...]) -> AuditRecord:
@@ -134,6 +138,11 @@ class AuditLog:
             row = self._db.execute("SELECT max(seq) FROM records").fetchone()
         return int(row[0] or 0)
 
+    def record(self, seq: int) -> AuditRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM records WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else _row_record(row)
+
     def since(self, seq: int, limit: int) -> list[AuditRecord]:
         """Up to `limit` records after `seq`, in order (what the sync outbox picks up)."""
         with self._lock:
@@ -163,9 +172,24 @@ class AuditLog:
                 return
             last = rows[-1][0]
 
-    def verify(self, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
-        """Walks the whole chain; the report names the first record that fails and why."""
-        key = public_key or self.public_key
+    def verify(self, public_key: Ed25519PublicKey | None = None, anchor: tuple[int, str] | None = None) -> VerifyReport:
+        """Walks the whole chain; the report names the first record that fails and why. With the
+        hub's `anchor` (seq, hash), a journal that ends below it or holds another record there fails too."""
+        report = self._walk(public_key or self.public_key)
+        if anchor is None or not report.ok:
+            return dataclasses.replace(report, anchor_seq=None if anchor is None else anchor[0])
+        seq, digest = anchor
+        last = self.last_seq()
+        if last < seq:
+            return VerifyReport(False, report.records, last + 1, f"journal truncated below the hub's anchor: it ends at record {last}, "
+                                f"but the hub acknowledged records up to {seq} (hash {digest[:16]}…): records {last + 1}..{seq} were deleted", seq)
+        record = self.record(seq)
+        if record is None or record.hash != digest:
+            return VerifyReport(False, report.records, seq, f"record {seq}: hash differs from the hub's anchor (hub holds {digest[:16]}…): "
+                                "the journal was truncated below the hub's anchor and written again, or replaced", seq)
+        return VerifyReport(True, report.records, None, f"{report.reason}; matches the hub's anchor at record {seq}", seq)
+
+    def _walk(self, key: Ed25519PublicKey) -> VerifyReport:
         prev, expected_seq, count = GENESIS, 1, 0
         for row in self._pages():
             count += 1

@@ -1,4 +1,4 @@
-"""`facegate audit verify|tail`: read and check the device's audit journal."""
+"""`facegate audit verify|tail`: read and check the device's audit journal (and the hub's anchor of it)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.audit.journal import AuditLog
+from edge.audit.anchor import ANCHOR_FILE, AuditAnchor, read_anchor
+from edge.audit.journal import AuditLog, VerifyReport
 from edge.audit.records import summarize
 from edge.config import Config
+from edge.errors import ConfigError
 from edge.gallery.keys import data_dir_for
 
 Handler = Callable[[argparse.Namespace, Config], int]
@@ -22,10 +24,57 @@ def record_event(data_dir: Path, kind: str, body: dict[str, Any]) -> None:
         log.append(kind, body)
 
 
+def _hub_keys(data_dir: Path, cfg: Config) -> dict[str, Any]:
+    """The hub signing keys this device trusts (its keyring, read only, and `[sync] hub_sign_key_file`)."""
+    from sync.hubkeys import KEYRING_FILE, HubKeyring
+    from sync.keyfiles import hub_sign_key
+    from sync.signing import key_id
+
+    keys: dict[str, Any] = {}
+    revoked: dict[str, int] = {}
+    if (data_dir / KEYRING_FILE).exists():
+        try:
+            ring = HubKeyring.open(data_dir, None)  # no seed: nothing is written
+            keys, revoked = dict(ring), ring.revoked()
+        except ConfigError:  # every key revoked: nothing to check the anchor with
+            pass
+    if cfg.sync.hub_sign_key_file:
+        key = hub_sign_key(cfg.sync.hub_sign_key_file)
+        if key_id(key) not in revoked:
+            keys[key_id(key)] = key
+    return keys
+
+
+def _anchor_problem(anchor: AuditAnchor, data_dir: Path, cfg: Config) -> tuple[str, str]:
+    """(signature state, problem): 'verified' / 'unchecked' / 'bad', and '' or why the anchor is refused."""
+    from sync.protocol import ACK_DOMAIN, ProtocolError
+    from sync.signing import verify
+
+    keys = _hub_keys(data_dir, cfg)
+    if not keys:
+        return "unchecked", ""
+    try:
+        verify(anchor.ack, ACK_DOMAIN, keys, f"{ANCHOR_FILE}")
+    except ProtocolError as exc:
+        return "bad", f"{exc}: the hub's anchor was forged or altered"
+    return "verified", ""
+
+
 def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
-    with AuditLog.open(data_dir_for(args.data_dir, cfg), create=False) as log:
-        report = log.verify()
-    print(json.dumps(report.to_dict()) if args.json else ("OK: " if report.ok else "FAILED: ") + report.reason)
+    data_dir = data_dir_for(args.data_dir, cfg)
+    anchor = read_anchor(data_dir)  # the hub's signed (seq, hash): the journal must reach it (edge.audit.anchor)
+    with AuditLog.open(data_dir, create=False) as log:
+        report = log.verify(anchor=None if anchor is None else (anchor.seq, anchor.hash))
+    out = report.to_dict()
+    if anchor is not None:
+        state, problem = _anchor_problem(anchor, data_dir, cfg)
+        out["anchor"] = {"seq": anchor.seq, "hash": anchor.hash, "signature": state}
+        if problem:
+            report = VerifyReport(False, report.records, anchor.seq, problem, anchor.seq)
+            out.update(report.to_dict())
+        elif state == "unchecked" and report.ok:
+            out["reason"] = report.reason + " (no hub key configured: the anchor's signature was not checked)"
+    print(json.dumps(out) if args.json else ("OK: " if report.ok else "FAILED: ") + out["reason"])
     return 0 if report.ok else 1
 
 
@@ -40,7 +89,7 @@ def cmd_tail(args: argparse.Namespace, cfg: Config) -> int:
 def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Callable[[argparse.Namespace], int]]) -> None:
     """Registers `audit`; `run(handler)` wraps a handler with config loading."""
     audit = sub.add_parser("audit", help="the signed, hash-chained audit journal").add_subparsers(dest="audit_command", required=True)
-    p = audit.add_parser("verify", help="check every record's chain link and signature; names the first bad record (exit 1)")
+    p = audit.add_parser("verify", help="check every record's chain link and signature, and that the journal reaches the hub's signed anchor; names the first bad record (exit 1)")
     p.add_argument("--data-dir", type=Path, default=None, help="gallery directory (see [gallery] data_dir)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run(cmd_verify))

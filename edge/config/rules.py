@@ -89,6 +89,14 @@ def _client_key(t: Any, where: str) -> str | None:
     return None
 
 
+@rule("sync", "username", "password_file")
+@rule("hub", "username", "password_file")
+def _password_user(t: Any, where: str) -> str | None:
+    if t.password_file and not t.username:
+        return f"{where}.username: required when {where}.password_file is set (a password logs in as a user)"
+    return None
+
+
 @rule("sync", "reconnect_min_s", "reconnect_max_s")
 def _reconnect(s: Any, where: str) -> str | None:
     if s.reconnect_min_s > s.reconnect_max_s:

@@ -226,6 +226,12 @@ class SyncConfig:
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # Broker login (sync/broker.py): user name, and the file holding its password ("" = none; a
+    # bare file name is read from $CREDENTIALS_DIRECTORY when systemd's LoadCredential= set it).
+    username: str = ""
+    password_file: str = ""
+    # A broker off this host (not 127.0.0.0/8, ::1, localhost) without TLS is refused unless true.
+    allow_insecure_broker: bool = False
     keepalive_s: int = field(default=30, metadata=_range(5, 3600))
     # How long the broker keeps this device's session (queued bundles, acks) while it is away.
     session_expiry_s: int = field(default=7 * 86400, metadata=_range(0, 2**32 - 1))
@@ -236,6 +242,9 @@ class SyncConfig:
     batch: int = field(default=100, metadata=_range(1, 5000))  # audit records per MQTT message
     window: int = field(default=16, metadata=_range(1, 1000))  # messages in flight awaiting the hub's ack
     status_interval_s: float = field(default=60.0, metadata=_range(1.0, 86400.0))
+    # A bundle whose seq (the hub's clock in µs) is further ahead of max(this clock, the last seq)
+    # is refused: one huge seq would otherwise block every later bundle (docs/sync.md).
+    max_bundle_ahead_s: float = field(default=7 * 86400.0, metadata=_range(60.0, 10 * 365 * 86400.0))
     homeassistant: bool = False  # announce the device to Home Assistant (MQTT discovery)
     homeassistant_prefix: str = "homeassistant"
 
@@ -301,9 +310,16 @@ class HubConfig:
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # Broker login and the TLS rule, as in [sync] (sync/broker.py).
+    username: str = ""
+    password_file: str = ""
+    allow_insecure_broker: bool = False
     # Read-only status page (fleet, last decisions, pending acks); 0 = off.
     web_port: int = field(default=0, metadata=_range(0, 65535))
     web_address: str = "127.0.0.1"
+    # A resync request costs a full signed bundle: per scope, at most one is answered this often
+    # (later requests wait for the window to end, none is lost).
+    resync_min_interval_s: float = field(default=30.0, metadata=_range(0.0, 3600.0))
 
     def __post_init__(self) -> None:
         enforce(self, "hub")

@@ -17,12 +17,17 @@ Resolution rules (docs/sync.md):
 - an erase removes the person from every scope and crypto-erases it, whatever else the device did
   with that person meanwhile: erasure wins over any update;
 - a person dropped from one scope stays while another scope still lists them;
-- a full bundle replaces the scope's membership; persons enrolled on the device are not touched.
+- a full bundle replaces the scope's membership; persons enrolled on the device are not touched;
+- an erased uid is remembered for good (`sync_erased`, a tombstone: a random uid and a time, no
+  personal data), so a bundle built before the erase and delivered after it (another scope's, or
+  one an attacker held back) cannot bring the person back: its upsert of that uid is dropped and
+  counted (`Applied.dropped_erased`, in the `gallery_update` audit record).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 
 from edge.errors import GalleryError
 from edge.gallery import crypto, records
@@ -32,19 +37,38 @@ from edge.gallery.crypto import SEAL_OVERHEAD
 from edge.gallery.db import ensure_sync_tables, now, sync_state
 from edge.gallery.store import GalleryStore
 
+TOMBSTONES = "CREATE TABLE IF NOT EXISTS sync_erased (uid TEXT PRIMARY KEY, erased INTEGER NOT NULL)"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    version: int  # the gallery version after the change
+    dropped_erased: tuple[str, ...] = ()  # upserts refused: those uids were erased here before
+
 
 def apply_change(store: GalleryStore, change: SyncChange) -> int:
     """A hub bundle, all of it in ONE transaction or nothing; returns the new gallery version."""
+    return apply_sync_change(store, change).version
+
+
+def apply_sync_change(store: GalleryStore, change: SyncChange) -> Applied:
+    """`apply_change`, telling also which upserts were dropped as erased."""
     with store._transaction(write=True) as db:
-        version = apply(store, db, change)
+        applied = apply(store, db, change)
     store._checkpoint()  # erased persons must not linger in the WAL
     index_snapshot.discard_files(store.path.parent)  # stale now; replaced templates took the keys along
-    return version
+    return applied
 
 
-def apply(store: GalleryStore, db: sqlite3.Connection, change: SyncChange) -> int:
-    """Applies `change` in the caller's open write transaction; returns the new gallery version."""
+def erased_uids(db: sqlite3.Connection) -> set[str]:
+    db.execute(TOMBSTONES)
+    return {r[0] for r in db.execute("SELECT uid FROM sync_erased")}
+
+
+def apply(store: GalleryStore, db: sqlite3.Connection, change: SyncChange) -> Applied:
+    """Applies `change` in the caller's open write transaction."""
     ensure_sync_tables(db)
+    db.execute(TOMBSTONES)
     row = db.execute("SELECT seq FROM sync_scopes WHERE scope=?", (change.scope,)).fetchone()
     current = row[0] if row else 0
     if current != change.expect_seq:
@@ -52,15 +76,19 @@ def apply(store: GalleryStore, db: sqlite3.Connection, change: SyncChange) -> in
     at = now()
     for uid in change.erases:
         _erase_uid(store, db, uid)
+        db.execute("INSERT OR IGNORE INTO sync_erased VALUES (?, ?)", (uid, at))
+    erased = erased_uids(db)
+    dropped = tuple(sorted({p.uid for p in change.upserts} & erased))
+    upserts = [p for p in change.upserts if p.uid not in erased]
     members = {r[0] for r in db.execute("SELECT person_uid FROM sync_members WHERE scope=?", (change.scope,))}
     leaving = set(change.removes) & members
     if change.full:
-        leaving |= members - {p.uid for p in change.upserts}
+        leaving |= members - {p.uid for p in upserts}
     for uid in sorted(leaving):
         db.execute("DELETE FROM sync_members WHERE scope=? AND person_uid=?", (change.scope, uid))
         if db.execute("SELECT 1 FROM sync_members WHERE person_uid=? LIMIT 1", (uid,)).fetchone() is None:
             _erase_uid(store, db, uid)
-    for person in change.upserts:
+    for person in upserts:
         _upsert(store, db, person, at)
         db.execute("INSERT OR IGNORE INTO sync_members VALUES (?, ?)", (change.scope, person.uid))
     db.execute(
@@ -69,7 +97,7 @@ def apply(store: GalleryStore, db: sqlite3.Connection, change: SyncChange) -> in
     )
     version = sync_state(db).version + 1
     db.execute("INSERT INTO meta VALUES ('gallery_version', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(version),))
-    return version
+    return Applied(version, dropped)
 
 
 def _erase_uid(store: GalleryStore, db: sqlite3.Connection, uid: str) -> None:

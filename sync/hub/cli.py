@@ -24,6 +24,7 @@ from edge.config import Config
 from edge.errors import FacegateError
 from edge.gallery.records import PersonProfile, new_uid
 from edge.perception.photos import images_in, person_folders, photo_template
+from sync.hub.cli_keys import add_key_commands
 from sync.hub.cli_review import add_review_commands
 
 Handler = Callable[[argparse.Namespace, Config], int]
@@ -258,16 +259,6 @@ def cmd_audit_verify(args: argparse.Namespace, cfg: Config) -> int:
     return 0 if all(r["ok"] for r in results) else 1
 
 
-def cmd_hub_identity(args: argparse.Namespace, cfg: Config) -> int:
-    keys = _hub(cfg).public_keys()
-    if args.write:
-        args.write.mkdir(parents=True, exist_ok=True)
-        (args.write / "hub_sign.pub").write_text(keys["hub_sign_key"] + "\n")
-        (args.write / "hub_seal.pub").write_text(keys["hub_seal_key"] + "\n")
-    print(json.dumps(keys))
-    return 0
-
-
 def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
     import logging
 
@@ -282,14 +273,22 @@ def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
     service = HubService(hub).start()
     web = StatusPage(hub.store, cfg.hub.web_address, cfg.hub.web_port).start() if cfg.hub.web_port else None
     print(f"facegate hub: {service.client_id} → {cfg.hub.broker_host}:{cfg.hub.broker_port}" + (f", status page {web.url}" if web else ""), file=sys.stderr, flush=True)
+    code = 0
     try:
-        stop.wait()
+        while not stop.wait(1.0):
+            if not service.alive():
+                # paho's network thread is gone: a hub that runs on without it handles nothing,
+                # so exit non-zero and let systemd (Restart=on-failure) start a fresh one.
+                print("facegate hub: the MQTT network thread died; exiting so the service manager restarts the hub", file=sys.stderr, flush=True)
+                code = 3
+                break
+            service.tick()
     finally:
         service.stop()
         if web is not None:
             web.stop()
         hub.close()
-    return 0
+    return code
 
 
 def add_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:
@@ -392,6 +391,4 @@ def _add_hub_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:
     hub = sub.add_parser("hub", help="the hub service ([hub] config)").add_subparsers(dest="hub_command", required=True)
     p = hub.add_parser("serve", help="ingest audit, enrollments, gallery acks and resyncs until SIGTERM")
     p.set_defaults(func=run(cmd_hub_serve))
-    p = hub.add_parser("identity", help="print the hub's public keys (devices' hub_sign_key_file / hub_seal_key_file)")
-    p.add_argument("--write", type=Path, default=None, metavar="DIR", help="also write DIR/hub_sign.pub and DIR/hub_seal.pub")
-    p.set_defaults(func=run(cmd_hub_identity))
+    add_key_commands(hub, run)  # identity, signing keys, KEK (sync/hub/cli_keys.py)

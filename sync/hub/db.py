@@ -10,6 +10,7 @@ file on one machine); the store's transactions are what keep their ingest consis
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError, FacegateError
+
+_LOG = logging.getLogger(__name__)
 
 
 class HubDbError(FacegateError):
@@ -47,6 +50,9 @@ class HubDb:
                 self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
+                # A deleted or overwritten cell (an erased person's wrapped key) is zeroed, not
+                # left in the page's free space; `checkpoint()` then empties the WAL.
+                self._conn.execute("PRAGMA secure_delete=ON")
             except sqlite3.Error as exc:
                 raise HubDbError(f"hub database {path}: {exc}") from exc
             self._errors = (sqlite3.Error,)
@@ -104,6 +110,16 @@ class HubDb:
                 raise HubDbError(f"hub database: {str(exc).strip()[:300]}") from exc
             finally:
                 self._depth -= 1
+
+    def checkpoint(self) -> None:
+        """SQLite: move every WAL page into the file and truncate the WAL (old page images of an
+        erased row live there until then). PostgreSQL: nothing to do here (docs/hub.md, erasure)."""
+        if self.kind != "sqlite":
+            return
+        busy, frames, done = self.execute("PRAGMA wal_checkpoint(TRUNCATE)")[0]
+        if busy or frames != done:
+            _LOG.warning("hub database: WAL checkpoint incomplete (%s of %s frames; another process is reading); old pages stay in the WAL "
+                         "until the next checkpoint", done, frames)
 
     def close(self) -> None:
         with self._lock:

@@ -3,21 +3,29 @@
 `AuditIngest.receive(device_id, payload)` accepts the records that extend what it holds for that
 device (seq = last + 1, `prev` = last hash, signed by the device's registered key), skips
 duplicates (seq ≤ last: a resend after a reconnect), and stops at a gap or at the first record
-that fails (a break is reported, never skipped over). The answer's `ack` is what the hub
-publishes on `devices/<id>/ack`: everything up to `last` may leave the device's outbox.
+that fails (a break is reported, never skipped over). `IngestResult.ack(device, key)` is what the
+hub publishes on `devices/<id>/ack`: signed (sync.control), addressed to that device, everything
+up to `upto` may leave its outbox, and `anchor` = (upto, hash of that record) is the hub's signed
+word on the head of the chain it holds, which the device keeps to detect a truncated journal.
+At a gap, `GapWatch` says when to alert (once per gap) and when to ask the device to resend
+(`resend_message`, at most once per device per interval).
 The hub service (sync/hub/service.py) persists `state` in its store; tests and the bench keep it in memory.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.audit.records import GENESIS, AuditRecord, check_record
-from sync import protocol
-from sync.protocol import ProtocolError
+from sync import protocol, signing
+from sync.protocol import ACK_DOMAIN, RESEND_DOMAIN, ProtocolError
+
+GAP = "gap"  # how a gap's `problem` starts (the store alerts other problems itself)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +33,17 @@ class IngestResult:
     accepted: tuple[AuditRecord, ...]
     duplicates: int
     problem: str  # '' or why the stream stopped (gap, broken chain, bad signature)
-    ack: bytes  # the ack message for devices/<id>/ack
+    upto: int  # the last record the hub holds for the device after this batch (0: none)
+    upto_hash: str  # its hash (GENESIS when upto is 0)
+
+    @property
+    def gap(self) -> bool:
+        return self.problem.startswith(GAP)
+
+    def ack(self, device_id: str, key: Ed25519PrivateKey) -> bytes:
+        """The signed ack for devices/<device_id>/ack."""
+        anchor = (self.upto, self.upto_hash) if self.upto else None
+        return ack_message(device_id, key, audit_upto=self.upto, anchor=anchor)
 
 
 @dataclass
@@ -48,7 +66,7 @@ class AuditIngest:
                 duplicates += 1
                 continue
             if record.seq != last + 1:
-                problem = f"gap: expected record {last + 1}, got {record.seq}; waiting for the resend"
+                problem = f"{GAP}: expected record {last + 1}, got {record.seq}; waiting for the resend"
                 break
             problem = check_record(record, self.device_keys[device_id], prev)
             if problem:
@@ -56,13 +74,51 @@ class AuditIngest:
             accepted.append(record)
             last, prev = record.seq, record.hash
         self.state[device_id] = (last, prev)
-        return IngestResult(tuple(accepted), duplicates, problem, ack_message(last))
+        return IngestResult(tuple(accepted), duplicates, problem, last, prev)
 
 
-def ack_message(audit_upto: int | None = None, enrollments: list[str] | None = None) -> bytes:
-    message: dict[str, Any] = {"v": protocol.VERSION, "type": "ack"}
+def ack_message(device_id: str, key: Ed25519PrivateKey, audit_upto: int | None = None, enrollments: list[str] | None = None,
+                anchor: tuple[int, str] | None = None) -> bytes:
+    """A signed ack for one device: audit records up to `audit_upto` (with the hub's `anchor`,
+    (seq, hash)), and/or enrollment uploads by uid."""
+    message: dict[str, Any] = {"v": protocol.VERSION, "type": "ack", "device": protocol.check_id(device_id)}
     if audit_upto is not None:
         message["audit_upto"] = audit_upto
+    if anchor is not None:
+        message["anchor"] = {"seq": anchor[0], "hash": anchor[1]}
     if enrollments:
         message["enrollments"] = enrollments
-    return protocol.encode(message)
+    return protocol.encode(signing.sign(message, ACK_DOMAIN, key))
+
+
+def resend_message(device_id: str, from_seq: int, key: Ed25519PrivateKey) -> bytes:
+    """A signed request for the device's audit records from `from_seq` on (devices/<id>/resend)."""
+    message = {"v": protocol.VERSION, "type": "resend", "device": protocol.check_id(device_id), "from_seq": from_seq, "created": int(time.time())}
+    return protocol.encode(signing.sign(message, RESEND_DOMAIN, key))
+
+
+class GapWatch:
+    """Per device: one alert per gap (not one per message that runs into it), and a resend
+    request at most once every `interval_s` while the gap stays open (the request or its answer
+    may be lost; a flood of gapped messages must not become a flood of requests)."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s, self._clock = interval_s, clock
+        self._alerted: dict[str, int] = {}  # device → the seq its open gap waits for
+        self._asked: dict[str, float] = {}  # device → when the last resend request went out
+
+    def observe(self, device_id: str, result: IngestResult) -> tuple[bool, bool]:
+        """(alert now, ask for a resend now) after `result`."""
+        if not result.gap:
+            if result.accepted:
+                self._alerted.pop(device_id, None)
+            return False, False
+        wanted = result.upto + 1
+        alert = self._alerted.get(device_id) != wanted
+        self._alerted[device_id] = wanted
+        now = self._clock()
+        last = self._asked.get(device_id)
+        ask = last is None or now - last >= self.interval_s
+        if ask:
+            self._asked[device_id] = now
+        return alert, ask

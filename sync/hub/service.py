@@ -15,7 +15,7 @@ directly. Audit batches go through `HubStore.ingest_audit` (chain + signatures, 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import socket
 import threading
@@ -35,8 +35,12 @@ from edge.errors import FacegateError, ProtocolError
 from edge.gallery.crypto import generate_kek_file, read_kek_file
 from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
+from sync.broker import configure_client
 from sync.bundle import BundleContent, build_bundle
-from sync.hub.ingest import ack_message
+from sync.hub import guard
+from sync.hub.guard import AlertLimiter, ResyncPacer
+from sync.hub.ingest import GapWatch, ack_message, resend_message
+from sync.hub.keys import HubSigningKeys
 from sync.hub.review import accept_upload
 from sync.hub.store import HubStore
 
@@ -61,8 +65,11 @@ class Hub:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key_path = Path(cfg.key_file) if cfg.key_file else data_dir / "hub.key"
         kek = read_kek_file(key_path) if key_path.exists() else generate_kek_file(key_path)
-        # The hub's key pair has the same shape and file handling as a device's (0600, made once).
-        self.identity = DeviceIdentity.open(data_dir / "keys")
+        # The hub's key pair has the same shape and file handling as a device's (0600, made once);
+        # every signed message uses the CURRENT signing key, which rotations change (sync/hub/keys.py).
+        identity = DeviceIdentity.open(data_dir / "keys")
+        self.signing_keys = HubSigningKeys(data_dir / "keys", identity.signing_key)
+        self.identity = dataclasses.replace(identity, signing_key=self.signing_keys.current())
         self.store = HubStore.open(cfg.database, data_dir, kek)
 
     def public_keys(self) -> dict[str, str]:
@@ -111,8 +118,7 @@ class Hub:
 
 def mqtt_client(cfg: HubConfig, client_id: str, clean: bool = False) -> mqtt.Client:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-    if cfg.tls_ca_file:
-        client.tls_set(ca_certs=cfg.tls_ca_file, certfile=cfg.tls_cert_file or None, keyfile=cfg.tls_key_file or None)
+    configure_client(client, cfg, "hub")  # TLS, login; refuses a broker off this host in clear
     client.reconnect_delay_set(1, 10)
     return client
 
@@ -155,6 +161,10 @@ class HubService:
         self.client_id = self.cfg.client_id or f"facegate-hub-{socket.gethostname()}"
         self.connected = threading.Event()
         self.handled = 0
+        self.refused = 0  # messages refused (bad schema, signature, size…) or whose handler failed
+        self.alerts = AlertLimiter(self._store_alert)
+        self.resyncs = ResyncPacer(self.cfg.resync_min_interval_s)
+        self.gaps = GapWatch(self.cfg.resync_min_interval_s)  # audit gaps: one alert each, paced resend requests
         self.client = mqtt_client(self.cfg, self.client_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -179,33 +189,75 @@ class HubService:
         log.info("hub %s connected to %s:%d", self.client_id, self.cfg.broker_host, self.cfg.broker_port)
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        parts = msg.topic.split("/")
-        if len(parts) < 5:
-            return
-        device, leaf, payload = parts[3], "/".join(parts[4:]), bytes(msg.payload)
+        # paho runs this in its network thread: an exception escaping here kills the thread and
+        # the hub would go on running deaf, so nothing escapes (sync/hub/guard.py).
         try:
+            parts = msg.topic.split("/")
+            if len(parts) < 5 or "/".join(parts[4:]) not in guard.MAX_BYTES:
+                return
+            device, leaf, payload = parts[3], "/".join(parts[4:]), bytes(msg.payload)
+        except Exception:  # noqa: BLE001 - a malformed message object must not kill the network thread
+            log.exception("unreadable message")
+            return
+        try:
+            protocol.check_id(device)
+            guard.check_size(leaf, payload)
             self._handle(client, device, leaf, payload)
-        except (FacegateError, ValueError, KeyError) as exc:
-            # One bad message must not stop the hub; the alert is the record of it.
-            log.warning("device %s %s: %s", device, leaf, exc)
+        except Exception as exc:  # noqa: BLE001 - one bad message (or a bug it triggers) must not stop the hub
+            self.refused += 1
+            if isinstance(exc, FacegateError):
+                log.warning("device %s %s: %s", device[:64], leaf, exc)
+            else:  # not a refusal we foresaw: a bug; the traceback is what fixes it
+                log.exception("device %s %s: handler failed", device[:64], leaf)
             try:
-                self.hub.store.alert(device, f"{leaf}: {exc}")
-            except FacegateError:
+                self.alerts.alert(device[:64], leaf, exc, len(payload))
+            except Exception:  # noqa: BLE001 - a failing store must not kill the network thread either
                 log.exception("cannot store the alert")
         self.handled += 1
+
+    def _store_alert(self, device: str, text: str) -> None:
+        self.hub.store.alert(device, text)
+
+    def tick(self) -> None:
+        """Periodic work outside message handling (`hub serve` calls it every second): summary
+        alerts that are due, resync answers whose pacing window has passed."""
+        self.alerts.flush()
+        for scope, device in self.resyncs.due():
+            self._answer_resync(self.client, device, scope)
+
+    def alive(self) -> bool:
+        """False once paho's network thread is gone: `hub serve` then exits non-zero for systemd."""
+        thread = getattr(self.client, "_thread", None)  # paho keeps no public handle on its loop thread
+        return thread is not None and thread.is_alive()
+
+    def _answer_resync(self, client: mqtt.Client, device: str, scope: str) -> None:
+        out = self.hub.resync(device, scope)
+        if out is not None:
+            client.publish(out.topic, out.payload, qos=1)
 
     def _handle(self, client: mqtt.Client, device: str, leaf: str, payload: bytes) -> None:
         store = self.hub.store
         if leaf == protocol.STATUS:
-            if payload:
-                status = json.loads(payload)
+            if payload:  # an empty retained payload clears the retained status: nothing to store
+                status = protocol.decode(payload, "status")
+                if status["device"] != device:
+                    raise ProtocolError(f"status on {device}'s topic claims {status['device']!r}")
                 if device in {d.id for d in store.devices()}:
                     store.record_status(device, status)
         elif leaf == protocol.AUDIT:
             result = store.ingest_audit(device, payload)
-            if result.problem and not result.problem.startswith("gap"):
+            if result.problem and not result.gap:
                 log.error("device %s: audit stream broken: %s", device, result.problem)
-            client.publish(protocol.device_topic(device, protocol.ACK), result.ack, qos=1)
+            key = self.hub.identity.signing_key
+            client.publish(protocol.device_topic(device, protocol.ACK), result.ack(device, key), qos=1)
+            # A gap: records left the device without reaching the hub (e.g. a forged ack emptied its
+            # outbox). One alert per gap; a signed resend request at most once per interval.
+            alert, ask = self.gaps.observe(device, result)
+            if alert:
+                log.error("device %s: audit records missing: %s", device, result.problem)
+                store.alert(device, f"audit: records {result.upto + 1}.. never arrived ({result.problem}); asked the device to resend them")
+            if ask:
+                client.publish(protocol.device_topic(device, protocol.RESEND), resend_message(device, result.upto + 1, key), qos=1)
         elif leaf == protocol.GALLERY_ACK:
             ack = protocol.decode(payload, "gallery_ack")
             if ack["device"] != device:
@@ -218,14 +270,16 @@ class HubService:
                 log.warning("device %s refused %s seq %d: %s", device, ack["scope"], ack["seq"], ack["error"])
         elif leaf == protocol.RESYNC:
             request = protocol.decode(payload, "resync")
-            out = self.hub.resync(device, request["scope"])
-            if out is not None:
-                client.publish(out.topic, out.payload, qos=1)
+            if request["device"] != device:
+                raise ProtocolError(f"resync on {device}'s topic claims {request['device']!r}")
+            store.device(device)  # unregistered: refused before any bundle is built
+            if self.resyncs.request(request["scope"], device):
+                self._answer_resync(client, device, request["scope"])
         elif leaf == protocol.ENROLL:
             # Checked (device, topic, signature, audit record) before anything opens; never merged.
             outcome = accept_upload(store, device, payload, self.hub.identity.sealing_key)
             log.info("device %s: enrollment %s -> %s", device, outcome.uid, outcome.action)
-            client.publish(protocol.device_topic(device, protocol.ACK), ack_message(enrollments=[outcome.uid]), qos=1)
+            client.publish(protocol.device_topic(device, protocol.ACK), ack_message(device, self.hub.identity.signing_key, enrollments=[outcome.uid]), qos=1)
 
     def stop(self) -> None:
         self.client.disconnect()

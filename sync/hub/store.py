@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.audit.records import GENESIS, AuditRecord
 from edge.errors import FacegateError
+from edge.gallery import crypto
 from edge.gallery.changes import SyncPerson
 from edge.gallery.crypto import aad, derive_key, keyed_tag, new_key, seal, unseal, unwrap_key, wrap_key
 from edge.gallery.records import normalise_name
@@ -54,6 +55,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_us)",
     "CREATE INDEX IF NOT EXISTS audit_person ON audit (person_uid)",
     "CREATE TABLE IF NOT EXISTS alerts (at BIGINT NOT NULL, device TEXT NOT NULL, problem TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS hub_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",  # kek_id: which KEK seals this database
 )
 
 
@@ -102,6 +104,12 @@ class HubStore:
             for statement in _SCHEMA:
                 db.execute(statement)
             _add_enroll_groups_column(db)
+            _check_kek(db, kek)
+
+    def use_kek(self, kek: bytes) -> None:
+        """This store seals and opens with `kek` from now on (`sync.hub.kek.rotate_kek` re-wrapped everything)."""
+        self._kek = AESGCM(derive_key(kek, b"facegate-hub-person-keys"))
+        self._name_key = derive_key(kek, b"facegate-hub-name-tags")
 
     @classmethod
     def open(cls, url: str, data_dir: Path, kek: bytes) -> HubStore:
@@ -130,7 +138,7 @@ class HubStore:
 
     def devices(self) -> list[Device]:
         rows = self.db.execute("SELECT id, sign_pub, seal_pub, groups_json, added, audit_seq, status_json, last_seen, enroll_groups_json FROM devices ORDER BY id")
-        return [Device(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], json.loads(r[6]), r[7], tuple(json.loads(r[8]))) for r in rows]
+        return [Device(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], _status(r[6]), r[7], tuple(json.loads(r[8]))) for r in rows]
 
     def device(self, device_id: str) -> Device:
         for d in self.devices():
@@ -215,6 +223,9 @@ class HubStore:
             self.db.execute("UPDATE persons SET name_tag=NULL, wrapped_key=NULL, sealed=NULL, erased=? WHERE uid=?", (_now(), uid))
             for d in self.devices():
                 self.db.execute("INSERT INTO erasures VALUES (?, ?, ?, NULL) ON CONFLICT (uid, device) DO NOTHING", (uid, d.id, _now()))
+        # secure_delete zeroed the old cells in the new page images; the WAL still holds the old
+        # ones (the insert, earlier updates) until a checkpoint moves the pages and truncates it.
+        self.db.checkpoint()
         return uid
 
     def erasures(self, uid: str | None = None) -> list[tuple[str, str, int, int | None]]:
@@ -230,9 +241,15 @@ class HubStore:
 
     # -- bundles and acks ---------------------------------------------------------------------
     def next_seq(self, scope: str) -> int:
+        """The scope's next sequence. For a bundle scope (`device:` / `group:`) it is at least the
+        clock in µs, so a hub restored from a backup (its counters gone back) still moves every
+        device forward; devices refuse a seq far ahead of their own clock (`check_sequence`).
+        Other counters (review ids) just count."""
         with self.db.transaction():
             rows = self.db.execute("SELECT seq FROM scopes WHERE scope=?" + self.db.for_update(), (scope,))
             seq = (rows[0][0] if rows else 0) + 1
+            if scope.startswith(("device:", "group:")):
+                seq = max(seq, time.time_ns() // 1000)
             self.db.execute("INSERT INTO scopes VALUES (?, ?) ON CONFLICT (scope) DO UPDATE SET seq=excluded.seq", (scope, seq))
         return int(seq)
 
@@ -307,9 +324,30 @@ class HubStore:
         return [AuditRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
 
 
+def _check_kek(db: HubDb, kek: bytes) -> None:
+    """The database remembers the id of the KEK that seals it (recorded at first open): another
+    key is refused here, before any person fails to open with a less helpful error."""
+    rows = db.execute("SELECT value FROM hub_meta WHERE key='kek_id'")
+    if not rows:
+        db.execute("INSERT INTO hub_meta VALUES ('kek_id', ?)", (crypto.kek_id(kek),))
+    elif rows[0][0] != crypto.kek_id(kek):
+        raise HubStoreError(f"hub database is sealed under KEK {rows[0][0]}, the key file holds KEK {crypto.kek_id(kek)}: wrong [hub] key_file, or a "
+                            "`facegate hub rotate-kek` was interrupted (its hub.key.new / hub.key.old are next to the key file; run it again to finish)")
+
+
 def _add_enroll_groups_column(db: HubDb) -> None:
     """A hub database from before enroll groups gets the column in place (its devices: none)."""
     if db.kind == "postgresql":
         db.execute("ALTER TABLE devices ADD COLUMN IF NOT EXISTS enroll_groups_json TEXT NOT NULL DEFAULT '[]'")
     elif "enroll_groups_json" not in {r[1] for r in db.execute("PRAGMA table_info(devices)")}:
         db.execute("ALTER TABLE devices ADD COLUMN enroll_groups_json TEXT NOT NULL DEFAULT '[]'")
+
+
+def _status(stored: str) -> dict[str, Any]:
+    """A device's stored status; {} for one that is not an object (stored before statuses were
+    schema-checked), so the status page and `device list` never trip on it."""
+    try:
+        value = json.loads(stored)
+    except (json.JSONDecodeError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,5 +1,7 @@
 """Issue 8 acceptance, all real processes: mosquitto + `facegate hub serve` + two `facegate run`
-device daemons on image-folder sources. The admin enrolls two LFW people from some of their
+device daemons on image-folder sources, on a broker secured as docs/sync.md says (issue 18): TLS
+with client certificates, a password per user and the shipped per-device ACL, which denies
+nothing of the happy path. The admin enrolls two LFW people from some of their
 photos (CLI, bulk from a folder tree) → push → both devices ack → both devices grant the other
 photos → the audit records reach the hub and `admin audit verify` passes → erase → both devices
 confirm → that person is no longer granted (the other one still is)."""
@@ -17,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.harness.mqtt_broker import Broker
+from bench.harness.mqtt_broker import SecureBroker
 from bench.harness.sync_helpers import new_device
 from edge.config import load_config
 from sync.hub.service import Hub
@@ -62,7 +64,11 @@ def _wait(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_enroll_push_grant_audit_erase(broker: Broker, tmp_path: Path) -> None:
+def _toml(table: dict[str, object]) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+
+
+def test_enroll_push_grant_audit_erase(secure_broker: SecureBroker, tmp_path: Path) -> None:
     if not all((LFW / name / probe).exists() for name, probe in PEOPLE.items()):
         unavailable(f"LFW images not found under {LFW}")
     enroll = tmp_path / "enroll"
@@ -74,7 +80,7 @@ def test_enroll_push_grant_audit_erase(broker: Broker, tmp_path: Path) -> None:
     _frames(frames, 40)
     procs: list[subprocess.Popen[str]] = []
     hub_cfg = tmp_path / "hub.toml"
-    hub_cfg.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\nbroker_port = {broker.port}\nclient_id = "hub-1"\n')
+    hub_cfg.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\nclient_id = "hub-1"\n' + _toml(secure_broker.config("hub")))
     keys = json.loads(_cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys")).stdout)
     assert len(keys["hub_sign_key"]) == 64
     configs = {}
@@ -86,8 +92,9 @@ def test_enroll_push_grant_audit_erase(broker: Broker, tmp_path: Path) -> None:
         configs[device].write_text(
             f'[gallery]\ndata_dir = "{data_dir}"\nkey_file = "{data_dir / "kek.key"}"\n[liveness]\nenabled = false\n'
             f'[[camera]]\nname = "{device}"\nsource = "{frames}"\nfps = 4.0\n'
-            f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {broker.port}\ndevice_id = "{device}"\ngroups = ["staff"]\n'
+            f'[sync]\ndevice_id = "{device}"\ngroups = ["staff"]\n'
             f'hub_sign_key_file = "{tmp_path / "hubkeys" / "hub_sign.pub"}"\nreconnect_min_s = 1\nreconnect_max_s = 2\nack_timeout_s = 2.0\n'
+            + _toml(secure_broker.config(device))
         )
     # Bulk enrollment with the per-photo report.
     added = json.loads(_cli(hub_cfg, "admin", "person", "add", "--from-dir", str(enroll), "--group", "staff", "--json").stdout)
@@ -144,3 +151,6 @@ def test_enroll_push_grant_audit_erase(broker: Broker, tmp_path: Path) -> None:
             print(err[-3000:])  # shown by pytest when the test fails
         hub.close()
     assert [proc.returncode for proc in procs] == [0, 0, 0], errs
+    assert secure_broker.broker.log is not None
+    denied = [line for line in secure_broker.broker.log.read_text(errors="replace").splitlines() if "Denied" in line or "not authorised" in line]
+    assert denied == [], denied[:10]

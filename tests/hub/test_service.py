@@ -85,7 +85,7 @@ def test_enrollments_merge_on_the_hub_and_come_back_in_bundles(broker: Broker, t
         asker.disconnect()
         asker.loop_stop()
         # The answer goes to the group topic: every member takes (and acks) it.
-        assert wait_for(lambda: {a[0] for a in hub.store.gallery_acks() if a[2] == out[0].seq + 1 and a[3]} == set(devices), 30.0)
+        assert wait_for(lambda: {a[0] for a in hub.store.gallery_acks() if a[2] > out[0].seq and a[3]} == set(devices), 30.0)
         assert hub.store.alerts() == [] and hub.store.pending_acks() == []
     finally:
         for a in agents:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from bench.harness.pg_server import PgServer
 from bench.harness.sync_helpers import new_device, person
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig
+from edge.errors import CryptoError
 from edge.gallery.changes import SyncPerson
 from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity, raw_public
@@ -22,6 +24,8 @@ from sync import protocol
 from sync.apply import apply_bundle
 from sync.bundle import open_bundle
 from sync.hub.cli import verify_device_chain
+from sync.hub.kek import finish_interrupted, rotate_kek
+from sync.hub.review import ReviewQueue
 from sync.hub.service import Hub
 from sync.hub.store import HubStoreError
 from tests.conftest import unavailable
@@ -107,7 +111,7 @@ def test_bundles_open_and_apply_on_the_device(hub: Hub, tmp_path: Path) -> None:
         apply_bundle(store, content)
         assert len(store.persons()) == 3
     second = hub.bundles(group="staff")[0]
-    assert second.seq == out["group:staff"].seq + 1  # monotonic per scope
+    assert second.seq > out["group:staff"].seq  # monotonic per scope
     assert len(raw_public(hub_sign)) == 32 and json.loads(json.dumps(hub.public_keys()))["hub_sign_key"] == raw_public(hub_sign).hex()
 
 
@@ -136,3 +140,115 @@ def test_audit_ingest_in_order_once_and_breaks_are_alerts(hub: Hub, tmp_path: Pa
     assert checked == 6 and problem.startswith("record 7")
     with pytest.raises(HubStoreError, match="unregistered"):
         store.ingest_audit("stranger", _audit("stranger", records[:1]))
+
+
+def test_bundle_sequences_follow_the_clock_so_a_restored_hub_still_moves_forward(hub: Hub) -> None:
+    store = hub.store
+    before_us = time.time_ns() // 1000
+    first = store.next_seq("group:staff")
+    assert first >= before_us and store.next_seq("group:staff") > first
+    store.db.execute("UPDATE scopes SET seq=? WHERE scope=?", (3, "group:staff"))  # the backup's counter
+    assert store.next_seq("group:staff") > first
+    assert [store.next_seq("hub:review") for _ in range(3)] == [1, 2, 3]  # other counters just count
+
+
+def _kek_path(hub: Hub) -> Path:
+    return Path(hub.cfg.data_dir) / "hub.key"
+
+
+def _hold_for_review(hub: Hub, p: SyncPerson) -> int:
+    queue = ReviewQueue(hub.store)
+    wrapped, sealed = queue._seal(41, p)
+    hub.store.db.execute("INSERT INTO reviews VALUES (41, 'door-1', ?, 1, 0, '[]', ?, ?, 'pending', NULL, NULL)", (p.uid, wrapped, sealed))
+    return 41
+
+
+def test_kek_rotation_rewraps_every_person_and_review_key_and_replaces_the_key_file(hub: Hub) -> None:
+    alice, bob = person(1), person(2)
+    hub.store.add_person(alice)
+    hub.store.add_person(bob)
+    hub.store.erase_person(bob.uid)
+    item = _hold_for_review(hub, person(3))
+    key_path = _kek_path(hub)
+    old_bytes = key_path.read_bytes()
+    result = rotate_kek(hub.store, key_path)
+    assert (result.persons, result.reviews) == (1, 1) and result.old_id != result.new_id
+    assert key_path.read_bytes() != old_bytes and key_path.stat().st_mode & 0o777 == 0o600
+    assert not (key_path.parent / "hub.key.old").exists() and not (key_path.parent / "hub.key.new").exists()
+    assert [p.uid for p in hub.store.persons()] == [alice.uid] and hub.store.find_person(alice.profile.name) == alice.uid
+    cfg = hub.cfg
+    hub.close()
+    reopened = Hub(cfg)  # the new key file opens everything, names found through the new tags
+    try:
+        assert [p.uid for p in reopened.store.persons()] == [alice.uid]
+        assert reopened.store.find_person("PERSON 00001") == alice.uid
+        [(entry, held)] = ReviewQueue(reopened.store).items()
+        assert entry.id == item and held is not None and held.uid == person(3).uid
+    finally:
+        reopened.close()
+    key_path.write_bytes(old_bytes)  # a restored old key file is refused at open, naming the KEKs
+    with pytest.raises(HubStoreError, match="sealed under KEK"):
+        Hub(cfg)
+
+
+def test_kek_rotation_failing_in_the_transaction_leaves_the_old_key_in_charge(hub: Hub) -> None:
+    alice = person(1)
+    hub.store.add_person(alice)
+    hub.store.add_person(person(2))
+    hub.store.db.execute("UPDATE persons SET wrapped_key=? WHERE uid=?", (b"\x00" * 60, person(2).uid))  # one damaged row
+    key_path = _kek_path(hub)
+    old_bytes = key_path.read_bytes()
+    with pytest.raises(CryptoError):
+        rotate_kek(hub.store, key_path)
+    assert key_path.read_bytes() == old_bytes and sorted(p.name for p in key_path.parent.glob("hub.key*")) == ["hub.key"]
+    assert hub.store.find_person(alice.profile.name) == alice.uid  # still the old KEK's tags and keys
+
+
+def test_kek_rotation_interrupted_after_its_commit_is_finished_by_the_next_run(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = person(1)
+    hub.store.add_person(alice)
+    key_path = _kek_path(hub)
+
+    def crash(*_a: object) -> None:
+        raise OSError("killed before the key file was swapped")
+
+    monkeypatch.setattr("sync.hub.kek.os.replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        rotate_kek(hub.store, key_path)
+    monkeypatch.undo()
+    cfg = hub.cfg
+    hub.close()
+    with pytest.raises(HubStoreError, match="rotate-kek"):  # the database is under the new KEK, the file still old
+        Hub(cfg)
+    from sync.hub.db import HubDb
+
+    db = HubDb(cfg.database, Path(cfg.data_dir) / "hub.db")
+    try:
+        assert finish_interrupted(key_path, db).startswith("finished")
+    finally:
+        db.close()
+    reopened = Hub(cfg)
+    try:
+        assert [p.uid for p in reopened.store.persons()] == [alice.uid]
+    finally:
+        reopened.close()
+
+
+def test_hub_rotate_kek_verb_rotates_and_the_hub_reopens_with_the_new_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli.main import main
+
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\n')
+    hub = Hub(HubConfig(data_dir=str(tmp_path / "hub")))
+    hub.store.add_person(person(1))
+    hub.close()
+    old = (tmp_path / "hub" / "hub.key").read_bytes()
+    assert main(["--config", str(config), "hub", "rotate-kek"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["persons"] == 1 and report["old_kek_id"] != report["new_kek_id"]
+    assert (tmp_path / "hub" / "hub.key").read_bytes() != old
+    reopened = Hub(HubConfig(data_dir=str(tmp_path / "hub")))
+    try:
+        assert [p.uid for p in reopened.store.persons()] == [person(1).uid]
+    finally:
+        reopened.close()

@@ -35,7 +35,7 @@ def device(tmp_path: Path, broker: Broker) -> Device:
 
 
 def _hub(device: Device, port: int) -> HubClient:
-    return HubClient(port, {DEVICE: device.identity.signing_key.public_key()}, device.hub_seal)
+    return HubClient(port, {DEVICE: device.identity.signing_key.public_key()}, device.hub_seal, sign_key=device.hub.key)
 
 
 def _online(hub: HubClient) -> None:

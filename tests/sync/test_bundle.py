@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from edge.identity import DeviceIdentity
 from sync.apply import apply_bundle
 from sync.bundle import open_bundle
 from sync.protocol import (
+    FutureSequenceError,
     ReplayError,
     SchemaError,
     SequenceGapError,
@@ -29,6 +31,7 @@ from sync.protocol import (
     group_gallery_topic,
 )
 from sync.sealing import NotForThisKey
+from sync.signing import key_id
 
 DEVICE = "door-1"
 TOPIC = device_topic(DEVICE, "gallery")
@@ -44,7 +47,7 @@ def device(tmp_path: Path):
 
 
 def _receive(store: GalleryStore, ident: DeviceIdentity, hub: Hub, payload: bytes, topic: str = TOPIC) -> int:
-    return apply_bundle(store, open_bundle(payload, topic, hub.key.public_key(), DEVICE, ident.sealing_key))
+    return apply_bundle(store, open_bundle(payload, topic, hub.key.public_key(), DEVICE, ident.sealing_key)).version
 
 
 def _names(store: GalleryStore) -> list[str]:
@@ -112,6 +115,44 @@ def test_forged_and_altered_bundles_are_rejected(device) -> None:
     with pytest.raises(SignatureError):
         _receive(store, ident, hub, json.dumps(genuine).encode())
     assert store.persons() == []
+
+
+def test_bundle_names_its_signing_key_and_a_wrong_key_id_is_refused(device) -> None:
+    store, ident = device
+    hub = Hub()
+    genuine = json.loads(hub.bundle(SCOPE, {DEVICE: ident}, [person(1)], full=True))
+    assert genuine["key_id"] == key_id(hub.key.public_key())
+    genuine["key_id"] = "0" * 16  # the signature stays, the claimed key does not exist here
+    with pytest.raises(SignatureError, match="does not trust"):
+        _receive(store, ident, hub, json.dumps(genuine).encode())
+    assert store.persons() == []
+
+
+def test_sequence_far_ahead_of_the_clock_is_refused_and_real_bundles_still_apply(device) -> None:
+    store, ident = device
+    hub = Hub()
+    with pytest.raises(FutureSequenceError, match="ahead of this device's clock"):  # signed by the real key
+        _receive(store, ident, hub, hub.bundle(SCOPE, {DEVICE: ident}, [person(1)], full=True, seq=2**63 - 1))
+    now_us = time.time_ns() // 1000
+    with pytest.raises(FutureSequenceError):  # just past the default week
+        _receive(store, ident, hub, hub.bundle(SCOPE, {DEVICE: ident}, [person(1)], full=True, seq=now_us + 8 * 86400 * 10**6))
+    assert store.sync_state().scopes == {}
+    # a hub clock a day ahead is within the bound, and the next bundle after it still applies
+    assert _receive(store, ident, hub, hub.bundle(SCOPE, {DEVICE: ident}, [person(1)], full=True, seq=now_us + 86400 * 10**6)) == 1
+    assert _receive(store, ident, hub, hub.bundle(SCOPE, {DEVICE: ident}, [person(2)], full=True, seq=now_us + 86400 * 10**6 + 5)) == 2
+    assert _names(store) == ["person 00002"]
+
+
+def test_erased_uid_is_not_brought_back_by_a_bundle_built_before_the_erase(device) -> None:
+    store, ident = device
+    hub = Hub()
+    p = person(7)
+    _receive(store, ident, hub, hub.bundle("group:staff", {DEVICE: ident}, [p], full=True), group_gallery_topic("staff"))
+    held_back = hub.bundle(SCOPE, {DEVICE: ident}, [p, person(8)], full=True)  # built before the erase, delivered after
+    _receive(store, ident, hub, hub.bundle("group:staff", {DEVICE: ident}, erases=[p.uid], full=True), group_gallery_topic("staff"))
+    applied = apply_bundle(store, open_bundle(held_back, TOPIC, hub.key.public_key(), DEVICE, ident.sealing_key))
+    assert applied.dropped_erased == (p.uid,)
+    assert _names(store) == ["person 00008"]
 
 
 def test_bundle_for_another_key_or_scope_is_rejected(device, tmp_path: Path) -> None:

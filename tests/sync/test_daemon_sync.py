@@ -51,7 +51,7 @@ def test_daemon_ships_decisions_and_applies_a_hub_bundle(broker: Broker, percept
     black = cv2.imencode(".jpg", np.zeros((360, 640, 3), np.uint8))[1].tobytes()
     camera = MjpegServer(frames + [black] * 30, free_port()).start()
     config.write_text(config.read_text() + f"broker_port = {broker.port}\n" + door)
-    hub = HubClient(broker.port, {DEVICE: identity.signing_key.public_key()}, hub_seal)
+    hub = HubClient(broker.port, {DEVICE: identity.signing_key.public_key()}, hub_seal, sign_key=hub_keys.key)
     home = Watcher(broker.port, ["homeassistant/#", protocol.device_topic(DEVICE, "ha/state")])
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli.main", "--config", str(config), "run", "--source", camera.url, "--events", "-"],
