@@ -320,6 +320,9 @@ class HubConfig:
     # A resync request costs a full signed bundle: per scope, at most one is answered this often
     # (later requests wait for the window to end, none is lost).
     resync_min_interval_s: float = field(default=30.0, metadata=_range(0.0, 3600.0))
+    # A gap in a device's audit chain younger than this is the device's own resend in the making
+    # (its [sync] ack_timeout_s, default 10 s): no alert, no resend request yet.
+    audit_gap_grace_s: float = field(default=60.0, metadata=_range(0.0, 86400.0))
 
     def __post_init__(self) -> None:
         enforce(self, "hub")

@@ -7,13 +7,14 @@ that fails (a break is reported, never skipped over). `IngestResult.ack(device, 
 hub publishes on `devices/<id>/ack`: signed (sync.control), addressed to that device, everything
 up to `upto` may leave its outbox, and `anchor` = (upto, hash of that record) is the hub's signed
 word on the head of the chain it holds, which the device keeps to detect a truncated journal.
-At a gap, `GapWatch` says when to alert (once per gap) and when to ask the device to resend
-(`resend_message`, at most once per device per interval).
+At a gap that outlives a grace, `GapWatch` says when to alert (once per gap) and when to ask the
+device to resend (`resend_message`, at most once per device per interval).
 The hub service (sync/hub/service.py) persists `state` in its store; tests and the bench keep it in memory.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,28 +98,61 @@ def resend_message(device_id: str, from_seq: int, key: Ed25519PrivateKey) -> byt
     return protocol.encode(signing.sign(message, RESEND_DOMAIN, key))
 
 
+@dataclass(frozen=True, slots=True)
+class GapDue:
+    """What to do now about one device's open gap."""
+
+    device: str
+    from_seq: int  # the first record the hub is missing
+    problem: str
+    alert: bool  # first time the gap outlived the grace: store one alert
+    ask: bool  # publish a signed resend request
+
+
+@dataclass
+class _OpenGap:
+    wanted: int
+    problem: str
+    since: float
+    alerted: bool = False
+    asked: float | None = None
+
+
 class GapWatch:
-    """Per device: one alert per gap (not one per message that runs into it), and a resend
-    request at most once every `interval_s` while the gap stays open (the request or its answer
-    may be lost; a flood of gapped messages must not become a flood of requests)."""
+    """Per device: one alert per gap, and a resend request at most once every `interval_s` while
+    the gap stays open (the request or its answer may be lost; a flood of gapped messages must not
+    become a flood of requests). Nothing happens before `grace_s`: a record published before the
+    hub's first subscription is lost by the broker and the device resends it by itself after its
+    `ack_timeout_s`, which is no loss worth an alert. `observe` runs in paho's thread, `due` also
+    from `HubService.tick`, hence the lock."""
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s, self._clock = interval_s, clock
-        self._alerted: dict[str, int] = {}  # device → the seq its open gap waits for
-        self._asked: dict[str, float] = {}  # device → when the last resend request went out
+    def __init__(self, grace_s: float, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace_s, self.interval_s, self._clock = grace_s, interval_s, clock
+        self._open: dict[str, _OpenGap] = {}
+        self._lock = threading.Lock()
 
-    def observe(self, device_id: str, result: IngestResult) -> tuple[bool, bool]:
-        """(alert now, ask for a resend now) after `result`."""
-        if not result.gap:
-            if result.accepted:
-                self._alerted.pop(device_id, None)
-            return False, False
-        wanted = result.upto + 1
-        alert = self._alerted.get(device_id) != wanted
-        self._alerted[device_id] = wanted
-        now = self._clock()
-        last = self._asked.get(device_id)
-        ask = last is None or now - last >= self.interval_s
-        if ask:
-            self._asked[device_id] = now
-        return alert, ask
+    def observe(self, device_id: str, result: IngestResult) -> None:
+        with self._lock:
+            if not result.gap:
+                if result.accepted:
+                    self._open.pop(device_id, None)
+                return
+            wanted = result.upto + 1
+            gap = self._open.get(device_id)
+            if gap is None or gap.wanted != wanted:
+                self._open[device_id] = _OpenGap(wanted, result.problem, self._clock())
+
+    def due(self) -> list[GapDue]:
+        """The open gaps older than the grace that need an alert or a (paced) resend request now."""
+        now, out = self._clock(), []
+        with self._lock:
+            for device, gap in self._open.items():
+                if now - gap.since < self.grace_s:
+                    continue
+                ask = gap.asked is None or now - gap.asked >= self.interval_s
+                if ask or not gap.alerted:
+                    out.append(GapDue(device, gap.wanted, gap.problem, not gap.alerted, ask))
+                gap.alerted = True
+                if ask:
+                    gap.asked = now
+        return out

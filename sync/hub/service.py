@@ -164,7 +164,7 @@ class HubService:
         self.refused = 0  # messages refused (bad schema, signature, size…) or whose handler failed
         self.alerts = AlertLimiter(self._store_alert)
         self.resyncs = ResyncPacer(self.cfg.resync_min_interval_s)
-        self.gaps = GapWatch(self.cfg.resync_min_interval_s)  # audit gaps: one alert each, paced resend requests
+        self.gaps = GapWatch(self.cfg.audit_gap_grace_s, self.cfg.resync_min_interval_s)  # audit gaps: one alert each, paced resend requests
         self.client = mqtt_client(self.cfg, self.client_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -224,6 +224,16 @@ class HubService:
         self.alerts.flush()
         for scope, device in self.resyncs.due():
             self._answer_resync(self.client, device, scope)
+        self._gaps_due()
+
+    def _gaps_due(self) -> None:
+        key = self.hub.identity.signing_key
+        for due in self.gaps.due():
+            if due.alert:
+                log.error("device %s: audit records missing: %s", due.device, due.problem)
+                self.hub.store.alert(due.device, f"audit: records {due.from_seq}.. never arrived ({due.problem}); asked the device to resend them")
+            if due.ask:
+                self.client.publish(protocol.device_topic(due.device, protocol.RESEND), resend_message(due.device, due.from_seq, key), qos=1)
 
     def alive(self) -> bool:
         """False once paho's network thread is gone: `hub serve` then exits non-zero for systemd."""
@@ -251,13 +261,9 @@ class HubService:
             key = self.hub.identity.signing_key
             client.publish(protocol.device_topic(device, protocol.ACK), result.ack(device, key), qos=1)
             # A gap: records left the device without reaching the hub (e.g. a forged ack emptied its
-            # outbox). One alert per gap; a signed resend request at most once per interval.
-            alert, ask = self.gaps.observe(device, result)
-            if alert:
-                log.error("device %s: audit records missing: %s", device, result.problem)
-                store.alert(device, f"audit: records {result.upto + 1}.. never arrived ({result.problem}); asked the device to resend them")
-            if ask:
-                client.publish(protocol.device_topic(device, protocol.RESEND), resend_message(device, result.upto + 1, key), qos=1)
+            # outbox); acted on once it outlives [hub] audit_gap_grace_s (GapWatch).
+            self.gaps.observe(device, result)
+            self._gaps_due()
         elif leaf == protocol.GALLERY_ACK:
             ack = protocol.decode(payload, "gallery_ack")
             if ack["device"] != device:

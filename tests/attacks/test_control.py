@@ -44,7 +44,7 @@ class ServedHub:
 
     def __init__(self, root: Path, port: int) -> None:
         self.config = root / "hub.toml"
-        self.config.write_text(f'[hub]\ndata_dir = "{root / "hub"}"\nbroker_port = {port}\nclient_id = "hub-1"\n')
+        self.config.write_text(f'[hub]\ndata_dir = "{root / "hub"}"\nbroker_port = {port}\nclient_id = "hub-1"\naudit_gap_grace_s = 2.0\n')
         self.hub = Hub(HubConfig(data_dir=str(root / "hub"), broker_port=port))
         self.sign_pub = root / "hub_sign_real.pub"
         self.sign_pub.write_text(self.hub.public_keys()["hub_sign_key"])

@@ -250,13 +250,32 @@ def test_ingest_acks_carry_the_anchor_and_gaps_are_watched(tmp_path: Path) -> No
         ack = check_ack(first.ack(DEVICE, HUB), DEVICE, KEYS, 6, _hash(log))
         assert (ack.audit_upto, ack.anchor.seq, ack.anchor.hash) == (2, 2, log.record(2).hash)
         clock = [0.0]
-        watch = GapWatch(30.0, clock=lambda: clock[0])
+        watch = GapWatch(10.0, 30.0, clock=lambda: clock[0])
+
+        def due() -> list[tuple[int, bool, bool]]:
+            return [(d.from_seq, d.alert, d.ask) for d in watch.due()]
+
         gap = ingest.receive(DEVICE, batch(5, 6))
-        assert gap.gap and gap.upto == 2 and watch.observe(DEVICE, gap) == (True, True)
-        assert watch.observe(DEVICE, ingest.receive(DEVICE, batch(6))) == (False, False)  # same gap: no alert, paced
-        clock[0] = 31.0
-        assert watch.observe(DEVICE, ingest.receive(DEVICE, batch(6))) == (False, True)  # still open: ask again
+        assert gap.gap and gap.upto == 2
+        watch.observe(DEVICE, gap)
+        assert due() == []  # inside the grace: the device's own resend may close it
+        clock[0] = 9.0
+        watch.observe(DEVICE, ingest.receive(DEVICE, batch(6)))  # the same gap: its age counts from the first sight
+        assert due() == []
+        clock[0] = 10.0
+        assert due() == [(3, True, True)]  # one alert and a resend request
+        watch.observe(DEVICE, ingest.receive(DEVICE, batch(6)))
+        assert due() == []  # same gap: no second alert, and the request is paced
+        clock[0] = 40.0
+        assert due() == [(3, False, True)]  # still open: ask again, still one alert
         closed = ingest.receive(DEVICE, batch(3, 4, 5, 6))
-        assert not closed.gap and closed.upto == 6 and watch.observe(DEVICE, closed) == (False, False)
+        watch.observe(DEVICE, closed)
+        assert not closed.gap and closed.upto == 6 and due() == []
+        # a transient gap that the device closes within the grace: nothing at all
+        healed = AuditIngest({DEVICE: log.public_key})
+        watch.observe(DEVICE, healed.receive(DEVICE, batch(2)))
+        watch.observe(DEVICE, healed.receive(DEVICE, batch(1, 2)))
+        clock[0] = 100.0
+        assert due() == []
         empty = IngestResult((), 0, "", 0, GENESIS)
         assert "anchor" not in json.loads(empty.ack(DEVICE, HUB))
