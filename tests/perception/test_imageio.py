@@ -38,7 +38,7 @@ def test_truncated_png_is_refused(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "payload, message",
-    [(b"", "empty file"), (b"hello, I am text", "not a readable image"), (b"\xff\xd8\xff" + b"\x00" * 50, "truncated JPEG")],
+    [(b"", "empty file"), (b"hello, I am text", "not a supported image format"), (b"\xff\xd8\xff" + b"\x00" * 50, "truncated JPEG")],
 )
 def test_garbage_is_a_typed_error(payload, message) -> None:
     with pytest.raises(ImageError, match=message):
@@ -77,5 +77,5 @@ def test_embed_cli_reports_bad_files_without_a_traceback(tmp_path, model_store) 
     assert {"box", "keypoints", "score", "quality", "embedding"} <= set(face)
     assert len(face["embedding"]) == 512
     assert "truncated JPEG" in results["cut.jpg"]["error"]
-    assert "not a readable image" in results["notes.jpg"]["error"]
+    assert "not a supported image format" in results["notes.jpg"]["error"]
     assert results["blank.png"]["faces"] == [] and "error" not in results["blank.png"]
