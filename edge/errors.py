@@ -46,6 +46,10 @@ class GalleryError(FacegateError):
     """The gallery file is missing, corrupt, or inconsistent with its keys."""
 
 
+class PersonNameError(GalleryError):
+    """A person's display name is refused (edge/names.py): empty, too long, or holding control characters."""
+
+
 class KeyfileError(FacegateError):
     """A key file or credential is missing, unreadable, too widely readable, or the wrong key."""
 

@@ -38,6 +38,7 @@ from edge.audit.records import canonical_json
 from edge.errors import GalleryError
 from edge.gallery.changes import SyncPerson
 from edge.gallery.records import PersonProfile
+from edge.names import MAX_NAME_CHARS
 from sync import protocol, sealing, signing
 from sync.protocol import FutureSequenceError, ReplayError, SchemaError, SequenceGapError
 
@@ -103,7 +104,7 @@ def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients:
 
 _PROFILE = protocol.obj(
     {
-        "name": protocol.text(1024), "groups": protocol.list_of(protocol.text(256), 1000), "consent": protocol.boolean,
+        "name": protocol.text(MAX_NAME_CHARS), "groups": protocol.list_of(protocol.text(256), 1000), "consent": protocol.boolean,
         "consent_at": protocol.optional(protocol.integer()), "consent_text": protocol.text(16384),
         "retention_days": protocol.optional(protocol.integer(1)), "valid_from": protocol.optional(protocol.integer()),
         "valid_until": protocol.optional(protocol.integer()), "created_by": protocol.text(1024),

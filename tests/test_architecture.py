@@ -139,7 +139,7 @@ NEVER = [
      "edge.video.decide", "edge.perception", "sync"),
      "outputs act on decision events; templates never reach them"),
     (("edge.access",), ("edge.gallery.store", "edge.video", "edge.outputs", "sync", "zmq", "paho"), "rules are pure"),
-    (("edge.config", "edge.errors", "edge.events"), ("edge.access.rules", "edge.video", "edge.gallery", "edge.outputs", "sync", "numpy"),
+    (("edge.config", "edge.errors", "edge.events", "edge.names"), ("edge.access.rules", "edge.video", "edge.gallery", "edge.outputs", "sync", "numpy"),
      "the shared vocabulary depends on nothing above it"),
     (("sync",), ("edge.video", "edge.outputs", "edge.daemon", "edge.cli", "edge.service"), "sync is a layer below the daemon"),
 ]
@@ -154,7 +154,7 @@ def test_forbidden_imports(owners: tuple[str, ...], forbidden: tuple[str, ...], 
 # What the hub may use of the device side, directly or through anything it imports: formats and
 # primitives, never the device's stores, runtime or outputs. Package __init__ files hold docstrings.
 HUB_MAY_USE = (
-    "edge.errors", "edge.config", "edge.access.schedule", "edge.identity", "edge.gallery.crypto", "edge.gallery.records", "edge.gallery.changes",
+    "edge.errors", "edge.names", "edge.config", "edge.access.schedule", "edge.identity", "edge.gallery.crypto", "edge.gallery.records", "edge.gallery.changes",
     "edge.audit.records", "edge.perception", "sync.protocol", "sync.bundle", "sync.sealing", "sync.keyfiles", "sync.broker", "sync.rejects", "sync.signing", "sync.hubkeys", "sync.hub",
 )
 PACKAGE_INITS = ("edge", "sync", "edge.gallery", "edge.audit")

@@ -19,6 +19,7 @@ from edge.gallery.loader import open_gallery
 from edge.gallery.pins import hash_pin
 from edge.gallery.search import Gallery
 from edge.gallery.store import GALLERY_FILE, GalleryStore, PersonProfile
+from edge.names import check_names
 from edge.perception.faces import Perception
 from edge.perception.imageio import load_image
 from edge.perception.photos import person_folders
@@ -54,9 +55,10 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
         raise FacegateError("gallery enroll: --person needs at least one IMAGE")
     if (args.card or args.pin_stdin) and not args.person:
         raise FacegateError("gallery enroll: --card and --pin-stdin need --person (one person's credentials)")
+    jobs = [(args.person, list(args.images))] if args.person else list(person_folders(args.from_dir))
+    check_names((name for name, _ in jobs), "gallery enroll")  # before a PIN is asked, a model loads or anyone is enrolled
     credentials = {"cards": tuple(args.card or ()), "pin_hash": hash_pin(_read_pin()) if args.pin_stdin else ""}
     perception = Perception(cfg)
-    jobs = [(args.person, list(args.images))] if args.person else list(person_folders(args.from_dir))
     report: list[dict[str, object]] = []
     rejected = 0
     with _open(args, cfg, perception, create=True) as gallery:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.errors import GalleryError
 from edge.gallery.crypto import NONCE_BYTES, aad
+from edge.names import check_person_name
 
 SCHEMA_VERSION = 1
 UID_CHARS = 32  # hex characters; fixed, see the AAD note below
@@ -56,9 +57,8 @@ class PersonProfile:
     pin_hash: str = ""  # edge.gallery.pins.hash_pin of the person's PIN (salted scrypt); "" = no PIN
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise GalleryError(f"profile.name: must be a string (got {type(self.name).__name__})")
-        normalise_name(self.name)
+        # Every way a name comes in builds a profile: the one check is here (edge/names.py).
+        object.__setattr__(self, "name", check_person_name(self.name))
         if isinstance(self.groups, str) or not all(isinstance(g, str) and g for g in self.groups):
             raise GalleryError(f"profile.groups: must be a sequence of non-empty strings (got {self.groups!r})")
         object.__setattr__(self, "groups", tuple(self.groups))

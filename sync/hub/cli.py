@@ -23,6 +23,7 @@ from edge.audit.records import GENESIS, check_record
 from edge.config import Config
 from edge.errors import FacegateError
 from edge.gallery.records import PersonProfile, new_uid
+from edge.names import check_names
 from edge.perception.photos import images_in, person_folders, photo_template
 from sync.hub.cli_keys import add_key_commands
 from sync.hub.cli_review import add_review_commands
@@ -114,6 +115,7 @@ def cmd_person_add(args: argparse.Namespace, cfg: Config) -> int:
     if bool(args.photos) == bool(args.from_dir) or (args.photos and not args.name):
         raise FacegateError("admin person add: give NAME --photos DIR, or --from-dir DIR (DIR/<Name>/*.jpg)")
     jobs = [(args.name, images_in(args.photos))] if args.photos else list(person_folders(args.from_dir))
+    check_names((name for name, _ in jobs), "admin person add")  # before a model loads or anyone is added
     perception, hub = Perception(cfg), _hub(cfg)
     model = embedder_model_name(cfg)
     report, rejected = [], 0

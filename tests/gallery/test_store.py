@@ -424,7 +424,7 @@ def test_load_embeddings_matches_templates_in_id_order(tmp_path: Path, kek: byte
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "  "}, "name is empty"),
+        ({"name": "  "}, "person name: must not be empty"),
         ({"name": "x", "groups": "staff"}, "profile.groups"),
         ({"name": "x", "retention_days": 0}, "retention_days: must be >= 1"),
         ({"name": "x", "valid_from": 10, "valid_until": 5}, "valid_from: must not be after"),
