@@ -37,6 +37,7 @@ from edge.audit.journal import AuditLog
 from edge.audit.records import AuditRecord
 from edge.config import Config
 from edge.errors import ConfigError, FacegateError
+from edge.events import person_label
 from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity
 from sync import protocol, status
@@ -106,8 +107,26 @@ class SyncAgent:
         client.max_inflight_messages_set(max(20, self.sync.window))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = lambda _c, _u, msg: self._events.put(("message", (msg.topic, bytes(msg.payload), msg.mid, msg.qos)))
+        client.on_message = self._on_message
         return client
+
+    def _bound(self, topic: str) -> int:
+        """The most bytes this device takes on `topic` (sync.protocol.DEVICE_MAX_BYTES)."""
+        if topic.startswith(protocol.HUB_KEYS_TOPIC + "/"):
+            return protocol.DEVICE_MAX_BYTES[protocol.HUB_KEYS_TOPIC]
+        leaf = topic.removeprefix(protocol.device_topic(self.device_id, ""))
+        return protocol.DEVICE_MAX_BYTES.get(leaf, self.sync.max_bundle_mib * 1024 * 1024)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # Bounded before it is queued or parsed: an oversized payload is dropped here, and only
+        # its size and hash go on to be refused and audited by the worker.
+        payload, bound = bytes(msg.payload), self._bound(msg.topic)
+        if len(payload) > bound:
+            digest = hashlib.sha256(payload).hexdigest()
+            error = protocol.PayloadTooLargeError(f"{len(payload)} bytes, above the {bound}-byte bound for this topic")
+            self._events.put(("oversize", (msg.topic, len(payload), digest, error, msg.mid, msg.qos)))
+            return
+        self._events.put(("message", (msg.topic, payload, msg.mid, msg.qos)))
 
     def _on_connect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:  # refused (bad certificate, not authorised…): stay disconnected, say why
@@ -124,6 +143,9 @@ class SyncAgent:
     def start(self) -> SyncAgent:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.sync.session_expiry_s
+        # The broker drops for us what is far above every bound: what lies between is refused
+        # here, and audited, so the operator learns of a hub that builds bundles too large.
+        props.MaximumPacketSize = 2 * self.sync.max_bundle_mib * 1024 * 1024 + 64 * 1024
         self._client.connect_async(self.sync.broker_host, self.sync.broker_port, self.sync.keepalive_s, clean_start=False, properties=props)
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="facegate-sync", daemon=True)
@@ -188,6 +210,13 @@ class SyncAgent:
                     self._route(store, topic, payload)
                 except Exception:  # noqa: BLE001 - one bad message must not stop the agent
                     _LOG.exception("unexpected error handling a message on %s", topic)
+                if qos > 0:
+                    self._client.ack(mid, qos)
+            elif kind == "oversize":
+                topic, size, digest, error, mid, qos = value
+                self._refused(topic, size, digest, error)
+                if topic.endswith("/" + protocol.GALLERY):  # nacked like any refused bundle; its seq is unread
+                    self._gallery_ack(protocol.scope_of_topic(topic), 0, False, str(error))
                 if qos > 0:
                     self._client.ack(mid, qos)
             elif kind == "ha_event":
@@ -269,7 +298,10 @@ class SyncAgent:
             self._on_gallery_update(version)
 
     def _reject(self, topic: str, payload: bytes, exc: Exception) -> None:
-        body = {"topic": topic, "error": type(exc).__name__, "reason": str(exc)[:500], "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+        self._refused(topic, len(payload), hashlib.sha256(payload).hexdigest(), exc)
+
+    def _refused(self, topic: str, size: int, digest: str, exc: Exception) -> None:
+        body = {"topic": topic, "error": type(exc).__name__, "reason": str(exc)[:500], "bytes": size, "sha256": digest}
         if self._rejects.record(topic, type(exc).__name__, body):
             _LOG.warning("refused message on %s: %s", topic, exc)
 
@@ -339,7 +371,8 @@ class SyncAgent:
     def _ha_update(self, decision: dict[str, Any]) -> None:
         """`decision` is a DecisionEvent's body (edge/events.py)."""
         self._ha_state["last_decision"] = decision.get("decision")
-        self._ha_state["last_person"] = decision.get("person")
+        # Retained on the broker, beyond erasure: the name only if the body carries it ([privacy] show_names).
+        self._ha_state["last_person"] = person_label(decision)
         live = decision.get("liveness")
         self._ha_state["liveness"] = None if not isinstance(live, dict) else ("live" if live.get("live") else "spoof")
         door = decision.get("door")

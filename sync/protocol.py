@@ -44,6 +44,11 @@ class SchemaError(ProtocolError):
     """A payload is not JSON, or a field is missing, unknown, of the wrong type or out of range."""
 
 
+class PayloadTooLargeError(SchemaError):
+    """A message above its topic's size bound (sync.hub.guard on the hub, DEVICE_MAX_BYTES on a
+    device): refused before it is parsed."""
+
+
 class SignatureError(ProtocolError):
     """A signed message does not verify with the hub's key: forged, altered, or from another hub."""
 
@@ -89,6 +94,10 @@ ACK_DOMAIN, RESEND_DOMAIN = "facegate/v1/ack", "facegate/v1/resend"
 # that was away through several rotations still finds the whole chain when it subscribes.
 HUB_KEYS_TOPIC = f"{PREFIX}/hub/keys"
 HUB_KEYS_FILTER = f"{HUB_KEYS_TOPIC}/+"
+# What a device takes on each hub → device topic, checked before parsing (sync.agent): each far
+# above the largest message the schema below allows (an ack of 100,000 enrollment uids is 3.6 MB).
+# Bundles grow with the gallery and are bounded by `[sync] max_bundle_mib` instead.
+DEVICE_MAX_BYTES: dict[str, int] = {ACK: 4 * 1024 * 1024, RESEND: 16 * 1024, HUB_KEYS_TOPIC: 64 * 1024}
 
 
 def scope_of_topic(topic: str) -> str:

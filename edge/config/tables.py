@@ -245,6 +245,8 @@ class SyncConfig:
     # A bundle whose seq (the hub's clock in µs) is further ahead of max(this clock, the last seq)
     # is refused: one huge seq would otherwise block every later bundle (docs/sync.md).
     max_bundle_ahead_s: float = field(default=7 * 86400.0, metadata=_range(60.0, 10 * 365 * 86400.0))
+    # A gallery bundle above this many MiB is refused unparsed (audited, nacked); ~3 KB per person.
+    max_bundle_mib: int = field(default=64, metadata=_range(1, 256))
     homeassistant: bool = False  # announce the device to Home Assistant (MQTT discovery)
     homeassistant_prefix: str = "homeassistant"
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync import protocol
-from sync.protocol import SchemaError
+from sync.protocol import PayloadTooLargeError
 from sync.rejects import RejectLimiter
 
 BURST = 5  # alerts per (device, leaf, error) stored one by one in a minute
@@ -31,10 +31,6 @@ MAX_BYTES: dict[str, int] = {
     protocol.ENROLL: 8 * 1024 * 1024,  # 16 persons (one per model) of up to a few hundred templates
     protocol.AUDIT: 32 * 1024 * 1024,  # up to [sync] batch = 5000 records
 }
-
-
-class PayloadTooLargeError(SchemaError):
-    """A device message above its leaf's size bound: refused before it is parsed."""
 
 
 def check_size(leaf: str, payload: bytes) -> None:
