@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -31,8 +30,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.atomic_file import write_atomic
 from edge.errors import ConfigError
-from edge.gallery.crypto import fsync_dir
 from edge.identity import raw_public
 from sync import protocol, signing
 from sync.protocol import SchemaError, SignatureError
@@ -169,21 +168,8 @@ class HubKeyring(Mapping[str, Ed25519PublicKey]):
 
     def _save(self) -> None:
         doc = {"v": 1, "trusted": self._trusted, "revoked": self._revoked}
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """`data` in `path` or the old file, never half of it: temporary sibling (0600), fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _load(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:

@@ -14,13 +14,12 @@ evidence on the device, not at the hub, which holds the records themselves (`fac
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.atomic_file import write_atomic
 from edge.errors import AuditError
-from edge.gallery.crypto import fsync_dir
 
 ANCHOR_FILE = "audit_anchor.json"
 
@@ -64,16 +63,8 @@ def write_anchor(data_dir: Path, anchor: AuditAnchor) -> bool:
         return False
     path = Path(data_dir) / ANCHOR_FILE
     data = (json.dumps({"v": 1, "ack": anchor.ack}, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        write_atomic(path, data)
     except OSError as exc:
         raise AuditError(f"{path}: cannot write the hub's audit anchor ({exc.strerror or exc})") from exc
     return True

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import Config, HubConfig
-from edge.errors import FacegateError
 
 Handler = Callable[[argparse.Namespace, Config], int]
 Wrap = Callable[[Handler], Callable[[argparse.Namespace], int]]
@@ -20,26 +16,9 @@ Wrap = Callable[[Handler], Callable[[argparse.Namespace], int]]
 
 def publish_retained(cfg: HubConfig, topic: str, payload: bytes, timeout: float = 30.0) -> None:
     """One retained QoS 1 message, returned once the broker has it (PUBACK)."""
-    from sync.hub.service import mqtt_client
+    from sync.hub.service import publish_raw
 
-    client = mqtt_client(cfg, f"facegate-keys-{socket.gethostname()}-{time.monotonic_ns() % 10**9}")
-    connected = threading.Event()
-    client.on_connect = lambda _c, _u, _f, reason, _p: None if reason.is_failure else connected.set()
-    try:
-        client.connect(cfg.broker_host, cfg.broker_port, 30, clean_start=True)
-    except OSError as exc:
-        raise FacegateError(f"hub: cannot reach the broker {cfg.broker_host}:{cfg.broker_port} ({exc})") from exc
-    client.loop_start()
-    try:
-        if not connected.wait(timeout):
-            raise FacegateError(f"hub: the broker {cfg.broker_host}:{cfg.broker_port} did not accept the connection")
-        info = client.publish(topic, payload, qos=1, retain=True)
-        info.wait_for_publish(timeout)
-        if not info.is_published():
-            raise FacegateError(f"hub: the broker did not acknowledge {topic} within {timeout:.0f} s")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    publish_raw(cfg, [(topic, payload)], timeout, retain=True, name="keys")
 
 
 def _hub(cfg: Config):

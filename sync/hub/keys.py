@@ -36,11 +36,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from edge.atomic_file import write_atomic
 from edge.errors import FacegateError, KeyfileError
 from edge.gallery.crypto import fsync_dir
 from edge.identity import SIGN_KEY_FILE, raw_public
 from sync import protocol, signing
-from sync.hubkeys import ROTATION_DOMAIN, write_atomic
+from sync.hubkeys import ROTATION_DOMAIN
 
 STATE_FILE = "hub_sign_keys.json"
 

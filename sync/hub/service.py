@@ -131,9 +131,15 @@ def _connect_props(expiry: int) -> Properties:
 
 def publish(cfg: HubConfig, messages: list[Outgoing], timeout: float = 60.0) -> None:
     """Publishes bundles QoS 1 and waits for the broker's PUBACKs (the devices ack separately)."""
+    publish_raw(cfg, [(m.topic, m.payload) for m in messages], timeout)
+
+
+def publish_raw(cfg: HubConfig, messages: list[tuple[str, bytes]], timeout: float = 60.0, retain: bool = False, name: str = "admin") -> None:
+    """(topic, payload) pairs, QoS 1, from a short-lived admin connection; returns once the broker
+    acknowledged each one (PUBACK) and raises FacegateError if it did not."""
     if not messages:
         return
-    client = mqtt_client(cfg, f"facegate-admin-{socket.gethostname()}-{time.monotonic_ns() % 10**9}")
+    client = mqtt_client(cfg, f"facegate-{name}-{socket.gethostname()}-{time.monotonic_ns() % 10**9}")
     connected = threading.Event()
     client.on_connect = lambda _c, _u, _f, reason, _p: None if reason.is_failure else connected.set()
     try:
@@ -144,9 +150,11 @@ def publish(cfg: HubConfig, messages: list[Outgoing], timeout: float = 60.0) -> 
     try:
         if not connected.wait(timeout):
             raise FacegateError(f"hub: the broker {cfg.broker_host}:{cfg.broker_port} did not accept the connection")
-        infos = [client.publish(m.topic, m.payload, qos=1) for m in messages]
-        for info in infos:
+        infos = [(topic, client.publish(topic, payload, qos=1, retain=retain)) for topic, payload in messages]
+        for topic, info in infos:
             info.wait_for_publish(timeout)
+            if not info.is_published():
+                raise FacegateError(f"hub: the broker did not acknowledge {topic} within {timeout:.0f} s")
     finally:
         client.disconnect()
         client.loop_stop()
