@@ -29,8 +29,12 @@ def check_config(path: Path) -> list[str]:
 
 
 def _path_problems(cfg: Config) -> list[str]:
+    from edge.gallery.keys import systemd_credential
+
     problems = []
     for key, value, kind in _paths(cfg):
+        if key == "gallery.key_file" and systemd_credential() is not None:
+            continue  # the unit (ExecStartPre=, ExecReload=) reads systemd's copy; the file itself is root's
         path = Path(value)
         if kind == "dir" and not path.is_dir():
             problems.append(f"{key}: {value}: no such directory")

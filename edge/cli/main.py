@@ -204,6 +204,10 @@ def _config_after_the_verb(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "long_running", False):  # `run`, `hub serve`: keys live in memory for months
+            from edge.service.hardening import disable_core_dumps
+
+            disable_core_dumps()
         return int(args.func(args))
     except FacegateError as exc:
         print(f"facegate: error: {exc}", file=sys.stderr)

@@ -115,4 +115,4 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--annotate", type=Path, default=None, metavar="OUT.mp4", help="write the frames with boxes, track ids and decisions")
     p.add_argument("--data-dir", type=Path, default=None, help="gallery folder (default: [gallery] data_dir)")
     p.add_argument("--summary-json", type=Path, default=None, help="also write the run summary as JSON")
-    p.set_defaults(func=run(cmd_run))
+    p.set_defaults(func=run(cmd_run), long_running=True)  # core dumps off before a key is read (edge/service/hardening.py)

@@ -134,6 +134,21 @@ def _check_private(path: Path, st: os.stat_result) -> None:
         )
 
 
+def _not_yours(path: Path, exc: OSError) -> str:
+    """What to do about a key file this user may not open. The package keeps its key root's own
+    (the service reads systemd's copy), so an admin command run as anyone else lands here."""
+    try:
+        root_owned = os.stat(path).st_uid == 0
+    except OSError:
+        root_owned = False
+    if root_owned and os.geteuid() != 0:
+        return (
+            f"{path}: cannot open key file ({exc.strerror}): it is root's, as the package installs it; "
+            f"run admin commands as root (sudo facegate gallery ...); the service gets the key as a systemd credential"
+        )
+    return f"{path}: cannot open key file ({exc.strerror or exc}); check its owner and permissions"
+
+
 def read_kek_file(path: Path) -> bytes:
     """The KEK in `path` (a key file or a systemd credential), refusing files others can read.
 
@@ -147,6 +162,8 @@ def read_kek_file(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise KeyfileError(f"{path}: key file not found; restore it from your key backup (a new key cannot open an existing gallery)") from exc
+    except PermissionError as exc:
+        raise KeyfileError(_not_yours(path, exc)) from exc
     except OSError as exc:
         raise KeyfileError(f"{path}: cannot open key file ({exc.strerror or exc}); check its owner and permissions") from exc
     try:

@@ -43,10 +43,19 @@ def data_dir_for(arg: Path | None, cfg: Config) -> Path:
     return Path.home() / ".local" / "share" / "facegate"
 
 
-def key_path_for(data_dir: Path, cfg: Config) -> tuple[Path, str]:
+def systemd_credential() -> Path | None:
+    """`$CREDENTIALS_DIRECTORY/facegate-kek` when systemd handed the key over (`LoadCredential=`)."""
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials and (Path(credentials) / CREDENTIAL_NAME).exists():
-        return Path(credentials) / CREDENTIAL_NAME, f"systemd credential {CREDENTIAL_NAME}"
+        return Path(credentials) / CREDENTIAL_NAME
+    return None
+
+
+def key_path_for(data_dir: Path, cfg: Config) -> tuple[Path, str]:
+    """The credential first: the packaged key file is root's (0600), the service reads its copy."""
+    credential = systemd_credential()
+    if credential is not None:
+        return credential, f"systemd credential {CREDENTIAL_NAME}"
     if cfg.gallery.key_file:
         return Path(cfg.gallery.key_file), f"key file {cfg.gallery.key_file}"
     path = data_dir / DEFAULT_KEY_FILE

@@ -206,6 +206,10 @@ class _ScrapeCollector(Collector):
             for name, count in sorted(pipeline.observers.errors.items()):
                 errors.add_metric([name], count)
             yield errors
+            yield CounterMetricFamily(
+                "facegate_config_reload_failures", "Reloads (SIGHUP, ZeroMQ reload, hub bundle) refused; the daemon kept its previous config and gallery",
+                value=pipeline.reload_failures,
+            )
         tick_age = self.observer.health.tick_age()
         if tick_age is not None:
             age.add_metric([], tick_age)

@@ -90,6 +90,22 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """A reload built to the end before anything switches over (`Pipeline.prepare_reload`): a
+    failure half-way leaves the running config, models and gallery whole."""
+
+    cfg: Config
+    gallery: Gallery
+    perception: Perception  # the running one when no perception section changed
+    rules: dict[str, CameraRules]
+
+
+def perception_changed(old: Config, new: Config) -> bool:
+    """True when `new` needs the models loaded again (other sections apply in place)."""
+    return any(getattr(new, s) != getattr(old, s) for s in _PERCEPTION_SECTIONS)
+
+
 def model_versions(perception: Perception) -> dict[str, str]:
     out = {}
     for role, name in perception.model_names.items():
@@ -127,22 +143,31 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         # SIGHUP / sync: a new config and gallery, or None to keep running on the current ones.
-        self.reloader: Callable[[], tuple[Config, Gallery] | None] | None = None
+        self.reloader: Callable[[], Reloaded | None] | None = None
+        self.reload_failures = 0  # reloads the reloader refused (facegate_config_reload_failures_total)
         self.observers = Observers()
         # Where each decision goes; the daemon puts its audit-then-act step here.
         self.on_decision: Callable[[DecisionEvent], None] = self.observers.decision
         self.hold_unknown = hold_unknown
         self.areas = AreaRegister()  # anti-passback: shared by every door, kept across reloads
-        self.rules = self._rules()
+        self.rules = self._rules(cfg, gallery)
         # Cards and PINs from the doors' readers (edge/outputs/card_readers.py) to the deciders.
         self.credentials = Credentials(cfg.door)
 
     # -- per frame ---------------------------------------------------------------------------
 
-    def _rules(self) -> dict[str, CameraRules]:
+    def _rules(self, cfg: Config, gallery: Gallery) -> dict[str, CameraRules]:
         """Each camera's access rules: its groups, and its door's rules when a [[door]] uses it."""
-        doors = {d.camera: DoorRules(d, self.gallery.threshold, self.areas) for d in self.cfg.door}
+        doors = {d.camera: DoorRules(d, gallery.threshold, self.areas) for d in cfg.door}
         return {cam.name: CameraRules(cam.groups, doors.get(cam.name)) for cam in self.cameras}
+
+    def prepare_reload(self, cfg: Config, gallery: Gallery, perception: Perception | None) -> Reloaded:
+        """Everything of a reload that can fail (the doors' schedules parse here), touching
+        nothing that runs; `perception` None: keep the running models."""
+        rules = self._rules(cfg, gallery)
+        if any(d.mode != "face" for d in cfg.door):
+            gallery.credentials()  # the card map decrypts every record: a bad one refuses here, not mid-swap
+        return Reloaded(cfg, gallery, perception or self.perception, rules)
 
     @property
     def target_fmr(self) -> float | None:
@@ -303,19 +328,21 @@ class Pipeline:
         )
 
     def _reload(self) -> None:
-        """SIGHUP: new config and a reopened gallery; tracks in flight keep their evidence."""
+        """SIGHUP: new config and a reopened gallery; tracks in flight keep their evidence. The
+        reloader built and checked everything (a refusal returns None), so from here on nothing
+        raises: assignments only, and the run goes on with all of the old or all of the new."""
         self.reload_requested.clear()
         if self.reloader is None:
             return
         reloaded = self.reloader()
         if reloaded is None:
+            self.reload_failures += 1
             return
-        cfg, gallery = reloaded
-        if any(getattr(cfg, s) != getattr(self.cfg, s) for s in _PERCEPTION_SECTIONS):
-            self.perception = Perception(cfg)
+        cfg, gallery = reloaded.cfg, reloaded.gallery
+        if reloaded.perception is not self.perception:
+            self.perception = reloaded.perception
             self.models = model_versions(self.perception)
-        old, self.gallery, self.cfg = self.gallery, gallery, cfg
-        self.rules = self._rules()
+        old, self.gallery, self.cfg, self.rules = self.gallery, gallery, cfg, reloaded.rules
         self.credentials.reconfigure(cfg.door)
         for state in self.states.values():
             state.decider.cfg = cfg.decide

@@ -392,5 +392,5 @@ def _add_audit_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
 def _add_hub_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:
     hub = sub.add_parser("hub", help="the hub service ([hub] config)").add_subparsers(dest="hub_command", required=True)
     p = hub.add_parser("serve", help="ingest audit, enrollments, gallery acks and resyncs until SIGTERM")
-    p.set_defaults(func=run(cmd_hub_serve))
+    p.set_defaults(func=run(cmd_hub_serve), long_running=True)  # core dumps off before a key is read (edge/service/hardening.py)
     add_key_commands(hub, run)  # identity, signing keys, KEK (sync/hub/cli_keys.py)
