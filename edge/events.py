@@ -10,11 +10,20 @@ MQTT, journald, stdout); nothing downstream looks a person up again, by name or 
 `body` is the event's JSON form, built once per event however many channels serialise it;
 `audit_body()` is the subset the audit journal keeps (uids, never names: the journal is not
 encrypted).
+
+Names stay in the gallery. Whatever leaves it — MQTT events, Home Assistant, ZeroMQ, journald,
+the printed lines, the `--events` file, door events — is built from `person_fields()`, the one
+place `[privacy] show_names` is applied: the person's uid always, the display name only when the
+operator turned names on (the decider stamps that on each event as `show_names`). Erasure
+destroys what the device holds; a name that was sent is out of its reach, so by default none is.
+Only `person` itself carries the name, for the kiosk's `identify` answer (edge/outputs/kiosk.py),
+which is asked "who is this?" on the authenticated control socket.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -29,6 +38,19 @@ _AUDIT_FIELDS = (
     "event_id", "camera", "track_id", "decision", "reason", "score", "threshold", "target_fmr", "stranger_accept_rate", "gallery_size", "door",
     "frames_used", "latency_ms", "models", "liveness", "credential",
 )
+
+
+def person_fields(name: str | None, uid: str | None, show_names: bool) -> dict[str, str | None]:
+    """The person's part of anything serialised about a decision or a door event: `person_uid`
+    always, `person` (the display name) only with `[privacy] show_names` — absent, not null, so a
+    consumer written for names fails loudly instead of reading a grant as nobody."""
+    return {"person_uid": uid, "person": name} if show_names else {"person_uid": uid}
+
+
+def person_label(fields: Mapping[str, Any]) -> str | None:
+    """What a line, a log message or a sensor shows for the person of `fields` (a body made with
+    `person_fields`): the name where it was let through, else the uid; None for nobody."""
+    return fields.get("person") or fields.get("person_uid") or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +84,7 @@ class DecisionEvent:
     track_id: int
     decision: str  # one of DECISIONS
     reason: str  # why: "match", "no_match", "vote", "low_quality", "not_in_groups", ...
-    person: str | None  # display name of the matched person (also for deny; None for unknown)
+    person: str | None  # display name of the matched person (also for deny; None for unknown); never serialised as is
     person_id: int | None  # gallery row id; also the card number door outputs send
     person_uid: str | None  # the person's random uid (what audit, hub and erasure speak)
     score: float | None  # fused cosine score against `person` (or the best candidate)
@@ -96,11 +118,22 @@ class DecisionEvent:
     # The fused probe embedding of a grant / deny, for the daemon to keep (sealed) so that
     # `gallery reject-match` can make it a negative template. Never serialised: not in `body`.
     probe: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # `[privacy] show_names` when the event was made: whether `body` and `label` carry the name.
+    show_names: bool = False
 
     @property
     def card(self) -> int | None:
         """The credential number a door's Wiegand / OSDP output sends for this person."""
         return self.person_id if self.decision == "grant" else None
+
+    def person_out(self) -> dict[str, str | None]:
+        """This event's person as every channel may send it (see `person_fields`)."""
+        return person_fields(self.person, self.person_uid, self.show_names)
+
+    @property
+    def label(self) -> str | None:
+        """The person as a printed line or a log message names them: name or uid, None for nobody."""
+        return person_label(self.person_out())
 
     @cached_property
     def body(self) -> dict[str, Any]:
@@ -112,8 +145,7 @@ class DecisionEvent:
             "track_id": self.track_id,
             "decision": self.decision,
             "reason": self.reason,
-            "person": self.person,
-            "person_uid": self.person_uid,
+            **self.person_out(),
             "score": None if self.score is None else round(self.score, 4),
             "threshold": round(self.threshold, 4),
             "target_fmr": self.target_fmr,

@@ -15,12 +15,14 @@ every change is returned as a `DoorEvent` for the event socket and the audit tra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge.config import DoorConfig
 
-EVENTS = ("unlocked", "locked", "opened", "closed", "forced", "held_open", "unhealthy", "healthy")
+# audit_unavailable / audit_restored come from the outputs (edge/outputs/doors.py), not this machine.
+EVENTS = ("unlocked", "locked", "opened", "closed", "forced", "held_open", "unhealthy", "healthy", "audit_unavailable", "audit_restored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +57,15 @@ class DoorMachine:
             return "held_open" if self.held_reported else "open"
         return "unlocked" if self._was_released else "locked"
 
-    def grant(self, now: float, person: str | None = None) -> list[DoorEvent]:
+    def grant(self, now: float, person: Mapping[str, Any] | None = None) -> list[DoorEvent]:
+        """`person`: the grant's `DecisionEvent.person_out()` (uid, and the name only where
+        [privacy] show_names lets it out), copied into the `unlocked` event's detail."""
         if not self.healthy and self.cfg.fail == "secure":
             # Cannot happen from a live pipeline (no frames, no decisions); a stale grant
             # delivered late must not open a door the daemon considers blind.
             return []
         self.unlock_until = max(self.unlock_until, now + self.cfg.open_time_s)
-        return self._settle(now, {"reason": "grant", "person": person})
+        return self._settle(now, {"reason": "grant", **(person or {})})
 
     def frame(self, now: float) -> None:
         self.last_frame = now

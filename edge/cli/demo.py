@@ -52,7 +52,13 @@ def _video(cfg: Config, data_dir: Path, perception: Perception, folder: Path, re
     cameras = [CameraConfig(name=f"cam{i}", source=str(clip)) for i, clip in enumerate(clips)]
     print(f"\nfacegate run --source {' --source '.join(c.source for c in cameras)}" + (" --realtime" if realtime else ""))
     # No /metrics port: a demo must not collide with a daemon already running on this machine.
-    cfg = dataclasses.replace(cfg, metrics=dataclasses.replace(cfg.metrics, enabled=False))
+    # Names on, explicitly: the demo's lines are read by a person at this terminal, about a
+    # throw-away gallery of public figures; and nothing else may carry them, so no broker and no
+    # ZeroMQ whatever the config file says ("offline, nothing left behind").
+    cfg = dataclasses.replace(
+        cfg, metrics=dataclasses.replace(cfg.metrics, enabled=False), privacy=dataclasses.replace(cfg.privacy, show_names=True),
+        sync=dataclasses.replace(cfg.sync, broker_host=""), zmq=dataclasses.replace(cfg.zmq, events="", control=""),
+    )
     options = RunOptions(cameras, data_dir, realtime=realtime, observers=(DecisionLines(sys.stdout, None),), warn=lambda _m: None)
     print_summary(Daemon(cfg, options, perception).start().run(), sys.stdout)
 

@@ -115,7 +115,8 @@ def _read_pin() -> str:
 def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     with _store(args, cfg) as store:
         rows = [
-            {"person": p.profile.name, "groups": list(p.profile.groups), "templates": p.n_templates, "created": p.created,
+            # The uid is what decisions, the audit and the hub name a person by ([privacy] show_names).
+            {"person": p.profile.name, "uid": p.uid, "groups": list(p.profile.groups), "templates": p.n_templates, "created": p.created,
              # A card number is a credential: counted, listed only when asked (next to the name).
              "cards": [f"{c >> 16}:{c & 0xFFFF}" for c in p.profile.cards] if args.cards else len(p.profile.cards),
              "pin": bool(p.profile.pin_hash)}
@@ -126,7 +127,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     else:
         for r in sorted(rows, key=lambda r: str(r["person"]).casefold()):
             groups = ",".join(r["groups"]) or "-"  # type: ignore[arg-type]
-            print(f"{r['person']:<32} {r['templates']:>3} template(s)  groups: {groups}")
+            print(f"{r['person']:<32} {r['uid']}  {r['templates']:>3} template(s)  groups: {groups}")
         print(f"{len(rows)} people", file=sys.stderr)
     return 0
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +58,7 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
 
 
 def human_line(d: DecisionEvent) -> str:
-    who = d.person or "-"
+    who = d.label or "-"  # a uid unless [privacy] show_names: stdout ends up in logs and terminals' scrollback
     score = f"{d.score:.3f}" if d.score is not None else "  -  "
     return (
         f"{d.camera:<8} t={d.source_t:7.2f}s track {d.track_id:<4} {d.decision:<7} {who:<20} "
@@ -85,11 +87,30 @@ def _event_streams(target: str | None) -> tuple[IO[str] | None, IO[str] | None]:
     if target == "-":
         return sys.stderr, sys.stdout
     if target:
-        return sys.stdout, open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed by cmd_run
+        return sys.stdout, open_private(target)
     return sys.stdout, None
 
 
+def open_private(path: str) -> IO[str]:
+    """`path` for appending, readable by this user only: every line is a decision (with a name
+    when [privacy] show_names is on). A regular file made with a wider mode (another tool, an
+    older facegate, the default umask) is narrowed to 0600; a FIFO or a device is left alone."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    # Whatever this process creates (--summary-json, --annotate, the stores' files) is for its
+    # user only: it holds decisions, and names where [privacy] show_names lets them out. The
+    # systemd unit sets UMask=0077 too; this covers a daemon started from a shell.
+    os.umask(0o077)
     out, events = _event_streams(args.events)
     options = RunOptions(
         cameras=cameras_for(args.source, cfg), data_dir=args.data_dir, realtime=args.realtime, annotate=args.annotate,

@@ -294,6 +294,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    # false: decisions and door events leave the gallery with the person's uid only (MQTT, Home
+    # Assistant, ZeroMQ, journald, printed lines, --events); true: with the display name too.
+    # Erasure cannot reach a name that was sent (docs/config.md#privacy).
+    show_names: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     """`facegate hub serve` and `facegate admin` (docs/hub.md): the hub's store, keys and broker."""
 
@@ -347,4 +355,5 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     door: tuple[DoorConfig, ...] = ()  # [[door]] array of tables
     zmq: ZmqConfig = ZmqConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     hub: HubConfig = HubConfig()

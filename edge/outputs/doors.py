@@ -131,7 +131,7 @@ class DoorOutputs(Observer):
         if event.decision == "grant" and door is not None:
             # Only a grant ever reaches an output: a spoof, deny or unknown changes nothing.
             with door.lock:
-                events = door.machine.grant(time.monotonic(), event.person)
+                events = door.machine.grant(time.monotonic(), event.person_out())
                 self._drive(door)
         self.queue.put((event, events))
 

@@ -120,10 +120,13 @@ class ServiceObserver(Observer):
         self._decisions[decision.decision] += 1
         if not self.journal:
             return
+        # The journal outlives erasure (and is copied off by log shippers): the name only with
+        # [privacy] show_names, like every other channel (edge/events.py).
+        shown = decision.person_out()
         _LOG.info(
-            "%s %s at %s (track %d, %s)", decision.decision, decision.person or "-", decision.camera, decision.track_id, decision.reason,
+            "%s %s at %s (track %d, %s)", decision.decision, decision.label or "-", decision.camera, decision.track_id, decision.reason,
             extra={
-                "FACEGATE_DECISION": decision.decision, "FACEGATE_PERSON": decision.person or "",
+                "FACEGATE_DECISION": decision.decision, **({"FACEGATE_PERSON": shown["person"] or ""} if "person" in shown else {}),
                 "FACEGATE_PERSON_UID": decision.person_uid or "", "FACEGATE_DOOR": decision.door or "",
                 "FACEGATE_CAMERA": decision.camera, "FACEGATE_TRACK": decision.track_id,
                 "FACEGATE_REASON": decision.reason, "FACEGATE_SCORE": "" if decision.score is None else f"{decision.score:.4f}",

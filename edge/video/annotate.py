@@ -56,7 +56,7 @@ class Annotator:
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2 if track.detection is not None else 1)
             text = f"#{track.track_id}"
             if decision is not None:
-                person = getattr(decision, "person", None)
+                person = getattr(decision, "label", None)  # the name only with [privacy] show_names
                 score = getattr(decision, "score", None)
                 text += f" {kind} {person or ''}" + (f" {score:.2f}" if score is not None else "")
             cv2.putText(canvas, text, (x1, max(12, y1 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)

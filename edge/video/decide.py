@@ -109,8 +109,12 @@ class Decider:
         target_fmr: float | None = None,
         hold_unknown: HoldUnknown | None = None,
         credentials: DoorCredentials | None = None,
+        show_names: bool = False,
     ) -> None:
         self.cfg = cfg
+        # [privacy] show_names, stamped on every event (edge/events.py applies it); the pipeline
+        # sets it again on a reload.
+        self.show_names = show_names
         self.camera = camera
         self.gallery = gallery
         self.models = models
@@ -223,6 +227,7 @@ class Decider:
             # Kept (sealed, for a while) when it named someone, so a wrong match can be rejected.
             probe=probe if person is not None else None,
             credential=credential,
+            show_names=self.show_names,
         )
 
     def forget(self, track: Track) -> None:

@@ -177,7 +177,7 @@ class Pipeline:
     def _state(self, cam: CameraConfig, reader: CameraReader) -> CameraState:
         decider = Decider(
             self.cfg.decide, cam, self.gallery, self.models, self.liveness, self.rules[cam.name], self.target_fmr, self.hold_unknown,
-            self._credentials_of(cam.name),
+            self._credentials_of(cam.name), show_names=self.cfg.privacy.show_names,
         )
         return CameraState(cam, reader, Tracker(self.cfg.track), decider, SceneCut(self.cfg.track.scene_cut))
 
@@ -346,6 +346,7 @@ class Pipeline:
         self.credentials.reconfigure(cfg.door)
         for state in self.states.values():
             state.decider.cfg = cfg.decide
+            state.decider.show_names = cfg.privacy.show_names
             state.decider.models = self.models
             state.decider.reload(gallery, self.rules[state.cam.name], self.target_fmr, self._credentials_of(state.cam.name))
             state.tracker.cfg = cfg.track

@@ -218,7 +218,7 @@ def events(evs: list) -> list[str]:
 
 def test_grant_unlocks_for_the_open_time_then_relocks() -> None:
     m = DoorMachine(door(open_time_s=5), now=0.0)
-    assert events(m.grant(1.0, "Ann")) == ["unlocked"] and m.released
+    assert events(m.grant(1.0, {"person_uid": "a" * 32})) == ["unlocked"] and m.released
     m.frame(5.9)  # the camera keeps delivering
     assert events(m.tick(5.9)) == [] and m.released
     assert events(m.tick(6.0)) == ["locked"] and not m.released

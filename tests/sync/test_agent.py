@@ -145,12 +145,12 @@ def test_status_and_home_assistant_discovery(tmp_path: Path, broker: Broker) -> 
         assert config["state_topic"] == protocol.device_topic(DEVICE, "ha/state") and config["device"]["identifiers"] == [node]
         status = json.loads(seen[protocol.device_topic(DEVICE, "status")])
         assert status["online"] is True and status["gallery"]["version"] == 0 and "uptime_s" in status
-        agent.publish_event({"decision": "grant", "person": "p1", "liveness": {"live": True, "score": 0.9}, "door": "front"})
+        agent.publish_event({"decision": "grant", "person_uid": "b2" * 16, "liveness": {"live": True, "score": 0.9}, "door": "front"})
         deadline = time.monotonic() + 10
         while f"homeassistant/binary_sensor/{node}/door_front/config" not in seen and time.monotonic() < deadline:
             time.sleep(0.05)
         state = json.loads(seen[protocol.device_topic(DEVICE, "ha/state")])
-        assert state["doors"] == {"front": "grant"} and state["liveness"] == "live"
+        assert state["doors"] == {"front": "grant"} and state["liveness"] == "live" and state["last_person"] == "b2" * 16
     finally:
         agent.stop()
         watcher.loop_stop()

@@ -91,7 +91,7 @@ def test_daemon_ships_decisions_and_applies_a_hub_bundle(broker: Broker, percept
     assert kinds[0] == "start" and "gallery_update" in kinds and not hub.problems
     # The live event stream (stdout here) agrees with the journal.
     events = [json.loads(line) for line in out.splitlines()]
-    assert [e["person"] for e in events if e["decision"] == "grant"][:1] == ["Lin Manuel Miranda"]
+    assert [e["person_uid"] for e in events if e["decision"] == "grant"][:1] == ["a1" * 16]
 
 
 class Watcher:
