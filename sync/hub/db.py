@@ -11,6 +11,7 @@ file on one machine); the store's transactions are what keep their ingest consis
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -47,13 +48,17 @@ class HubDb:
             path = Path(url.removeprefix("sqlite:///")) if url else default_path
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
+                # Made 0600 before SQLite makes it with the umask (its -wal and -shm take the
+                # file's mode): persons' uids, groups and the fleet's audit trail, in a data_dir
+                # the operator may have created world-readable.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
                 self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 # A deleted or overwritten cell (an erased person's wrapped key) is zeroed, not
                 # left in the page's free space; `checkpoint()` then empties the WAL.
                 self._conn.execute("PRAGMA secure_delete=ON")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise HubDbError(f"hub database {path}: {exc}") from exc
             self._errors = (sqlite3.Error,)
 
