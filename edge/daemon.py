@@ -9,9 +9,11 @@ and raises: a daemon that cannot drive its door or bind its socket does not run 
 
 Every decision goes through `_decided`: first the audit journal, then the observers that act
 (doors, ZeroMQ, MQTT, printed lines). A decision whose audit record cannot be written is not
-acted on — a door does not open on a grant nobody can account for — and is counted under
-`audit` in `facegate_observer_errors_total`; informational observers (metrics, systemd) still
-see it. Observers' own errors are contained (edge/video/observer.py).
+acted on — a door with `require_audit` (the default) does not open on a grant nobody can account
+for, and raises an `audit_unavailable` alarm (edge/outputs/doors.py) — and is counted under
+`audit` in `facegate_observer_errors_total` and in the journal's health (edge/audit/health.py);
+informational observers (metrics, systemd) still see it. Observers' own errors are contained
+(edge/video/observer.py).
 
 SIGTERM / SIGINT stop cleanly (tracks in view get their decision); SIGHUP, the kiosk's `reload`
 and an applied hub bundle re-read the config and reopen the gallery between two frames. A
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.audit.journal import AuditLog
 from edge.config import CameraConfig, Config, check_door_cameras
-from edge.errors import ConfigError, FacegateError
+from edge.errors import AuditError, ConfigError, FacegateError
 from edge.events import DecisionEvent
 from edge.gallery.loader import open_gallery
 from edge.gallery.records import PersonRecord
@@ -198,7 +200,8 @@ class Daemon:
         if cfg.door or cfg.zmq.events:
             openers = {"open_lines": self.options.gpio, "open_edges": self.options.card_edges}
             assert self.journal is not None
-            self.doors = DoorOutputs(cfg, ctx, **{k: v for k, v in openers.items() if v is not None}, audit=self.journal.append)
+            self.doors = DoorOutputs(cfg, ctx, **{k: v for k, v in openers.items() if v is not None}, audit=self.journal.append,
+                                     audit_health=self.journal.health)
             self._on_stop("door outputs", self.doors.close)
             pipeline.observers.add(self.doors)
         if cfg.zmq.control:
@@ -247,7 +250,7 @@ class Daemon:
         if self.cfg.metrics.enabled:
             from edge.service.metrics import MetricsObserver
 
-            metrics = MetricsObserver.serve(self.cfg, self._data_dir())
+            metrics = MetricsObserver.serve(self.cfg, self._data_dir(), self.journal.health if self.journal else None)
             if metrics.server is not None:
                 self._on_stop("metrics server", metrics.server.stop)
             pipeline.observers.add(metrics)
@@ -267,13 +270,22 @@ class Daemon:
             for signum, handler in handlers.items():
                 previous = signal.signal(signum, handler)
                 self._on_stop(f"signal {signum.name}", lambda s=signum, p=previous: signal.signal(s, p))
-        journal.append("start", {"cameras": [c.name for c in pipeline.cameras], "persons": len(pipeline.gallery), "models": pipeline.models})
+        self._record("start", {"cameras": [c.name for c in pipeline.cameras], "persons": len(pipeline.gallery), "models": pipeline.models})
         try:
             summary = pipeline.run(max_seconds)
-            journal.append("stop", {"frames": summary.frames, "decisions": summary.decisions})
+            self._record("stop", {"frames": summary.frames, "decisions": summary.decisions})
             return summary
         finally:
             self.stop()
+
+    def _record(self, kind: str, body: dict[str, Any]) -> None:
+        """A start or stop record. A full disk must not keep the daemon from running (its doors
+        would be left undriven) nor fail its stop: logged, and the journal's health raises the alarm."""
+        assert self.journal is not None
+        try:
+            self.journal.append(kind, body)
+        except AuditError as exc:
+            _LOG.error("%s record not audited: %s", kind, exc)
 
     def stop(self) -> None:
         """Stops what was started, newest first; safe to call twice."""

@@ -31,6 +31,7 @@ from typing import Any, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.audit.health import AuditHealth
 from edge.audit.records import (
     GENESIS,
     KINDS,
@@ -80,6 +81,7 @@ class AuditLog:
         self._key = signing_key
         self.public_key = signing_key.public_key()
         self._lock = threading.Lock()
+        self.health = AuditHealth(str(self.path))  # every append reports here (edge/audit/health.py)
         try:
             if not self.path.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,8 +131,14 @@ class AuditLog:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise AuditError(f"{self.path}: cannot append to the audit journal ({exc})") from exc
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:  # SQLite rolls back on its own when it cannot; the error to report is the first
+                        pass
+                error = AuditError(f"{self.path}: cannot append to the audit journal ({exc})")
+                self.health.failed(error)
+                raise error from exc
+        self.health.succeeded()
         return AuditRecord(seq, ts_us, kind, json.loads(body_json), prev, digest, sig)
 
     def last_seq(self) -> int:

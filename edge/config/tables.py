@@ -198,6 +198,9 @@ class DoorConfig:
     wiegand_in_d1: int = field(default=-1, metadata=_range(-1, 1023))
     pin_max_attempts: int = field(default=3, metadata=_range(1, 100))  # wrong PINs within pin_lockout_s ...
     pin_lockout_s: float = field(default=60.0, metadata=_range(1.0, 86400.0))  # ... lock the keypad this long
+    # true: a grant whose decision record cannot be written to the audit journal (a full disk)
+    # does not unlock; false: it unlocks anyway (the alarm is raised either way).
+    require_audit: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +248,7 @@ class SyncConfig:
     # A bundle whose seq (the hub's clock in µs) is further ahead of max(this clock, the last seq)
     # is refused: one huge seq would otherwise block every later bundle (docs/sync.md).
     max_bundle_ahead_s: float = field(default=7 * 86400.0, metadata=_range(60.0, 10 * 365 * 86400.0))
-    # A gallery bundle above this many MiB is refused unparsed (audited, nacked); ~3 KB per person.
+    # A gallery bundle above this many MiB is refused unparsed (audited, nacked); ~4 KB per person.
     max_bundle_mib: int = field(default=64, metadata=_range(1, 256))
     homeassistant: bool = False  # announce the device to Home Assistant (MQTT discovery)
     homeassistant_prefix: str = "homeassistant"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from edge.access.door_state import DoorEvent, DoorMachine
+from edge.audit.health import AuditHealth
 from edge.config import Config, DoorConfig
 from edge.errors import ConfigError
 from edge.events import DecisionEvent
@@ -66,16 +67,20 @@ class DoorOutputs(Observer):
 
     def __init__(self, cfg: Config, ctx: zmq.Context[Any], open_lines: LineOpener = open_gpiod,
                  osdp_opener: Callable[[DoorConfig], OsdpReader | OsdpPanel] = open_osdp,
-                 open_edges: EdgeOpener = open_gpiod_edges, audit: AuditAppend | None = None) -> None:
+                 open_edges: EdgeOpener = open_gpiod_edges, audit: AuditAppend | None = None,
+                 audit_health: AuditHealth | None = None) -> None:
         self.cfg = cfg
         self.audit = audit
         self.audit_errors = 0  # door events the journal could not take (logged; the door keeps working)
+        self.audit_health = audit_health  # the journal's (edge/audit/health.py): counts the grants refused
+        self._alarmed: dict[str, int] = {}  # door name -> unaudited grants since its audit_unavailable alarm
+        self._unaudited = False  # on_decision called by on_unaudited: the outage is not over
         self.open_edges = open_edges
         self.osdp_opener = osdp_opener
         self.open_lines = open_lines
         self.doors: dict[str, Door] = {}  # by camera
         self.last_frame: dict[str, float] = {}
-        self.queue: queue.Queue[tuple[DecisionEvent, list[DoorEvent]]] = queue.Queue()
+        self.queue: queue.Queue[tuple[DecisionEvent, list[DoorEvent], bool]] = queue.Queue()  # ..., acted on
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="door-outputs", daemon=True)
         self.pipeline: Pipeline | None = None
@@ -128,12 +133,41 @@ class DoorOutputs(Observer):
     def on_decision(self, event: DecisionEvent) -> None:
         events: list[DoorEvent] = []
         door = self.doors.get(event.camera)
+        if door is not None and door.cfg.name in self._alarmed and not self._unaudited:
+            # This decision was journalled: the door's audit alarm is over.
+            grants = self._alarmed.pop(door.cfg.name)
+            events.append(DoorEvent(door.cfg.name, "audit_restored", time.monotonic(), {"unaudited_grants": grants}))
         if event.decision == "grant" and door is not None:
             # Only a grant ever reaches an output: a spoof, deny or unknown changes nothing.
             with door.lock:
-                events = door.machine.grant(time.monotonic(), event.person_out())
+                events += door.machine.grant(time.monotonic(), event.person_out())
                 self._drive(door)
-        self.queue.put((event, events))
+        self.queue.put((event, events, True))
+
+    def on_unaudited(self, event: DecisionEvent) -> None:
+        """A grant the journal could not take (a full disk). With `require_audit` (the default)
+        the door stays locked: no durable record, no unlock. Either way an `audit_unavailable`
+        door event goes out (log, ZeroMQ, `status`, and the journal should it take it again);
+        the door's first journalled decision after the outage is `audit_restored`."""
+        door = self.doors.get(event.camera)
+        if door is None or event.decision != "grant":
+            return
+        name, opened = door.cfg.name, not door.cfg.require_audit
+        self._alarmed[name] = self._alarmed.get(name, 0) + 1
+        alarm = DoorEvent(name, "audit_unavailable", time.monotonic(), {"grant": "opened" if opened else "refused"})
+        if opened:
+            log.error("door %s: grant %s not audited; opened anyway (require_audit = false)", name, event.event_id)
+            self._unaudited = True
+            try:
+                self.on_decision(event)
+            finally:
+                self._unaudited = False
+            self.queue.put((event, [alarm], False))
+            return
+        log.error("door %s: grant %s not audited; the door stays locked (require_audit)", name, event.event_id)
+        if self.audit_health is not None:
+            self.audit_health.refused(name)
+        self.queue.put((event, [alarm], False))
 
     def on_tick(self) -> None:
         pipeline = self.pipeline
@@ -198,13 +232,18 @@ class DoorOutputs(Observer):
             if self.publisher is not None:
                 self.publisher.close()
 
-    def _on_decision(self, event: DecisionEvent, events: list[DoorEvent]) -> None:
+    def _on_decision(self, event: DecisionEvent, events: list[DoorEvent], acted: bool) -> None:
+        door = self.doors.get(event.camera)
+        if not acted:  # only the door's alarm goes out: nothing acts on an unaudited decision
+            if door is not None:
+                self._publish(door, events, event)
+            return
         if self.publisher is not None:
             self.publisher.publish("decision", event.body)
-        door = self.doors.get(event.camera)
+        if door is not None:
+            self._publish(door, events, event)  # a grant's unlock; audit_restored after any decision
         if door is None or event.decision != "grant":
             return
-        self._publish(door, events, event)
         card = event.card
         if card is not None and door.wiegand is not None:
             door.wiegand.send(card)

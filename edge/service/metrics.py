@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edge.audit.health import AuditHealth
 from edge.config import Config
 from edge.events import DECISIONS, DecisionEvent
 from edge.service.metrics_http import Health, MetricsServer
@@ -51,8 +52,10 @@ class MetricsObserver(Observer):
     name = "metrics"
     acts = False
 
-    def __init__(self, cfg: Config, data_dir: Path | None = None, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, cfg: Config, data_dir: Path | None = None, registry: CollectorRegistry | None = None,
+                 audit_health: AuditHealth | None = None) -> None:
         self.cfg = cfg
+        self.audit_health = audit_health  # the daemon's journal (edge/audit/health.py), read at scrape time
         self.registry = registry or CollectorRegistry()
         self.health = Health(cfg.metrics.stall_s)
         self.server: MetricsServer | None = None
@@ -83,10 +86,10 @@ class MetricsObserver(Observer):
         r.register(_ScrapeCollector(self, data_dir if cfg.sync.broker_host else None))
 
     @classmethod
-    def serve(cls, cfg: Config, data_dir: Path | None = None) -> MetricsObserver:
+    def serve(cls, cfg: Config, data_dir: Path | None = None, audit_health: AuditHealth | None = None) -> MetricsObserver:
         """An observer with its HTTP endpoint started on `[metrics] address:port`. A port that is
         taken is logged and skipped: a door must not stay locked for want of a metrics port."""
-        observer = cls(cfg, data_dir)
+        observer = cls(cfg, data_dir, audit_health=audit_health)
         try:
             observer.server = MetricsServer(cfg.metrics.address, cfg.metrics.port, observer.registry, observer.health).start()
         except OSError as exc:
@@ -214,10 +217,24 @@ class _ScrapeCollector(Collector):
         if tick_age is not None:
             age.add_metric([], tick_age)
             yield age
+        yield from self._audit()
         if self.sync_data_dir is not None:
             depth = outbox_depth(self.sync_data_dir)
             if depth is not None:
                 yield GaugeMetricFamily("facegate_sync_outbox_depth", "Audit records and uploads not yet acknowledged by the hub", value=depth)
+
+
+    def _audit(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        health = self.observer.audit_health
+        if health is None:
+            return
+        yield GaugeMetricFamily("facegate_audit_writable", "1 while the audit journal takes records (its last write worked), else 0", value=int(health.writable))
+        yield CounterMetricFamily("facegate_audit_write_failures", "Audit journal appends that failed (a full disk, an unwritable file)", value=health.failures)
+        refused = CounterMetricFamily("facegate_door_grants_refused", "Grants a door did not open on, by reason (audit_unavailable: no durable record)", labels=["door", "reason"])
+        counts = {d.name: 0 for d in self.observer.cfg.door if d.require_audit} | dict(health.refused_grants)
+        for door, count in sorted(counts.items()):  # every door's series from the start: rate() needs a zero
+            refused.add_metric([door, "audit_unavailable"], count)
+        yield refused
 
 
 def outbox_depth(data_dir: Path) -> int | None:

@@ -7,6 +7,11 @@ Error policy: `on_start` may refuse (its exception stops the start: a door whose
 be driven must not run). Every later hook is contained: an exception is logged with the
 observer's name, counted in `Observers.errors` (`facegate_observer_errors_total`), and the
 other observers and the frame loop go on. A metrics bug must not keep a door shut.
+
+A failing observer is called again at its next hook, never switched off: the doors, the kiosk
+and sync are observers too, and a door output disabled after a passing fault (a full disk, a
+wedged serial port) would stay locked — or unmonitored — until someone restarts the daemon. The
+cost of retrying is bounded: the traceback is logged once per LOG_EVERY errors.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ class Observer:
     def on_decision(self, event: DecisionEvent) -> None:
         """A track was decided (and, under the daemon, audited)."""
 
+    def on_unaudited(self, event: DecisionEvent) -> None:
+        """A decision whose audit record could not be written (a full disk): an observer that
+        acts gets this instead of `on_decision`, and by default does nothing with it. The doors
+        use it to raise their alarm, and to open anyway where `require_audit = false`."""
+
     def on_tick(self) -> None:
         """Every turn of the main loop, frame or not (a wedged loop stops calling it)."""
 
@@ -77,8 +87,7 @@ class Observers:
 
     def decision(self, event: DecisionEvent, audited: bool = True) -> None:
         for observer in self._items:
-            if audited or not observer.acts:
-                self._call(observer, "on_decision", event)
+            self._call(observer, "on_decision" if audited or not observer.acts else "on_unaudited", event)
 
     def tick(self) -> None:
         for observer in self._items:
