@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.sync_helpers import person
 from edge.errors import GalleryError, PersonNameError
 from edge.gallery.records import PersonProfile
 from edge.names import MAX_NAME_CHARS, check_person_name
 from sync import protocol
-from sync.bundle import PERSON
+from sync.bundle import PERSON, person_doc, person_from_doc
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "assets" / "demo" / "gallery"
@@ -98,3 +99,12 @@ def test_gallery_enroll_refuses_a_batch_with_a_bad_name_before_enrolling_anyone(
     assert "2 name(s) refused, nothing enrolled" in proc.stderr and "U+202E" in proc.stderr and f"at most {MAX_NAME_CHARS}" in proc.stderr
     assert "\u202e" not in proc.stderr  # shown escaped, never acted on by the terminal
     assert not (data / "gallery.db").exists()
+
+
+@pytest.mark.parametrize("name", ["Ada\nLovelace", "\u202eAda", "a" * (MAX_NAME_CHARS + 1)])
+def test_a_bundle_or_upload_person_with_a_bad_name_is_refused_as_a_schema_error(name: str) -> None:
+    doc = person_doc(person(1))
+    doc["profile"]["name"] = name
+    with pytest.raises(protocol.SchemaError):
+        PERSON(doc, "upserts[0]")
+        person_from_doc(doc, "upserts[0]")
