@@ -16,11 +16,10 @@ informational observers (metrics, systemd) still see it. Observers' own errors a
 (edge/video/observer.py).
 
 SIGTERM / SIGINT stop cleanly (tracks in view get their decision); SIGHUP, the kiosk's `reload`
-and an applied hub bundle re-read the config and reopen the gallery between two frames. A
-reload that fails (an unreadable or invalid config file, models that do not load, a gallery that
-does not open, a door schedule that does not parse) is refused whole: logged, audited as
-`config_reload_refused`, counted in `facegate_config_reload_failures_total`, and the daemon keeps
-running on the config, models and gallery it had.
+and an applied hub bundle re-read the config and reopen the gallery between two frames
+(edge/reloader.py). A new config that fails (unreadable, invalid, models that do not load, a
+gallery that does not open under it) is refused — logged, audited, counted — and the daemon
+keeps running on the config it had, with the gallery reopened under that one.
 """
 
 from __future__ import annotations
@@ -36,20 +35,20 @@ from typing import TYPE_CHECKING, Any
 
 from edge.audit.journal import AuditLog
 from edge.config import CameraConfig, Config, check_door_cameras
-from edge.errors import AuditError, ConfigError, FacegateError
+from edge.errors import AuditError, ConfigError
 from edge.events import DecisionEvent
 from edge.gallery.loader import open_gallery
 from edge.gallery.records import PersonRecord
-from edge.gallery.search import Gallery
 from edge.perception.faces import Perception
 from edge.perception.liveness.checker import load_liveness
+from edge.reloader import Reloader
 from edge.video.observer import Observer
 
 if TYPE_CHECKING:
     from edge.gallery.probes import ProbeKeeper
     from edge.outputs.card_readers import EdgeOpener
     from edge.outputs.gpio import LineOpener
-from edge.video.pipeline import Pipeline, Reloaded, RunSummary, perception_changed
+from edge.video.pipeline import Pipeline, RunSummary
 
 _LOG = logging.getLogger("facegate")
 
@@ -161,7 +160,7 @@ class Daemon:
             liveness=self.liveness, annotate=self.options.annotate,
         )
         self._on_stop("gallery", lambda: pipeline.gallery.close())
-        pipeline.reloader = self._reload
+        pipeline.reloader = Reloader(pipeline, self.journal, self.options.reload_config, self.options.data_dir, self._applied, self.options.warn)
         pipeline.on_decision = self._decided
 
     def start_probes(self) -> None:
@@ -318,40 +317,8 @@ class Daemon:
         assert self.journal is not None
         self.journal.append("enroll", {"person_uid": record.uid, "templates": record.n_templates, "by": f"kiosk:{request_id}"})
 
-    def _reload(self) -> Reloaded | None:
-        """The new config, models and gallery, built and checked; None (logged, audited, counted
-        by the pipeline) when any part fails. Any exception, not only ours: a reload is an
-        operator's edit, and a typo in it must never stop the daemon that keeps the door."""
-        pipeline = self.pipeline
-        assert pipeline is not None
-        opened: Gallery | None = None
-        try:
-            cfg = self.options.reload_config() if self.options.reload_config is not None else pipeline.cfg
-            problems = check_door_cameras(cfg.door, [c.name for c in pipeline.cameras])
-            if problems:
-                raise ConfigError.listing(problems)
-            perception = Perception(cfg) if perception_changed(pipeline.cfg, cfg) else None
-            store = (perception or pipeline.perception).store
-            opened = open_gallery(self.options.data_dir, cfg, store, create=False, warn=self.options.warn)
-            reloaded = pipeline.prepare_reload(cfg, opened, perception)
-            assert self.journal is not None
-            self.journal.append("config_reload", {"persons": len(opened)})
-        except Exception as exc:  # noqa: BLE001 - see above
-            if opened is not None:
-                opened.close()
-            return self._refuse_reload(exc)
-        self.cfg = cfg
-        _LOG.info("reloaded the config and the gallery (%d people)", len(opened))
-        return reloaded
-
-    def _refuse_reload(self, exc: Exception) -> None:
-        _LOG.error("reload refused, still running on the previous config and gallery: %s", exc, exc_info=not isinstance(exc, FacegateError))
-        assert self.journal is not None
-        try:
-            self.journal.append("config_reload_refused", {"error": type(exc).__name__, "reason": str(exc)[:500]})
-        except Exception as audit_exc:  # noqa: BLE001 - a full disk must not turn a refused reload into a stop
-            _LOG.error("the refused reload could not be audited: %s", audit_exc)
-        return None
+    def _applied(self, cfg: Config) -> None:
+        self.cfg = cfg  # what the kiosk's policy, status and later steps read
 
     # -- for the kiosk's control thread ---------------------------------------------------
 

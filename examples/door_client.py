@@ -50,7 +50,8 @@ def main() -> int:
             event = json.loads(body)
             seen += 1
             if topic == b"decision":
-                who = event["person"] or "-"
+                # The uid, unless the daemon's [privacy] show_names lets the name out too.
+                who = event.get("person") or event.get("person_uid") or "-"
                 print(f"{event['camera']}: {event['decision']:<7} {who:<20} ({event['reason']}, {event['latency_ms']:.0f} ms)"
                       + (f" door {event['door']}" if event.get("door") else ""), flush=True)
             else:

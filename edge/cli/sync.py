@@ -49,7 +49,7 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     sync = sub.add_parser("sync", help="MQTT sync with the hub ([sync] config)").add_subparsers(dest="sync_command", required=True)
     p = sync.add_parser("run", help="run the sync agent alone until SIGTERM/SIGINT (the daemon runs it itself)")
     p.add_argument("--data-dir", type=Path, default=None, help="gallery directory (see [gallery] data_dir)")
-    p.set_defaults(func=run(cmd_run))
+    p.set_defaults(func=run(cmd_run), long_running=True)  # holds the KEK for as long: core dumps off (edge/service/hardening.py)
     p = sync.add_parser("identity", help="print this device's public keys (register them on the hub); creates them if needed")
     p.add_argument("--data-dir", type=Path, default=None)
     p.set_defaults(func=run(cmd_identity))

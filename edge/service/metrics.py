@@ -210,7 +210,7 @@ class _ScrapeCollector(Collector):
                 errors.add_metric([name], count)
             yield errors
             yield CounterMetricFamily(
-                "facegate_config_reload_failures", "Reloads (SIGHUP, ZeroMQ reload, hub bundle) refused; the daemon kept its previous config and gallery",
+                "facegate_config_reload_failures", "New configs refused on reload (SIGHUP, ZeroMQ reload, hub bundle); the daemon kept the one it runs on",
                 value=pipeline.reload_failures,
             )
         tick_age = self.observer.health.tick_age()

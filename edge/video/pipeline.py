@@ -144,7 +144,7 @@ class Pipeline:
         self.reload_requested = threading.Event()
         # SIGHUP / sync: a new config and gallery, or None to keep running on the current ones.
         self.reloader: Callable[[], Reloaded | None] | None = None
-        self.reload_failures = 0  # reloads the reloader refused (facegate_config_reload_failures_total)
+        self.reload_failures = 0  # new configs the reloader refused (facegate_config_reload_failures_total)
         self.observers = Observers()
         # Where each decision goes; the daemon puts its audit-then-act step here.
         self.on_decision: Callable[[DecisionEvent], None] = self.observers.decision
@@ -329,14 +329,13 @@ class Pipeline:
 
     def _reload(self) -> None:
         """SIGHUP: new config and a reopened gallery; tracks in flight keep their evidence. The
-        reloader built and checked everything (a refusal returns None), so from here on nothing
+        reloader (edge/reloader.py) built and checked everything (None: nothing to swap), so nothing
         raises: assignments only, and the run goes on with all of the old or all of the new."""
         self.reload_requested.clear()
         if self.reloader is None:
             return
         reloaded = self.reloader()
         if reloaded is None:
-            self.reload_failures += 1
             return
         cfg, gallery = reloaded.cfg, reloaded.gallery
         if reloaded.perception is not self.perception:

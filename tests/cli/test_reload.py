@@ -1,5 +1,6 @@
-"""A bad reload never stops `facegate run`: each kind of failure is refused whole, audited and
-counted, the daemon goes on deciding with what it had, and a good reload still applies."""
+"""A bad reload never stops `facegate run`: each kind of bad config is refused, audited and
+counted, the daemon goes on deciding with the config it had — and with the gallery on disk, so a
+revocation applies while the file is broken — and a good reload still applies."""
 
 from __future__ import annotations
 
@@ -76,11 +77,20 @@ def test_bad_reloads_are_refused_and_the_daemon_keeps_deciding(model_store, tmp_
         seen = len(read_events(events))
         assert wait_for(lambda: any(e["decision"] == "grant" for e in read_events(events)[seen:]), 90), "no decision after the refusals"
         after_refusals = [e for e in read_events(events)[seen:] if e["decision"] == "grant"]
+        # The file is still broken; a revocation (here by hand, in the field a hub bundle) still applies.
+        removed = facegate("gallery", "remove", "--data-dir", str(data), "--person", "Lin Manuel Miranda")
+        assert removed.returncode == 0, removed.stderr
+        proc.send_signal(signal.SIGHUP)
+        revoked = wait_for(lambda: metric(port, "facegate_config_reload_failures_total") == len(bad) + 1, 60)
+        seen = len(read_events(events))
+        assert wait_for(lambda: len(read_events(events)) > seen, 90), "no decision after the revocation"
+        after_revocation = read_events(events)[seen:]
         # A good file applies: an explicit threshold no face reaches.
         config.write_text(base + "[match]\nthreshold = 0.99\n")
         proc.send_signal(signal.SIGHUP)
         applied = wait_for(lambda: any(e["threshold"] == 0.99 for e in read_events(events)), 90)
         failures_after_good = metric(port, "facegate_config_reload_failures_total")
+        alive_at_end = proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     finally:
@@ -88,17 +98,22 @@ def test_bad_reloads_are_refused_and_the_daemon_keeps_deciding(model_store, tmp_
         server.stop()
     assert refused_alive == [(True, True)] * len(bad), err
     assert all(e["threshold"] == old_threshold for e in after_refusals)
-    assert applied and failures_after_good == len(bad), err
+    assert revoked and all(e["decision"] == "unknown" for e in after_revocation)
+    assert applied and failures_after_good == len(bad) + 1 and alive_at_end, err
     assert proc.returncode == 0, err
-    assert err.count("reload refused, still running on the previous config and gallery") == len(bad)
+    assert err.count("reload refused, still running on the previous config") == len(bad) + 1
+    assert err.count("reopened the gallery (1 people) under the previous config") == len(bad)
+    assert "reopened the gallery (0 people) under the previous config" in err
     assert "Traceback" not in err  # our own errors are one line each
     records = journal(data)
     refusals = [r["body"] for r in records if r["kind"] == "config_reload_refused"]
-    assert [r["error"] for r in refusals] == [error for _text, error in bad]
-    assert "cam1" in refusals[-1]["reason"] and "/nonexistent/models" in refusals[2]["reason"]
-    # Only the good reload is recorded as applied, after every refusal.
-    kinds = [r["kind"] for r in records]
-    assert kinds.count("config_reload") == 1 and kinds.index("config_reload") > max(i for i, k in enumerate(kinds) if k == "config_reload_refused")
+    assert [r["error"] for r in refusals] == [error for _text, error in bad] + ["ConfigError"]
+    assert "cam1" in refusals[4]["reason"] and "/nonexistent/models" in refusals[2]["reason"]
+    # Each refusal is followed by the gallery reopened under the previous config; the good file
+    # is the one reload recorded as a new config, after every refusal.
+    reloads = [(i, r["body"]) for i, r in enumerate(records) if r["kind"] == "config_reload"]
+    assert [b.get("config") for _i, b in reloads] == ["previous"] * (len(bad) + 1) + [None]
+    assert reloads[-1][0] > max(i for i, r in enumerate(records) if r["kind"] == "config_reload_refused")
     after = [e for e in read_events(events) if e["threshold"] == 0.99]
     assert after and all(e["decision"] == "unknown" for e in after)
     assert facegate("audit", "verify", "--data-dir", str(data)).returncode == 0

@@ -1,5 +1,5 @@
-"""Keys never reach a core dump: `facegate run` and `facegate hub serve` turn core dumps off and
-mark themselves not dumpable before they read a key."""
+"""Keys never reach a core dump: `facegate run`, `facegate hub serve` and `facegate sync run` turn
+core dumps off and mark themselves not dumpable before they read a key."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_disable_core_dumps_sets_the_limit_to_zero_and_the_process_not_dumpable(
     assert json.loads(out) == {"dumpable": 0, "core": [0, 0], "reported": False}
 
 
-@pytest.mark.parametrize("argv", [["run"], ["hub", "serve"]])
+@pytest.mark.parametrize("argv", [["run"], ["hub", "serve"], ["sync", "run"]])
 def test_the_long_running_commands_are_hardened(argv: list[str]) -> None:
     assert build_parser().parse_args(argv).long_running is True
 
