@@ -44,7 +44,7 @@ def check_person_name(name: object) -> str:
     if len(clean) > MAX_NAME_CHARS:
         raise PersonNameError(f"person name: must be at most {MAX_NAME_CHARS} characters (got {len(clean)})")
     for i, ch in enumerate(clean):
-        if (unicodedata.category(ch).startswith("C") and ch not in _JOINERS) or ch in _LINE_BREAKS:
+        if _refused(ch):
             what = unicodedata.name(ch, unicodedata.category(ch))
             raise PersonNameError(f"person name: character {i + 1} is U+{ord(ch):04X} ({what}); control and format characters are not allowed")
     return clean
@@ -62,3 +62,22 @@ def check_names(names: Iterable[str], where: str) -> None:
             problems.append(f"{name!r}: {exc}")
     if problems:
         raise PersonNameError(f"{where}: {len(problems)} name(s) refused, nothing enrolled" + "".join(f"\n  {p}" for p in problems))
+
+
+def stored_name(name: str) -> str:
+    """A name read back from a store that may predate `check_person_name` (a device gallery, the
+    hub's persons): each refused character becomes U+FFFD and the name is cut to MAX_NAME_CHARS.
+    An old record still opens — a door does not stop over a display name — yet shows nothing
+    that could break a log line, and goes to the hub within its limit. A name that passes the
+    check comes back unchanged."""
+    try:
+        return check_person_name(name)
+    except PersonNameError:
+        pass
+    text = unicodedata.normalize("NFC", name if isinstance(name, str) else str(name)).strip()
+    safe = "".join("\ufffd" if _refused(ch) else ch for ch in text)
+    return check_person_name(safe[:MAX_NAME_CHARS] or "\ufffd")
+
+
+def _refused(ch: str) -> bool:
+    return (unicodedata.category(ch).startswith("C") and ch not in _JOINERS) or ch in _LINE_BREAKS

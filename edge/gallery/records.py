@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.errors import GalleryError
 from edge.gallery.crypto import NONCE_BYTES, aad
-from edge.names import check_person_name
+from edge.names import check_person_name, stored_name
 
 SCHEMA_VERSION = 1
 UID_CHARS = 32  # hex characters; fixed, see the AAD note below
@@ -148,7 +148,7 @@ def profile_from_bytes(data: bytes) -> PersonProfile:
     doc = json.loads(data.decode("utf-8"))
     consent = doc["consent"]
     return PersonProfile(
-        name=doc["name"],
+        name=stored_name(doc["name"]),  # sealed before names were checked, it still opens
         groups=tuple(doc["groups"]),
         consent=consent["given"],
         consent_at=consent["at"],

@@ -30,6 +30,7 @@ from edge.gallery import crypto
 from edge.gallery.changes import SyncPerson
 from edge.gallery.crypto import aad, derive_key, keyed_tag, new_key, seal, unseal, unwrap_key, wrap_key
 from edge.gallery.records import normalise_name
+from edge.names import stored_name
 from sync import protocol
 from sync.bundle import PERSON, person_doc, person_from_doc
 from sync.hub.db import HubDb
@@ -187,6 +188,11 @@ class HubStore:
     def _open_person(self, uid: str, wrapped: bytes, sealed: bytes) -> SyncPerson:
         key = unwrap_key(self._kek, wrapped, aad("hub-person-key", uid), f"hub person {uid} key")
         doc = json.loads(unseal(AESGCM(key), sealed, aad("hub-person", uid), f"hub person {uid}"))
+        profile = doc.get("profile") if isinstance(doc, dict) else None
+        if isinstance(profile, dict) and isinstance(profile.get("name"), str):
+            # Sealed before names were checked (up to 1,024 characters then): still opens, and
+            # goes out in bundles within the limit devices check (edge/names.py).
+            profile["name"] = stored_name(profile["name"])
         return person_from_doc(PERSON(doc, f"hub person {uid}"), f"hub person {uid}")
 
     def persons(self, groups: tuple[str, ...] | None = None) -> list[SyncPerson]:

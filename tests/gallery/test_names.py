@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 import subprocess
 import sys
@@ -10,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+import sync.hub.store
 from bench.harness.sync_helpers import person
 from edge.errors import GalleryError, PersonNameError
-from edge.gallery.records import PersonProfile
-from edge.names import MAX_NAME_CHARS, check_person_name
+from edge.gallery.records import PersonProfile, profile_from_bytes, profile_to_bytes
+from edge.names import MAX_NAME_CHARS, check_person_name, stored_name
 from sync import protocol
 from sync.bundle import PERSON, person_doc, person_from_doc
+from sync.hub.store import HubStore
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "assets" / "demo" / "gallery"
@@ -108,3 +112,33 @@ def test_a_bundle_or_upload_person_with_a_bad_name_is_refused_as_a_schema_error(
     with pytest.raises(protocol.SchemaError):
         PERSON(doc, "upserts[0]")
         person_from_doc(doc, "upserts[0]")
+
+
+@pytest.mark.parametrize(
+    ("old", "shown"),
+    [("Ada Lovelace", "Ada Lovelace"), ("Ada\nLovelace", "Ada\ufffdLovelace"), ("\u202eAda", "\ufffdAda"), ("\x1b", "\ufffd"),
+     ("c" * 300, "c" * MAX_NAME_CHARS)],
+)
+def test_a_profile_sealed_before_names_were_checked_still_opens_made_safe(old: str, shown: str) -> None:
+    # What an older facegate wrote: the same JSON, with a name today's check refuses.
+    raw = profile_to_bytes(PersonProfile(name="placeholder")).replace(b'"placeholder"', json.dumps(old).encode())
+    assert profile_from_bytes(raw).name == shown
+    assert stored_name(old) == shown
+
+
+def test_a_hub_person_sealed_before_names_were_checked_still_opens_within_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = HubStore.open("", tmp_path / "hub", secrets.token_bytes(32))
+    legacy = person(7)
+    old_doc = sync.hub.store.person_doc
+
+    def as_an_older_hub_sealed_it(p: object) -> dict:
+        doc = old_doc(p)
+        doc["profile"]["name"] = "d" * 300 + "\n"  # the schema allowed 1,024 characters, and newlines
+        return doc
+
+    monkeypatch.setattr(sync.hub.store, "person_doc", as_an_older_hub_sealed_it)
+    store.add_person(legacy)
+    monkeypatch.undo()
+    (opened,) = store.persons()
+    assert opened.uid == legacy.uid and opened.profile.name == "d" * MAX_NAME_CHARS
+    PERSON(person_doc(opened), "upserts[0]")  # what goes out in a bundle passes the devices' schema
