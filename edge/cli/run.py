@@ -75,11 +75,13 @@ class DecisionLines(Observer):
         self.out, self.events = out, events
 
     def on_decision(self, event: DecisionEvent) -> None:
-        if self.events is not None:
-            self.events.write(json.dumps(event.body) + "\n")
-            self.events.flush()
-        if self.out is not None:
-            print(human_line(event), file=self.out, flush=True)
+        try:
+            if self.events is not None:
+                self.events.write(json.dumps(event.body) + "\n")
+                self.events.flush()
+        finally:  # a full disk under --events must not silence the human lines too
+            if self.out is not None:
+                print(human_line(event), file=self.out, flush=True)
 
 
 def _event_streams(target: str | None) -> tuple[IO[str] | None, IO[str] | None]:
@@ -106,6 +108,15 @@ def open_private(path: str) -> IO[str]:
         raise
 
 
+def _close_events(events: IO[str]) -> None:
+    """A full disk under --events was the events observer's error, contained and counted while
+    the run went on; the last buffered lines failing to flush must not turn the end into a crash."""
+    try:
+        events.close()
+    except OSError as exc:
+        warn(f"--events: the last decision lines could not be written ({exc.strerror or exc})")
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     # Whatever this process creates (--summary-json, --annotate, the stores' files) is for its
     # user only: it holds decisions, and names where [privacy] show_names lets them out. The
@@ -120,7 +131,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         summary = Daemon(cfg, options).start().run(args.max_seconds)
     finally:
         if events is not None and events is not sys.stdout:
-            events.close()
+            _close_events(events)
     print_summary(summary, sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")

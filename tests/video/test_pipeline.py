@@ -14,6 +14,7 @@ from edge.events import DecisionEvent
 from edge.gallery.records import PersonProfile
 from edge.gallery.search import Gallery
 from edge.perception.faces import Perception, embedder_model_name
+from edge.service.metrics import MetricsObserver
 from edge.video.observer import Observer
 from edge.video.pipeline import Pipeline
 from tests.support.faces import enroll_demo_people, enroll_from_video, new_gallery, video_frames
@@ -174,13 +175,17 @@ def test_observers_see_every_frame_decision_and_tick(shared_data: Path, percepti
 def test_an_observer_that_raises_neither_ends_the_run_nor_starves_the_others(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
     gallery = new_gallery(tmp_path / "g", perception)
     pipeline = Pipeline(perception.cfg, gallery, [CameraConfig(source=str(shared_data / "videos" / "apfol_real2.webm"))], perception=perception)
-    counting = Counting()
-    pipeline.observers.add(Broken(), counting)  # the broken one runs first, every time
+    counting, metrics = Counting(), MetricsObserver(perception.cfg)
+    pipeline.observers.add(Broken(), counting, metrics)  # the broken one runs first, every time
     summary = pipeline.run(max_seconds=120)
     assert summary.frames == 214 and counting.calls["frame"] == 214 and counting.calls["stop"] == 1
     assert len(counting.events) == 1
-    # Every failure counted under the observer's name (facegate_observer_errors_total).
-    assert pipeline.observers.errors["broken"] == 214 + counting.calls["tick"] + 1 + 1
+    # Every failure counted under the observer's name, and shown on /metrics; retried at every
+    # hook, never switched off (edge/video/observer.py).
+    errors = 214 + counting.calls["tick"] + 1 + 1
+    assert pipeline.observers.errors["broken"] == errors
+    assert metrics.registry.get_sample_value("facegate_observer_errors_total", {"observer": "broken"}) == errors
+    assert metrics.registry.get_sample_value("facegate_frames_total", {"camera": "cam0"}) == 214
     gallery.close()
 
 
