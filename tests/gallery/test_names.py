@@ -142,3 +142,16 @@ def test_a_hub_person_sealed_before_names_were_checked_still_opens_within_the_li
     (opened,) = store.persons()
     assert opened.uid == legacy.uid and opened.profile.name == "d" * MAX_NAME_CHARS
     PERSON(person_doc(opened), "upserts[0]")  # what goes out in a bundle passes the devices' schema
+
+
+def test_admin_person_add_refuses_a_bad_name_before_touching_the_hub(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(DEMO / "Joe_Biden" / "biden.jpg", photos / "1.jpg")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\n')
+    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), "admin", "person", "add", "Eve\u202eevil", "--photos", str(photos)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "U+202E (RIGHT-TO-LEFT OVERRIDE)" in proc.stderr and "\u202e" not in proc.stderr
+    assert not (tmp_path / "hub").exists()
