@@ -46,6 +46,7 @@ from sync.broker import configure_client
 from sync.bundle import open_bundle
 from sync.control import DeviceControl
 from sync.hubkeys import HubKeyring
+from sync.inbound import Inbound
 from sync.keyfiles import hub_seal_key, hub_sign_key
 from sync.outbox import AUDIT, Outbox, OutboxRow
 from sync.protocol import SequenceGapError
@@ -54,6 +55,7 @@ from sync.uploads import enrollment_message
 
 _LOG = logging.getLogger(__name__)
 _TICK_S = 0.05
+LOG_EVERY = 1000  # after the first, one logged traceback per this many worker faults
 
 
 class SyncAgent:
@@ -81,6 +83,8 @@ class SyncAgent:
         self._rejects = RejectLimiter(audit_log.append)  # a flood of forged messages is counted, not journalled one by one
         self._control = DeviceControl(self.device_id, self._outbox, audit_log, self._reject)  # signed acks and resend requests
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._inbound = Inbound(self.device_id, self.sync.max_bundle_mib * 1024 * 1024, self._events)
+        self.errors = 0  # unexpected worker faults, contained (logged once per LOG_EVERY)
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,26 +111,8 @@ class SyncAgent:
         client.max_inflight_messages_set(max(20, self.sync.window))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_message = self._inbound.on_message  # bounded before queued or parsed (sync.inbound)
         return client
-
-    def _bound(self, topic: str) -> int:
-        """The most bytes this device takes on `topic` (sync.protocol.DEVICE_MAX_BYTES)."""
-        if topic.startswith(protocol.HUB_KEYS_TOPIC + "/"):
-            return protocol.DEVICE_MAX_BYTES[protocol.HUB_KEYS_TOPIC]
-        leaf = topic.removeprefix(protocol.device_topic(self.device_id, ""))
-        return protocol.DEVICE_MAX_BYTES.get(leaf, self.sync.max_bundle_mib * 1024 * 1024)
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # Bounded before it is queued or parsed: an oversized payload is dropped here, and only
-        # its size and hash go on to be refused and audited by the worker.
-        payload, bound = bytes(msg.payload), self._bound(msg.topic)
-        if len(payload) > bound:
-            digest = hashlib.sha256(payload).hexdigest()
-            error = protocol.PayloadTooLargeError(f"{len(payload)} bytes, above the {bound}-byte bound for this topic")
-            self._events.put(("oversize", (msg.topic, len(payload), digest, error, msg.mid, msg.qos)))
-            return
-        self._events.put(("message", (msg.topic, payload, msg.mid, msg.qos)))
 
     def _on_connect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:  # refused (bad certificate, not authorised…): stay disconnected, say why
@@ -154,6 +140,7 @@ class SyncAgent:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._inbound.close()  # a network thread waiting for queue room lets go
         if self._thread is not None:
             self._thread.join(timeout)
         if self._connected.is_set():
@@ -183,18 +170,27 @@ class SyncAgent:
         try:
             self._gallery = self._gallery_status(store)
             while not self._stop.is_set():
-                self._drain(store)
                 try:
-                    self._feed(store)
-                    self._send()
-                except FacegateError as exc:  # a full disk, a locked file: keep the agent alive, retry next tick
-                    _LOG.error("sync outbox: %s", exc)
-                if self._connected.is_set() and time.monotonic() >= self._next_status:
-                    self._publish_status()
-                self._rejects.flush()
+                    self._tick(store)
+                except Exception:  # noqa: BLE001 - sync must outlive any one fault: the next tick retries
+                    self.errors += 1
+                    if self.errors == 1 or self.errors % LOG_EVERY == 0:
+                        _LOG.exception("sync worker fault (%d so far); it goes on", self.errors)
+                    self._stop.wait(1.0)
         finally:
             self._rejects.flush(force=True)
             store.close()
+
+    def _tick(self, store: GalleryStore) -> None:
+        self._drain(store)
+        try:
+            self._feed(store)
+            self._send()
+        except FacegateError as exc:  # a full disk, a locked file: keep the agent alive, retry next tick
+            _LOG.error("sync outbox: %s", exc)
+        if self._connected.is_set() and time.monotonic() >= self._next_status:
+            self._publish_status()
+        self._rejects.flush()
 
     def _drain(self, store: GalleryStore) -> None:
         try:
@@ -210,15 +206,16 @@ class SyncAgent:
                     self._route(store, topic, payload)
                 except Exception:  # noqa: BLE001 - one bad message must not stop the agent
                     _LOG.exception("unexpected error handling a message on %s", topic)
+                finally:
+                    self._inbound.taken(payload)
                 if qos > 0:
                     self._client.ack(mid, qos)
             elif kind == "oversize":
-                topic, size, digest, error, mid, qos = value
-                self._refused(topic, size, digest, error)
-                if topic.endswith("/" + protocol.GALLERY):  # nacked like any refused bundle; its seq is unread
-                    self._gallery_ack(protocol.scope_of_topic(topic), 0, False, str(error))
-                if qos > 0:
-                    self._client.ack(mid, qos)
+                self._refused(value.topic, value.size, value.sha256, value.error)
+                if value.topic.endswith("/" + protocol.GALLERY):  # nacked like any refused bundle; its seq is unread
+                    self._gallery_ack(protocol.scope_of_topic(value.topic), 0, False, str(value.error))
+                if value.qos > 0:
+                    self._client.ack(value.mid, value.qos)
             elif kind == "ha_event":
                 self._ha_update(value)
             try:

@@ -5,13 +5,18 @@ every bound the broker does not even deliver (MQTT v5 Maximum Packet Size); the 
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
 
 from bench.harness.hub_client import HubClient
 from bench.harness.mqtt_broker import Broker
 from bench.harness.sync_helpers import DEVICE, make_device, person
 from edge.audit.journal import AuditLog
 from sync import protocol
+from sync.inbound import Inbound
 
 MIB = 1024 * 1024
 
@@ -48,6 +53,58 @@ def test_oversized_hub_messages_are_refused_unparsed_audited_and_the_agent_goes_
         # The 7 MiB group bundle never arrived: nothing refused or nacked for its scope.
         assert not any(a["scope"] == "group:staff" for a in hub.gallery_acks)
         assert log.verify().ok
+    finally:
+        agent.stop()
+        hub.close()
+        log.close()
+
+
+def _message(topic: str, payload: bytes, mid: int) -> mqtt.MQTTMessage:
+    msg = mqtt.MQTTMessage(mid=mid, topic=topic.encode())
+    msg.payload, msg.qos = payload, 1
+    return msg
+
+
+def test_no_more_than_one_bundle_bound_of_payload_waits_for_the_worker() -> None:
+    """A flood of bundles within their bound: paho's thread waits for room instead of queueing
+    without end; the worker taking one lets the next in; stopping lets a waiting thread go."""
+    events: queue.Queue = queue.Queue()
+    inbound = Inbound(DEVICE, 1 * MIB, events)
+    topic = protocol.device_topic(DEVICE, protocol.GALLERY)
+    first, second = b"a" * (MIB - 10), b"b" * (MIB // 2)
+    inbound.on_message(None, None, _message(topic, first, 1))  # the queue was empty: always let in
+    network = threading.Thread(target=inbound.on_message, args=(None, None, _message(topic, second, 2)))
+    network.start()  # 1.5 MiB would wait: it blocks until the worker has taken the first
+    assert events.get(timeout=5)[1][1] == first
+    inbound.taken(first)
+    network.join(10)
+    assert not network.is_alive() and events.get(timeout=5)[1][1] == second
+    assert inbound.peak_queued <= inbound.max_queued
+
+    third = threading.Thread(target=inbound.on_message, args=(None, None, _message(topic, first, 3)))
+    third.start()  # `second` still waits for the worker, which is stopping
+    inbound.close()
+    third.join(10)
+    assert not third.is_alive() and events.empty()  # not queued, not acked: the broker sends it again next session
+
+
+def test_an_unexpected_fault_in_the_sync_worker_is_contained_and_sync_goes_on(tmp_path: Path, broker: Broker) -> None:
+    device = make_device(tmp_path, broker.port)
+    hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()}, device.hub_seal, sign_key=device.hub.key)
+    agent, log = device.agent()
+    send, faults = agent._send, []
+
+    def broken_send() -> None:  # a bug, not a FacegateError: three ticks in a row
+        if len(faults) < 3:
+            faults.append(1)
+            raise RuntimeError("a bug in the worker")
+        send()
+
+    agent._send = broken_send  # type: ignore[method-assign]
+    try:
+        log.append("decision", {"track": 1, "outcome": "grant", "score": 0.7})
+        assert hub.wait(lambda: len(hub.records[DEVICE]) >= 1, timeout=30)  # the worker lived through the faults
+        assert agent.errors == 3 and agent._thread is not None and agent._thread.is_alive()
     finally:
         agent.stop()
         hub.close()
