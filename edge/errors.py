@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class FacegateError(Exception):
@@ -80,3 +82,20 @@ class ApiError(FacegateError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+# Below this much free space a database that cannot be opened or written is taken to have run
+# out of room: SQLite then reports "disk I/O error" (it cannot grow its -shm), not "disk full".
+NEARLY_FULL_BYTES = 1024 * 1024
+
+
+def storage_advice(path: Path | str, otherwise: str) -> str:
+    """What to tell an operator about a database file that failed: free space when the file
+    system holding it is (nearly) full — never "restore it from a backup" over a full disk."""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        return otherwise
+    if free < NEARLY_FULL_BYTES:
+        return f"the file system holding it is full ({free // 1024} KiB free): free space there"
+    return otherwise

@@ -41,7 +41,7 @@ from edge.audit.records import (
     record_hash,
     sign_hash,
 )
-from edge.errors import AuditError
+from edge.errors import AuditError, storage_advice
 from edge.identity import load_signing_key
 
 AUDIT_FILE = "audit.db"
@@ -92,7 +92,7 @@ class AuditLog:
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except sqlite3.Error as exc:
-            raise AuditError(f"{self.path}: cannot open the audit journal ({exc}); check the file and its directory") from exc
+            raise AuditError(f"{self.path}: cannot open the audit journal ({exc}); {storage_advice(self.path, 'check the file and its directory')}") from exc
 
     @classmethod
     def open(cls, data_dir: Path, create: bool = True) -> AuditLog:
@@ -135,7 +135,7 @@ class AuditLog:
                         self._db.execute("ROLLBACK")
                     except sqlite3.Error:  # SQLite rolls back on its own when it cannot; the error to report is the first
                         pass
-                error = AuditError(f"{self.path}: cannot append to the audit journal ({exc})")
+                error = AuditError(f"{self.path}: cannot append to the audit journal ({exc}); {storage_advice(self.path, 'check the file')}")
                 self.health.failed(error)
                 raise error from exc
         self.health.succeeded()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.errors import CryptoError, GalleryError
+from edge.errors import CryptoError, GalleryError, storage_advice
 from edge.gallery.crypto import kek_id, new_key, unwrap_key, wrap_key
 from edge.gallery.records import SCHEMA_VERSION, device_key_aad
 
@@ -116,7 +116,7 @@ def probe(path: Path, kek: bytes) -> bool:
         device_key(db, path, {kek_id(kek): kek})
         return True
     except sqlite3.DatabaseError as exc:
-        raise GalleryError(f"{path}: not a readable SQLite gallery ({exc}); restore it from a backup") from exc
+        raise GalleryError(f"{path}: not a readable SQLite gallery ({exc}); {storage_advice(path, 'restore it from a backup')}") from exc
     finally:
         db.close()
 

@@ -17,7 +17,7 @@ from bench.harness.fake_gpio import FakeChip
 from edge.audit.journal import AuditLog
 from edge.config import CameraConfig, Config, DoorConfig, LivenessConfig, MetricsConfig, ZmqConfig
 from edge.daemon import Daemon, RunOptions
-from edge.errors import AuditError
+from edge.errors import AuditError, GalleryError
 from edge.events import DecisionEvent
 from edge.gallery.loader import open_gallery
 from edge.outputs.doors import DoorOutputs
@@ -167,4 +167,18 @@ def test_a_daemon_on_a_full_disk_runs_on_refuses_the_unjournalled_grant_and_open
     with AuditLog.open(data_dir) as journal:
         records = journal.since(0, 10_000)
         assert [r.kind for r in records].count("decision") == 1  # only the grant that opened
+        assert journal.verify().ok
+
+
+def test_a_daemon_started_on_a_full_disk_says_to_free_space_not_to_restore_a_backup(disk: SmallDisk, model_store) -> None:
+    data_dir = disk.root / "data"
+    open_gallery(data_dir, Config(), model_store, create=True).close()
+    AuditLog.open(data_dir).close()
+    disk.fill()  # SQLite cannot even map its -shm now
+    with pytest.raises(GalleryError, match=r"file system holding it is full \(0 KiB free\): free space there"):
+        open_gallery(data_dir, Config(), model_store, create=False)
+    with pytest.raises(AuditError, match="file system holding it is full"):
+        AuditLog.open(data_dir)
+    disk.free()
+    with open_gallery(data_dir, Config(), model_store, create=False), AuditLog.open(data_dir) as journal:
         assert journal.verify().ok
