@@ -36,7 +36,7 @@ from paho.mqtt.properties import Properties
 from edge.audit.journal import AuditLog
 from edge.audit.records import AuditRecord
 from edge.config import Config
-from edge.errors import ConfigError, FacegateError
+from edge.errors import AuditError, ConfigError, FacegateError
 from edge.events import person_label
 from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity
@@ -80,7 +80,7 @@ class SyncAgent:
         self._hub_keys: Mapping[str, Ed25519PublicKey] = self._keyring
         self._hub_seal = hub_seal_key(self.sync.hub_seal_key_file) if self.sync.hub_seal_key_file else None
         self._outbox = Outbox.open(data_dir)
-        self._rejects = RejectLimiter(audit_log.append)  # a flood of forged messages is counted, not journalled one by one
+        self._rejects = RejectLimiter(self._journal)  # a flood of forged messages is counted, not journalled one by one
         self._control = DeviceControl(self.device_id, self._outbox, audit_log, self._reject)  # signed acks and resend requests
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._inbound = Inbound(self.device_id, self.sync.max_bundle_mib * 1024 * 1024, self._events)
@@ -282,17 +282,22 @@ class SyncAgent:
             self._reject(topic, payload, exc)
             self._gallery_ack(scope, seq, False, str(exc))
             return
-        self._audit.append(
-            "gallery_update",
-            {"scope": scope, "seq": content.seq, "kind": content.kind, "gallery_version": version,
-             "upserts": len(content.upserts), "removes": len(content.removes), "erases": len(content.erases),
-             "dropped_erased": len(applied.dropped_erased)},
-        )
+        self._journal("gallery_update", {
+            "scope": scope, "seq": content.seq, "kind": content.kind, "gallery_version": version, "upserts": len(content.upserts),
+            "removes": len(content.removes), "erases": len(content.erases), "dropped_erased": len(applied.dropped_erased)})
         self._gallery = self._gallery_status(store)
         self._gallery_ack(scope, content.seq, True, "")
         self._next_status = 0.0
         if self._on_gallery_update is not None:
             self._on_gallery_update(version)
+
+    def _journal(self, kind: str, body: dict[str, Any]) -> None:
+        """A full disk must not keep an applied bundle (a revocation) from the running daemon, nor a
+        refusal from its nack: logged, and the journal's health raises the alarm (edge/audit/health.py)."""
+        try:
+            self._audit.append(kind, body)
+        except AuditError as exc:
+            _LOG.error("sync: %s record not audited: %s", kind, exc)
 
     def _reject(self, topic: str, payload: bytes, exc: Exception) -> None:
         self._refused(topic, len(payload), hashlib.sha256(payload).hexdigest(), exc)

@@ -13,10 +13,11 @@ import paho.mqtt.client as mqtt
 
 from bench.harness.hub_client import HubClient
 from bench.harness.mqtt_broker import Broker
-from bench.harness.sync_helpers import DEVICE, make_device, person
-from edge.audit.journal import AuditLog
+from bench.harness.sync_helpers import DEVICE, Hub, make_device, person
+from edge.audit.journal import AUDIT_FILE, AuditLog
 from sync import protocol
 from sync.inbound import Inbound
+from tests.support.tmpfs import small_tmpfs
 
 MIB = 1024 * 1024
 
@@ -109,3 +110,31 @@ def test_an_unexpected_fault_in_the_sync_worker_is_contained_and_sync_goes_on(tm
         agent.stop()
         hub.close()
         log.close()
+
+
+def test_a_full_journal_disk_neither_keeps_an_applied_bundle_from_the_daemon_nor_a_refusal_from_its_nack(tmp_path: Path, broker: Broker) -> None:
+    """The journal on a file system of its own (audit.db a symlink onto a small tmpfs), filled:
+    a bundle still applies, reaches the daemon (on_gallery_update: a revocation must not wait for
+    disk space) and is acked; a forged one is still nacked; nothing stops the agent."""
+    with small_tmpfs(tmp_path / "journal", "4m") as disk:
+        device = make_device(tmp_path / "device", broker.port)
+        (device.data_dir / AUDIT_FILE).symlink_to(disk.root / AUDIT_FILE)
+        hub = HubClient(broker.port, {DEVICE: device.identity.signing_key.public_key()}, device.hub_seal, sign_key=device.hub.key)
+        updates: list[int] = []
+        agent, log = device.agent(on_gallery_update=updates.append)
+        gallery, recipients = protocol.device_topic(DEVICE, protocol.GALLERY), {DEVICE: device.identity}
+        try:
+            assert hub.wait(lambda: hub.status.get(DEVICE, {}).get("online") is True, timeout=20)
+            disk.fill()
+            hub.publish(gallery, device.hub.bundle(f"device:{DEVICE}", recipients, [person(1)], full=True))
+            hub.publish(gallery, Hub().bundle(f"device:{DEVICE}", recipients, [person(2)], full=True, seq=99))  # forged
+            assert hub.wait(lambda: len(hub.gallery_acks) == 2, timeout=30), hub.gallery_acks
+            assert [a["ok"] for a in hub.gallery_acks] == [True, False] and updates == [1]
+            assert not log.health.writable and agent.errors == 0
+            disk.free()
+            log.append("decision", {"track": 1, "outcome": "grant", "score": 0.7})
+            assert log.health.writable and log.verify().ok
+        finally:
+            agent.stop()
+            hub.close()
+            log.close()
