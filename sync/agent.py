@@ -263,7 +263,7 @@ class SyncAgent:
             return
         for rotation in rotations:
             _LOG.warning("hub signing key %s trusted (signed by %s); revoked: %s", rotation.new_key_id, rotation.signed_by, ", ".join(rotation.revoked) or "-")
-            self._audit.append("key", rotation.audit_body())
+            self._journal("key", rotation.audit_body())
 
     def _bundle(self, store: GalleryStore, topic: str, payload: bytes) -> None:
         scope, seq = "unknown", 0

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.audit.anchor import AuditAnchor, write_anchor
 from edge.audit.journal import AuditLog
-from edge.errors import FacegateError
+from edge.errors import AuditError, FacegateError
 from sync import protocol, signing
 from sync.outbox import Outbox
 from sync.protocol import ACK_DOMAIN, RESEND_DOMAIN, ProtocolError
@@ -137,5 +137,8 @@ class DeviceControl:
             _LOG.error("cannot re-feed the outbox from record %d: %s", from_seq, exc)
             return False
         _LOG.warning("the hub's audit chain stops before record %d: %d records queued again from the journal", from_seq, count)
-        self._journal.append("sync", {"action": "audit_resend", "from_seq": from_seq, "records": count})
+        try:
+            self._journal.append("sync", {"action": "audit_resend", "from_seq": from_seq, "records": count})
+        except AuditError as exc:  # a full disk: the records are queued again all the same; publish them
+            _LOG.error("the resend is not audited: %s", exc)
         return count > 0
