@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -218,4 +219,28 @@ def test_gallery_enroll_refuses_the_bomb_without_growing(tmp_path, model_store) 
     (code, out, peak), (_, _, baseline) = runs["bomb"], runs["small"]
     assert code != 0 and "image too large (12000x12000" in out
     print(f"facegate gallery enroll peak RSS: {baseline:.1f} MiB with a 64x48 photo, {peak:.1f} MiB with the 12000x12000 bomb")
+    assert peak - baseline < 50, f"peak RSS grew {peak - baseline:.1f} MiB"
+
+
+def test_hub_admin_person_add_from_dir_refuses_the_bomb_without_growing(tmp_path, model_store) -> None:
+    """The same against the hub's `admin person add --from-dir`: the bomb's person gets no
+    template and a reason, the other folder is enrolled, peak RSS as without the bomb."""
+    biden = REPO / "assets/demo/gallery/Joe_Biden/biden.jpg"
+    runs = {}
+    for name, with_bomb in (("plain", False), ("bomb", True)):
+        root = tmp_path / name / "photos"
+        (root / "Joe_Biden").mkdir(parents=True)
+        (root / "Joe_Biden" / "biden.jpg").write_bytes(biden.read_bytes())
+        if with_bomb:
+            (root / "Bomb_Test").mkdir()
+            (root / "Bomb_Test" / "bomb.png").write_bytes(bomb_png(12000, 12000))
+        config = tmp_path / name / "config.toml"
+        config.write_text(f'[hub]\ndata_dir = "{tmp_path / name / "hub"}"\n')
+        cmd = [sys.executable, "-m", "edge.cli.main", "--config", str(config), "admin", "person", "add", "--from-dir", str(root), "--json"]
+        runs[name] = _run_measured(cmd, tmp_path / name / "out.txt")
+    (_, out, peak), (_, _, baseline) = runs["bomb"], runs["plain"]
+    report = {entry["person"]: entry for entry in json.loads(out)}
+    assert report["Joe Biden"]["uid"] is not None
+    assert report["Bomb Test"]["uid"] is None and "image too large (12000x12000" in report["Bomb Test"]["photos"][0]["reason"]
+    print(f"admin person add peak RSS: {baseline:.1f} MiB without the bomb, {peak:.1f} MiB with it")
     assert peak - baseline < 50, f"peak RSS grew {peak - baseline:.1f} MiB"
