@@ -33,6 +33,7 @@ if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
 
 from edge.config import CameraConfig
 from edge.errors import ImageError
+from edge.perception.imageheader import MAX_PIXELS
 from edge.perception.imageio import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
@@ -92,8 +93,8 @@ def source_kind(source: str) -> str:
 class _Images:
     """A folder of stills read in name order, with the same read() shape as cv2.VideoCapture."""
 
-    def __init__(self, folder: Path) -> None:
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
         self.pos = 0
         self.corrupt = 0
         self.last_error = ""
@@ -121,10 +122,15 @@ class _Images:
 
 
 def _open(cam: CameraConfig, kind: str) -> cv2.VideoCapture | _Images | None:
+    source = Path(cam.source)
     if kind == "images":
-        return _Images(Path(cam.source)) if Path(cam.source).is_dir() else None
-    if kind == "file" and not Path(cam.source).is_file():
+        return _Images(sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)) if source.is_dir() else None
+    if kind == "file" and not source.is_file():
         return None
+    if kind == "file" and source.suffix.lower() in IMAGE_SUFFIXES:
+        # One still is read like a folder's, its size checked from the header: FFmpeg would
+        # decode a 12000x12000 px PNG in full just to open it.
+        return _Images([source])
     if kind == "device":
         index = int(cam.source) if cam.source.isdigit() else cam.source
         cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
@@ -134,6 +140,12 @@ def _open(cam: CameraConfig, kind: str) -> cv2.VideoCapture | _Images | None:
     if not cap.isOpened():
         cap.release()
         return None
+    width, height = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    if kind != "device" and width * height > MAX_PIXELS:
+        # Refused before the first frame is decoded (a crafted file or a camera sending absurd
+        # frames); what FFmpeg allocated to open it is freed with it.
+        cap.release()
+        raise ImageError(f"{cam.source}: frames of {width:.0f}x{height:.0f} px, above {MAX_PIXELS // 1_000_000} Mpx: not decoded")
     if kind == "device":
         if cam.width and cam.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, cam.width)
@@ -207,14 +219,17 @@ class CameraReader:
         opened_once = False
         undecodable = 0
         while not self._stop.is_set():
-            cap = _open(self.cam, self.kind)
+            try:
+                cap, refused = _open(self.cam, self.kind), ""
+            except ImageError as exc:  # frames too large: refused like an unreadable file
+                cap, refused = None, str(exc)
             if cap is None and self.kind == "file" and Path(self.cam.source).is_file():
                 undecodable += 1
-                self.stats.last_error = f"{self.cam.source}: not a readable video (truncated or corrupt?)"
+                self.stats.last_error = refused or f"{self.cam.source}: not a readable video (truncated or corrupt?)"
                 if undecodable >= FILE_OPEN_ATTEMPTS:
                     break
             elif cap is None:
-                self.stats.last_error = f"cannot open {self.cam.source}"
+                self.stats.last_error = refused or f"cannot open {self.cam.source}"
             if cap is None:
                 gap_started = gap_started or time.monotonic()
                 if self._stop.wait(backoff):
@@ -234,7 +249,8 @@ class CameraReader:
                 backoff, gap_started, undecodable = BACKOFF_START_S, None, 0
             elif self.replay:
                 undecodable += 1
-                self.stats.last_error = f"{self.cam.source}: no frame could be decoded"
+                why = cap.last_error if isinstance(cap, _Images) else ""
+                self.stats.last_error = f"{self.cam.source}: no frame could be decoded" + (f" ({why})" if why else "")
                 if undecodable >= FILE_OPEN_ATTEMPTS:
                     break
             if self._eof:
