@@ -18,7 +18,7 @@ from typing import IO
 from edge.cli.common import Handler, config_for, warn
 from edge.config import CameraConfig, Config, check_door_cameras
 from edge.daemon import Daemon, RunOptions
-from edge.errors import ConfigError
+from edge.errors import ConfigError, FacegateError
 from edge.events import DecisionEvent
 from edge.video.observer import Observer
 from edge.video.pipeline import RunSummary
@@ -134,7 +134,10 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
             _close_events(events)
     print_summary(summary, sys.stderr)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
+        try:
+            Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:  # a full disk, a missing directory: one line, not a traceback
+            raise FacegateError(f"--summary-json {args.summary_json}: cannot write ({exc.strerror or exc})") from exc
     return 0
 
 

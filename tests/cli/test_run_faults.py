@@ -34,3 +34,17 @@ def test_an_observer_failing_on_every_decision_neither_ends_the_run_nor_silences
     assert "observer events failed in on_decision (1 errors so far); the daemon goes on" in proc.stderr
     assert proc.stderr.count("Traceback") == 1  # the contained one, logged once; nothing at the end
     assert "--events: the last decision lines could not be written (No space left on device)" in proc.stderr
+
+
+def test_a_summary_that_cannot_be_written_is_one_line_not_a_traceback(model_store, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[liveness]\nenabled = false\n[metrics]\nenabled = false\n")
+    made = subprocess.run([sys.executable, "-m", "edge.cli.main", "keys", "init", "--data-dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli.main", "--config", str(config), "run", "--data-dir", str(tmp_path / "data"), "--source", str(CLIP),
+         "--max-seconds", "1", "--summary-json", "/dev/full"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--summary-json /dev/full: cannot write (No space left on device)" in proc.stderr
