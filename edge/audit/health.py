@@ -53,3 +53,8 @@ class AuditHealth:
     def refused(self, door: str) -> None:
         with self._lock:
             self.refused_grants[door] += 1
+
+    def refused_by_door(self) -> dict[str, int]:
+        """A copy for another thread (a /metrics scrape) while the doors count on."""
+        with self._lock:
+            return dict(self.refused_grants)

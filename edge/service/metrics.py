@@ -231,7 +231,7 @@ class _ScrapeCollector(Collector):
         yield GaugeMetricFamily("facegate_audit_writable", "1 while the audit journal takes records (its last write worked), else 0", value=int(health.writable))
         yield CounterMetricFamily("facegate_audit_write_failures", "Audit journal appends that failed (a full disk, an unwritable file)", value=health.failures)
         refused = CounterMetricFamily("facegate_door_grants_refused", "Grants a door did not open on, by reason (audit_unavailable: no durable record)", labels=["door", "reason"])
-        counts = {d.name: 0 for d in self.observer.cfg.door if d.require_audit} | dict(health.refused_grants)
+        counts = {d.name: 0 for d in self.observer.cfg.door if d.require_audit} | health.refused_by_door()
         for door, count in sorted(counts.items()):  # every door's series from the start: rate() needs a zero
             refused.add_metric([door, "audit_unavailable"], count)
         yield refused
