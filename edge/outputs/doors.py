@@ -6,7 +6,8 @@ card number travels in the event. On the inference thread it only drives a grant
 queues; the outputs thread drives the doors — relock timers, contacts, health, relays, Wiegand
 pulses, OSDP — and owns the event socket, so a slow output or a wedged inference loop never
 stalls the other. The doors' lines and ports are opened when it is built: a door that cannot be
-driven refuses the start.
+driven refuses the start. A grant the audit journal could not take arrives in `on_unaudited`:
+a door with `require_audit` stays locked and raises `audit_unavailable` (docs/door.md).
 """
 
 from __future__ import annotations
