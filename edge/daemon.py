@@ -193,9 +193,14 @@ class Daemon:
         import zmq  # ZeroMQ, GPIO and OSDP only when configured
 
         from edge.outputs.doors import DoorOutputs
+        from edge.outputs.zmq_auth import start_authenticator
 
         ctx = zmq.Context()
         self._on_stop("zmq context", ctx.term)
+        # Before any socket binds: a CURVE socket without its ZAP handler would let every key in.
+        auth = start_authenticator(ctx, cfg.zmq)
+        if auth is not None:
+            self._on_stop("zmq authenticator", auth.stop)
         if cfg.door or cfg.zmq.events:
             openers = {"open_lines": self.options.gpio, "open_edges": self.options.card_edges}
             assert self.journal is not None
@@ -208,16 +213,16 @@ class Daemon:
 
     def _start_kiosk(self, ctx: Any) -> None:
         from edge.gallery.enrollment import EnrollmentService
-        from edge.outputs.kiosk import Kiosk
+        from edge.outputs.kiosk import SLOW_OPS, Kiosk
         from edge.outputs.zmq_api import ControlServer
 
         pipeline = self.pipeline
         assert pipeline is not None
         enrollment = EnrollmentService(self.cfg.zmq.unknown_ttl_s, lambda: pipeline.gallery, self._audit_enrollment)
         pipeline.hold_unknown = enrollment.hold
-        kiosk = Kiosk(enrollment, self.status, self.request_reload, self.cfg.zmq.unknown_ttl_s)
+        kiosk = Kiosk(enrollment, self.status, self.request_reload, self.cfg.zmq.unknown_ttl_s, policy=lambda: self.cfg.zmq)
         pipeline.observers.add(kiosk)
-        control = ControlServer(ctx, self.cfg.zmq.control, kiosk.handlers()).start()
+        control = ControlServer(ctx, self.cfg.zmq, kiosk.handlers(), slow=SLOW_OPS).start()
         self._on_stop("control socket", control.close)
 
     def start_sync(self) -> None:

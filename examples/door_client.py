@@ -1,6 +1,7 @@
 """A door controller's view of facegate: follow decisions and door events, ask for status.
 
     python examples/door_client.py --events tcp://127.0.0.1:7700 [--control tcp://127.0.0.1:7701]
+    python examples/door_client.py --events tcp://device:7700 --client-key door1.key_secret --server-key server.key
 
 Uses only the public ZeroMQ API (docs/door.md) — pyzmq and JSON, nothing from facegate — so it
 is also the template for a controller written in another language. It prints one line per
@@ -15,11 +16,24 @@ import json
 import sys
 
 import zmq
+import zmq.auth
 
 
-def status(ctx: zmq.Context, endpoint: str) -> dict:
+def use_curve(sock: zmq.Socket, client_key: str | None, server_key: str | None) -> None:
+    """CURVE when the daemon has it on ([zmq] curve_secret_key_file): this client's key pair (its
+    public key allowed with `facegate zmq allow`) and the daemon's public key."""
+    if not (client_key or server_key):
+        return
+    if not (client_key and server_key):
+        raise SystemExit("CURVE needs both --client-key and --server-key")
+    sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(client_key)
+    sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
+
+
+def status(ctx: zmq.Context, endpoint: str, keys: tuple[str | None, str | None]) -> dict:
     req = ctx.socket(zmq.REQ)
     req.setsockopt(zmq.LINGER, 0)
+    use_curve(req, *keys)
     req.connect(endpoint)
     try:
         req.send_json({"v": 1, "op": "status"})
@@ -35,11 +49,14 @@ def main() -> int:
     ap.add_argument("--events", required=True, help="facegate's [zmq] events endpoint")
     ap.add_argument("--control", default=None, help="facegate's [zmq] control endpoint (prints status first)")
     ap.add_argument("--count", type=int, default=0, help="stop after this many events (0 = run until Ctrl-C)")
+    ap.add_argument("--client-key", default=None, metavar="NAME.key_secret", help="this client's CURVE key pair (facegate zmq keygen)")
+    ap.add_argument("--server-key", default=None, metavar="server.key", help="the daemon's CURVE public key")
     args = ap.parse_args()
     ctx = zmq.Context()
     if args.control:
-        print(json.dumps(status(ctx, args.control), indent=1))
+        print(json.dumps(status(ctx, args.control, (args.client_key, args.server_key)), indent=1), flush=True)
     sub = ctx.socket(zmq.SUB)
+    use_curve(sub, args.client_key, args.server_key)  # the events socket is CURVE-protected too
     sub.setsockopt(zmq.SUBSCRIBE, b"decision")
     sub.setsockopt(zmq.SUBSCRIBE, b"door")
     sub.connect(args.events)

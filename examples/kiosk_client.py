@@ -1,6 +1,7 @@
 """A kiosk: "who is in front of the camera?", and enrollment when a stranger agrees to it.
 
     python examples/kiosk_client.py --control tcp://127.0.0.1:7701 --camera kiosk [--enroll-as NAME]
+    python examples/kiosk_client.py --control tcp://device:7701 --client-key kiosk1.key_secret --server-key server.key
 
 Uses only the public ZeroMQ API (docs/door.md): one REQ socket, JSON requests. `identify`
 answers with the person in front of the camera, or — for a face nobody in the gallery matches —
@@ -14,19 +15,32 @@ import argparse
 import sys
 
 import zmq
+import zmq.auth
 
 CONSENT_TEXT = "I agree that this kiosk stores my face template to recognise me on later visits."
 
 
+def use_curve(sock: zmq.Socket, client_key: str | None, server_key: str | None) -> None:
+    """CURVE when the daemon has it on ([zmq] curve_secret_key_file): this client's key pair (its
+    public key allowed with `facegate zmq allow`) and the daemon's public key."""
+    if not (client_key or server_key):
+        return
+    if not (client_key and server_key):
+        raise SystemExit("CURVE needs both --client-key and --server-key")
+    sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(client_key)
+    sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
+
+
 class Kiosk:
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, client_key: str | None = None, server_key: str | None = None) -> None:
         self.ctx = zmq.Context()
-        self.endpoint = endpoint
+        self.endpoint, self.keys = endpoint, (client_key, server_key)
         self.sock = self._connect()
 
     def _connect(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        use_curve(sock, *self.keys)
         sock.connect(self.endpoint)
         return sock
 
@@ -53,12 +67,14 @@ def main() -> int:
     ap.add_argument("--camera", default=None, help="camera name (optional with one camera)")
     ap.add_argument("--enroll-as", default=None, metavar="NAME", help="offer enrollment to an unknown face under this name")
     ap.add_argument("--yes", action="store_true", help="the person has already agreed (no terminal prompt)")
+    ap.add_argument("--client-key", default=None, metavar="NAME.key_secret", help="this client's CURVE key pair (facegate zmq keygen)")
+    ap.add_argument("--server-key", default=None, metavar="server.key", help="the daemon's CURVE public key")
     args = ap.parse_args()
-    kiosk = Kiosk(args.control)
+    kiosk = Kiosk(args.control, args.client_key, args.server_key)
     where = {"camera": args.camera} if args.camera else {}
     try:
         answer = kiosk.call("identify", wait_ms=5000, **where)
-        print(f"{answer['camera']}: {answer['status']}" + (f" — {answer['person']}" if answer.get("person") else ""))
+        print(f"{answer['camera']}: {answer['status']}" + (f" — {answer['person']}" if answer.get("person") else ""), flush=True)
         if answer["status"] != "unknown" or not args.enroll_as:
             return 0
         agreed = args.yes or input(f"{CONSENT_TEXT} [y/N] ").strip().lower() == "y"

@@ -16,7 +16,7 @@ from edge.config import Config, load_config, settings
 from edge.errors import ConfigError
 
 # Keys that name a file besides the `*_file` ones, and directories.
-_PATH_KEYS = {"liveness.calibration": "file", "models.dir": "dir"}
+_PATH_KEYS = {"liveness.calibration": "file", "models.dir": "dir", "zmq.allowed_clients_dir": "dir"}
 
 
 def check_config(path: Path) -> list[str]:

@@ -127,6 +127,17 @@ def _add_calibrate(ev: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.set_defaults(func=cmd_eval_calibrate)
 
 
+def _add_device_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`sync`, `zmq` and `config`: the device's links to the hub and its kiosks, and its config file."""
+    from edge.cli.config import add_commands as add_config_commands
+    from edge.cli.sync import add_commands as add_sync_commands
+    from edge.cli.zmq_keys import add_commands as add_zmq_commands
+
+    add_sync_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
+    add_zmq_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
+    add_config_commands(sub, DEFAULT_CONFIG)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegate", description="Face recognition for doors and kiosks, on the edge.")
     parser.add_argument("--version", action="version", version=f"facegate {_version()}")
@@ -176,10 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
     from sync.hub.cli import add_commands as add_admin_commands
     add_admin_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
-    from edge.cli.sync import add_commands as add_sync_commands
-    add_sync_commands(sub, lambda handler: lambda args: handler(args, config_for(args)))
-    from edge.cli.config import add_commands as add_config_commands
-    add_config_commands(sub, DEFAULT_CONFIG)
+    _add_device_commands(sub)
 
     p = sub.add_parser("demo", help="enroll the bundled photos, identify the probes, run the daemon on the bundled clip")
     p.add_argument("--assets", type=Path, default=Path(__file__).resolve().parents[2] / "assets" / "demo")

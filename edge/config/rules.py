@@ -120,6 +120,45 @@ def _address(m: Any, where: str) -> str | None:
     return None
 
 
+# Endpoints only this host can reach: without CURVE, where a connection comes from is all that
+# stands between the control socket and anyone on the network.
+_LOOPBACK_TCP = re.compile(r"tcp://(127(?:\.\d{1,3}){3}|\[::1\]|localhost):(\d{1,5}|\*)")
+
+
+def _zmq_endpoint_problem(endpoint: str, key: str, curve: bool) -> str | None:
+    if endpoint.startswith("ipc://"):
+        path = endpoint.removeprefix("ipc://")
+        if not path.startswith("/"):
+            return f"{key}: an ipc:// endpoint is an absolute file path such as ipc:///run/facegate/control (got {endpoint!r})"
+        return None
+    if curve and endpoint.startswith("tcp://"):
+        return None
+    if _LOOPBACK_TCP.fullmatch(endpoint):
+        return None
+    if not endpoint.startswith("tcp://"):
+        return f"{key}: must be ipc:///absolute/path or tcp://host:port (got {endpoint!r})"
+    return (f"{key}: {endpoint} can be reached from other hosts; without CURVE ([zmq] curve_secret_key_file, "
+            "docs/door.md) only ipc:// or loopback tcp://127.0.0.1 / tcp://[::1] / tcp://localhost endpoints are allowed")
+
+
+@rule("zmq", "events", "control", "curve_secret_key_file")
+def _zmq_endpoints(z: Any, where: str) -> str | None:
+    for name in ("events", "control"):
+        endpoint = getattr(z, name)
+        problem = endpoint and _zmq_endpoint_problem(endpoint, f"{where}.{name}", bool(z.curve_secret_key_file))
+        if problem:
+            return problem
+    return None
+
+
+@rule("zmq", "curve_secret_key_file", "allowed_clients_dir")
+def _zmq_allow_list(z: Any, where: str) -> str | None:
+    if bool(z.curve_secret_key_file) != bool(z.allowed_clients_dir):
+        return (f"{where}.allowed_clients_dir: CURVE needs both curve_secret_key_file and allowed_clients_dir "
+                "(the clients let in); set both or neither")
+    return None
+
+
 @rule("hub", "database")
 def _database(h: Any, where: str) -> str | None:
     if h.database and not h.database.startswith(("postgresql://", "postgres://", "sqlite:///")):

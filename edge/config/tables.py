@@ -206,10 +206,27 @@ class DoorConfig:
 @dataclass(frozen=True, slots=True)
 class ZmqConfig:
     # ZeroMQ endpoints (docs/door.md); "" = off. e.g. "tcp://127.0.0.1:7700", "ipc:///run/facegate/events".
+    # Without CURVE only ipc:// (an absolute path) and loopback tcp:// are accepted.
     events: str = ""  # PUB: decision and door events
-    control: str = ""  # REP: identify, enroll, status, reload
+    control: str = ""  # ROUTER (REQ clients): identify, enroll, status, reload
     # How long an unknown face's embeddings are held for `enroll` after it left the camera.
     unknown_ttl_s: float = field(default=60.0, metadata=_range(1.0, 3600.0))
+    # CURVE: this daemon's key pair (`facegate zmq keygen`, mode 0600) and the directory of client
+    # public keys let in (`facegate zmq allow`); "" = CURVE off.
+    curve_secret_key_file: str = ""
+    allowed_clients_dir: str = ""
+    # A larger message is dropped by libzmq, with its connection, before it is read; requests carry
+    # no images (an identify or enroll is under 1 KB), so 1 MiB leaves room without inviting floods.
+    max_message_bytes: int = field(default=1024 * 1024, metadata=_range(1024, 256 * 1024 * 1024))
+    # `reload` is answered `rate_limited` within this long of the last one it accepted.
+    reload_min_interval_s: float = field(default=30.0, metadata=_range(0.0, 86400.0))
+    # Groups a kiosk `enroll` may put a person in; () = none (a kiosk customer gets no door group).
+    enroll_groups: tuple[str, ...] = ()
+    # A kiosk-enrolled person's validity ends at most this long after enrollment (also when none is asked).
+    enroll_max_valid_days: int = field(default=365, metadata=_range(1, 3650))
+
+    def __post_init__(self) -> None:
+        enforce(self, "zmq")
 
 
 @dataclass(frozen=True, slots=True)

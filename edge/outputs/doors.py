@@ -93,7 +93,7 @@ class DoorOutputs(Observer):
                 self.doors[door_cfg.camera] = self._open_door(door_cfg, now)
             # Bound now, before the cameras open: a taken endpoint fails at start, and subscribers
             # have time to join before the first decision (PUB drops what nobody subscribed to yet).
-            self.publisher = EventPublisher(ctx, cfg.zmq.events) if cfg.zmq.events else None
+            self.publisher = EventPublisher(ctx, cfg.zmq) if cfg.zmq.events else None
         except BaseException:
             self._close_doors()
             raise

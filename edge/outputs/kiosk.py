@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge.errors import ApiError
+from edge.config import ZmqConfig
+from edge.errors import ApiError, PersonNameError
 from edge.events import DecisionEvent
 from edge.gallery.enrollment import EnrollmentService, EnrollRequest
+from edge.names import check_person_name
 from edge.outputs.zmq_api import field_of
 from edge.video.observer import Observer
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from edge.video.pipeline import CameraState, Pipeline
 
 MAX_IDENTIFY_WAIT_MS = 10000
+SLOW_OPS = ("identify", "enroll")  # they wait (for a decision, for the inference loop): off the socket thread
+DAY_S = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +117,17 @@ class Kiosk(Observer):
         status: Callable[[], dict[str, Any]],
         reload: Callable[[], bool],
         unknown_ttl_s: float,
+        policy: Callable[[], ZmqConfig] = ZmqConfig,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.presence = Presence()
         self.enrollment = enrollment
         self._status, self._reload = status, reload
         self.unknown_ttl_s = unknown_ttl_s
+        # The [zmq] table in force (read per request, so a reload's enroll_groups apply at once).
+        self.policy, self.clock = policy, clock
+        self._reload_lock = threading.Lock()
+        self._last_reload: float | None = None  # monotonic
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         return {"identify": self.identify, "enroll": self.enroll, "status": lambda _r: self._status(), "reload": self.reload}
@@ -165,27 +175,67 @@ class Kiosk(Observer):
         return out
 
     def enroll(self, request: dict[str, Any]) -> dict[str, Any]:
-        request_id = field_of(request, "request_id", str)
+        # What the kiosk may ask is checked before whether the request exists: a refusal then says
+        # nothing about which request ids are live.
+        policy = self.policy()
+        asked = EnrollRequest(
+            request_id=field_of(request, "request_id", str),
+            name=_checked_name(field_of(request, "name", str)),
+            groups=self._groups(request, policy),
+            consent_text=field_of(request, "consent_text", str, ""),
+            retention_days=field_of(request, "retention_days", (int, type(None)), None),
+            valid_until=self._valid_until(request, policy),
+        )
+        request_id = asked.request_id
         if field_of(request, "consent", bool, False) is not True:
             raise ApiError("consent_required", 'enroll needs "consent": true — the person agreed to be enrolled')
         if self.enrollment is None or not self.enrollment.known(request_id):
             raise ApiError("unknown_request", f"request_id {request_id!r} is unknown or expired")
-        asked = EnrollRequest(
-            request_id=request_id,
-            name=field_of(request, "name", str),
-            groups=tuple(field_of(request, "groups", list, [])),
-            consent_text=field_of(request, "consent_text", str, ""),
-            retention_days=field_of(request, "retention_days", (int, type(None)), None),
-            valid_until=field_of(request, "valid_until", (int, type(None)), None),
-        )
         record = self.enrollment.enroll(asked)
         self.presence.enrolled(request_id, record.profile.name)
         return {"person": record.profile.name, "templates": record.n_templates, "uid": record.uid}
 
+    @staticmethod
+    def _groups(request: dict[str, Any], policy: ZmqConfig) -> tuple[str, ...]:
+        groups = field_of(request, "groups", list, [])
+        if not all(isinstance(g, str) for g in groups):
+            raise ApiError("bad_request", "groups: a list of group names (strings)")
+        # A kiosk is not an admin console: whoever can reach it must not make themselves staff.
+        refused = sorted(set(groups) - set(policy.enroll_groups))
+        if refused:
+            allowed = ", ".join(policy.enroll_groups) or "none ([zmq] enroll_groups is empty)"
+            raise ApiError("group_not_allowed", f"groups {', '.join(refused)}: a kiosk may enroll into {allowed}")
+        return tuple(groups)
+
+    def _valid_until(self, request: dict[str, Any], policy: ZmqConfig) -> int:
+        latest = int(self.clock()) + policy.enroll_max_valid_days * DAY_S
+        asked = field_of(request, "valid_until", (int, type(None)), None)
+        if asked is None:
+            return latest  # a kiosk enrollment never lasts forever by leaving the field out
+        if asked > latest:
+            raise ApiError("validity_too_long", f"valid_until: at most {policy.enroll_max_valid_days} days from now "
+                           f"([zmq] enroll_max_valid_days), i.e. <= {latest}")
+        return asked
+
     def reload(self, request: dict[str, Any]) -> dict[str, Any]:
-        if not self._reload():
-            raise ApiError("busy", "this daemon cannot reload (no config file to re-read)")
+        # Each reload reopens the gallery: a client looping on it would keep the door busy.
+        with self._reload_lock:
+            now, gap = time.monotonic(), self.policy().reload_min_interval_s
+            if self._last_reload is not None and now - self._last_reload < gap:
+                wait = gap - (now - self._last_reload)
+                raise ApiError("rate_limited", f"reload: at most one per {gap:g} s ([zmq] reload_min_interval_s); retry in {wait:.0f} s")
+            if not self._reload():
+                raise ApiError("busy", "this daemon cannot reload (no config file to re-read)")
+            self._last_reload = now
         return {"reloading": True}
+
+
+def _checked_name(name: str) -> str:
+    """The shared display-name rule (edge/names.py), answered before any work is done."""
+    try:
+        return check_person_name(name)
+    except PersonNameError as exc:
+        raise ApiError("invalid_profile", str(exc)) from exc
 
 
 def _summary(e: DecisionEvent) -> dict[str, Any]:

@@ -31,7 +31,7 @@ RELAY, D0, D1, CONTACT = 17, 5, 6, 27
 
 
 def endpoints(tmp: Path) -> ZmqConfig:
-    return ZmqConfig(events=f"ipc://{tmp}/events", control=f"ipc://{tmp}/control", unknown_ttl_s=30.0)
+    return ZmqConfig(events=f"ipc://{tmp}/events", control=f"ipc://{tmp}/control", unknown_ttl_s=30.0, enroll_groups=("visitors",))
 
 
 class Client:
@@ -120,6 +120,11 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
         refused = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor")
         assert refused["error"]["code"] == "consent_required"
         assert client.call(op="enroll", request_id="feedbeef", name="X", consent=True)["error"]["code"] == "unknown_request"
+        # A kiosk enrolls into [zmq] enroll_groups only, and for at most enroll_max_valid_days.
+        staff = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True, groups=["visitors", "staff"])
+        assert staff["error"]["code"] == "group_not_allowed" and "staff" in staff["error"]["message"]
+        decades = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True, valid_until=int(time.time()) + 30 * 365 * 86400)
+        assert decades["error"]["code"] == "validity_too_long"
         enrolled = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True,
                                consent_text="I agree to be recognised at this kiosk", groups=["visitors"])
         assert enrolled["ok"] and enrolled["person"] == "Kiosk Visitor" and enrolled["templates"] >= 1, enrolled
