@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edge.config import Config, load_config, settings
-from edge.errors import ConfigError
+from edge.errors import ConfigError, KeyfileError
 
 # Keys that name a file besides the `*_file` ones, and directories.
 _PATH_KEYS = {"liveness.calibration": "file", "models.dir": "dir", "zmq.allowed_clients_dir": "dir"}
@@ -25,7 +25,24 @@ def check_config(path: Path) -> list[str]:
         cfg = load_config(path)
     except ConfigError as exc:
         return list(exc.problems)
-    return _path_problems(cfg)
+    problems = _path_problems(cfg)
+    if cfg.zmq.curve_secret_key_file and not any(p.startswith("zmq.") for p in problems):
+        problems += _curve_problems(cfg)
+    return problems
+
+
+def _curve_problems(cfg: Config) -> list[str]:
+    """What the daemon refuses of its CURVE keys at start: a secret key others can read, a file
+    that is no key pair, an allow-list directory others can write to."""
+    from edge.outputs.zmq_auth import AllowList, read_server_keys
+
+    try:
+        read_server_keys(Path(cfg.zmq.curve_secret_key_file))
+        AllowList(Path(cfg.zmq.allowed_clients_dir))
+    except KeyfileError as exc:
+        message = str(exc)
+        return [message if message.startswith("zmq.") else f"zmq.curve_secret_key_file: {message}"]
+    return []
 
 
 def _path_problems(cfg: Config) -> list[str]:

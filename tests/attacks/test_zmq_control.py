@@ -254,6 +254,10 @@ def test_an_endpoint_other_hosts_reach_is_refused_without_curve(tmp_path: Path) 
     (tmp_path / "allowed").mkdir()
     curve = _config(tmp_path, "tcp://0.0.0.0:7701", f"ipc://{tmp_path}/events", secret, tmp_path / "allowed")
     assert facegate("config", "check", "--config", str(curve)).returncode == 0
+    # What the daemon would refuse at start, the check says too: a secret key others can read.
+    secret.chmod(0o644)
+    readable = facegate("config", "check", "--config", str(curve))
+    assert readable.returncode == 1 and "zmq.curve_secret_key_file" in readable.stderr and "chmod 600" in readable.stderr
 
 
 def test_the_example_clients_work_with_curve(served: Served) -> None:
