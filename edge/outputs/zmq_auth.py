@@ -76,6 +76,9 @@ def write_keypair(prefix: Path) -> tuple[Path, Path, str]:
     """`<prefix>.key` (public, 0644) and `<prefix>.key_secret` (0600); returns them and the public key."""
     public, secret = zmq.curve_keypair()
     public_path, secret_path = Path(f"{prefix}{PUBLIC_SUFFIX}"), Path(f"{prefix}{SECRET_SUFFIX}")
+    for path in (public_path, secret_path):  # both checked first: never half a new pair beside half an old one
+        if path.exists():
+            raise KeyfileError(f"{path}: already exists; keys are never overwritten (remove it first to replace it)")
     _write_new(secret_path, _certificate("**Secret**", public, secret), 0o600)
     _write_new(public_path, _certificate("Public", public, None), 0o644)
     return public_path, secret_path, public.decode()
