@@ -127,6 +127,9 @@ class Kiosk(Observer):
         # The [zmq] table in force (read per request, so a reload's enroll_groups apply at once).
         self.policy, self.clock = policy, clock
         self._reload_lock = threading.Lock()
+        # Enrolls run on the control socket's workers; one at a time, as the inference loop takes
+        # them anyway, so two asks for one request id cannot both turn that face into a person.
+        self._enroll_lock = threading.Lock()
         self._last_reload: float | None = None  # monotonic
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
@@ -189,9 +192,10 @@ class Kiosk(Observer):
         request_id = asked.request_id
         if field_of(request, "consent", bool, False) is not True:
             raise ApiError("consent_required", 'enroll needs "consent": true — the person agreed to be enrolled')
-        if self.enrollment is None or not self.enrollment.known(request_id):
-            raise ApiError("unknown_request", f"request_id {request_id!r} is unknown or expired")
-        record = self.enrollment.enroll(asked)
+        with self._enroll_lock:
+            if self.enrollment is None or not self.enrollment.known(request_id):
+                raise ApiError("unknown_request", f"request_id {request_id!r} is unknown or expired")
+            record = self.enrollment.enroll(asked)
         self.presence.enrolled(request_id, record.profile.name)
         return {"person": record.profile.name, "templates": record.n_templates, "uid": record.uid}
 
