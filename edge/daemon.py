@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from edge.audit.journal import AuditLog
 from edge.config import CameraConfig, Config, check_door_cameras
 from edge.errors import AuditError, ConfigError
-from edge.events import DecisionEvent
+from edge.events import ChallengeEvent, DecisionEvent
 from edge.gallery.loader import open_gallery
 from edge.gallery.records import PersonRecord
 from edge.perception.faces import Perception
@@ -68,7 +68,7 @@ class RunOptions:
 
 
 class _SyncEvents(Observer):
-    """Each decision, live, on MQTT (QoS 0): the durable copy is the audit record."""
+    """Each decision and step-up challenge, live, on MQTT (QoS 0): the durable copy is the audit record."""
 
     name = "sync"
 
@@ -77,6 +77,9 @@ class _SyncEvents(Observer):
 
     def on_decision(self, event: DecisionEvent) -> None:
         self.agent.publish_event(event.body)
+
+    def on_challenge(self, event: ChallengeEvent) -> None:
+        self.agent.publish_event(event.body, kind="challenge")
 
 
 class _KeepProbes(Observer):

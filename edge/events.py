@@ -7,6 +7,9 @@ the false-match target it was made at, and the kiosk's request id for an enrolla
 face. The daemon audits it, then hands the same object to every channel (door outputs, ZeroMQ,
 MQTT, journald, stdout); nothing downstream looks a person up again, by name or otherwise.
 
+A track whose liveness is uncertain at its door is first asked for a challenge: a
+`ChallengeEvent` (not audited; the decision that follows records it as `LivenessEvidence.step_up`).
+
 `body` is the event's JSON form, built once per event however many channels serialise it;
 `audit_body()` is the subset the audit journal keeps (uids, never names: the journal is not
 encrypted).
@@ -53,6 +56,35 @@ def person_label(fields: Mapping[str, Any]) -> str | None:
     return fields.get("person") or fields.get("person_uid") or None
 
 
+STEP_UP_OUTCOMES = ("passed", "timeout", "track_ended", "face_changed", "not_asked")
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpEvidence:
+    """What a decision says of its step-up challenge (docs/liveness.md#step-up): asked, and how it ended."""
+
+    kind: str  # what was asked: "blink", "turn" or "any"
+    outcome: str  # one of STEP_UP_OUTCOMES; "not_asked": uncertain, but the track ended before it was due
+    asked_score: float  # the fused liveness score that fell in the door's uncertain band
+    band: tuple[float, float]
+    challenge_id: str | None = None  # the `challenge` event's id; None when not asked
+    observed: str | None = None  # the cue that passed it: "blink" / "turn"
+    waited_ms: float = 0.0  # source time from the challenge to its outcome
+    frames: int = 0  # frames seen while it was pending
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "challenge_id": self.challenge_id,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "observed": self.observed,
+            "asked_score": round(float(self.asked_score), 4),
+            "band": [round(float(v), 4) for v in self.band],
+            "waited_ms": round(float(self.waited_ms), 1),
+            "frames": int(self.frames),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class LivenessEvidence:
     """The liveness result a decision was made with (docs/liveness.md names the cues)."""
@@ -63,6 +95,7 @@ class LivenessEvidence:
     cues: dict[str, float]
     frames: int  # frames that contributed
     challenge: str | None = None  # "passed" / "failed" / None (no challenge configured)
+    step_up: StepUpEvidence | None = None  # the door's step-up challenge, when the score was uncertain
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +105,42 @@ class LivenessEvidence:
             "cues": {k: round(float(v), 4) for k, v in self.cues.items()},
             "frames": int(self.frames),
             "challenge": self.challenge,
+            "step_up": None if self.step_up is None else self.step_up.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeEvent:
+    """A track whose liveness is uncertain at its door is asked for a challenge before it is
+    decided. Nobody is named: the identity is decided after the challenge, in the decision that
+    follows (same camera and track id; its `liveness.step_up.challenge_id` is this `challenge_id`)."""
+
+    ts: float  # wall-clock time it was asked, unix seconds
+    camera: str
+    track_id: int
+    door: str | None
+    challenge: str  # "blink", "turn" (the head) or "any" (either)
+    timeout_ms: float
+    deadline: float  # wall clock by when the cue must be seen (ts + timeout)
+    source_deadline: float  # the same on the source clock (what the decider counts in)
+    score: float  # the fused liveness score that fell in the band
+    band: tuple[float, float]
+    challenge_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {
+            "challenge_id": self.challenge_id,
+            "ts": round(self.ts, 3),
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "door": self.door,
+            "challenge": self.challenge,
+            "timeout_ms": round(self.timeout_ms, 1),
+            "deadline": round(self.deadline, 3),
+            "source_deadline": round(self.source_deadline, 3),
+            "liveness_score": round(self.score, 4),
+            "band": [round(v, 4) for v in self.band],
         }
 
 

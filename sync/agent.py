@@ -155,12 +155,13 @@ class SyncAgent:
     def queue_depth(self) -> int:
         return self._outbox.depth() + max(0, self._audit.last_seq() - self._outbox.audit_cursor())
 
-    def publish_event(self, decision: dict[str, Any]) -> None:
-        """A decision for live consumers (and Home Assistant): QoS 0, dropped while offline."""
+    def publish_event(self, decision: dict[str, Any], kind: str = "event") -> None:
+        """A decision (`kind` "event") or a step-up `challenge` for live consumers, and decisions
+        for Home Assistant: QoS 0, dropped while offline."""
         if not self._connected.is_set():
             return
-        self._client.publish(protocol.device_topic(self.device_id, protocol.EVENTS), protocol.encode({"v": protocol.VERSION, "type": "event", **decision}), qos=0)
-        if self.sync.homeassistant:
+        self._client.publish(protocol.device_topic(self.device_id, protocol.EVENTS), protocol.encode({"v": protocol.VERSION, "type": kind, **decision}), qos=0)
+        if self.sync.homeassistant and kind == "event":
             self._events.put(("ha_event", decision))
 
     # -- the worker ------------------------------------------------------------------------

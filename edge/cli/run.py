@@ -19,7 +19,7 @@ from edge.cli.common import Handler, config_for, warn
 from edge.config import CameraConfig, Config, check_door_cameras
 from edge.daemon import Daemon, RunOptions
 from edge.errors import ConfigError, FacegateError
-from edge.events import DecisionEvent
+from edge.events import ChallengeEvent, DecisionEvent
 from edge.video.observer import Observer
 from edge.video.pipeline import RunSummary
 
@@ -73,6 +73,12 @@ class DecisionLines(Observer):
 
     def __init__(self, out: IO[str] | None, events: IO[str] | None) -> None:
         self.out, self.events = out, events
+
+    def on_challenge(self, event: ChallengeEvent) -> None:
+        # A human line only: `--events` stays one JSON object per decision.
+        if self.out is not None:
+            print(f"{event.camera:<8} track {event.track_id:<4} challenge {event.challenge} within {event.timeout_ms / 1000:.1f} s "
+                  f"(liveness {event.score:.3f} in [{event.band[0]:.2f}, {event.band[1]:.2f}))", file=self.out, flush=True)
 
     def on_decision(self, event: DecisionEvent) -> None:
         try:

@@ -25,7 +25,7 @@ from edge.errors import ConfigError
 ARRAYS: dict[str, type] = {"camera": CameraConfig, "door": DoorConfig}  # [[camera]], [[door]]
 TABLES: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(Config) if f.name not in ARRAYS}
 _PY_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
-_LIST_TYPES: dict[str, type] = {"tuple[str, ...]": str, "tuple[int, ...]": int}
+_LIST_TYPES: dict[str, tuple[type, ...]] = {"tuple[str, ...]": (str,), "tuple[int, ...]": (int,), "tuple[float, ...]": (int, float)}
 
 
 @dataclass(slots=True)
@@ -50,9 +50,9 @@ _Array = list[_Table | None] | None  # None: not an array of tables
 
 def _value_problem(key: str, f: dataclasses.Field[Any], value: Any) -> str | None:
     if str(f.type) in _LIST_TYPES:
-        item = _LIST_TYPES[str(f.type)]
-        if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
-            return f"{key}: must be a list of {item.__name__} (got {value!r})"
+        items = _LIST_TYPES[str(f.type)]
+        if not isinstance(value, list) or not all(isinstance(v, items) and not isinstance(v, bool) for v in value):
+            return f"{key}: must be a list of {items[-1].__name__} (got {value!r})"
         return None
     allowed = _PY_TYPES[str(f.type)]
     # bool is an int in Python; a `true` where a number is expected is still a mistake.
@@ -69,6 +69,8 @@ def _value_problem(key: str, f: dataclasses.Field[Any], value: Any) -> str | Non
 
 
 def _typed(f: dataclasses.Field[Any], value: Any) -> Any:
+    if str(f.type) == "tuple[float, ...]":
+        return tuple(float(v) for v in value)
     if str(f.type) in _LIST_TYPES:
         return tuple(value)
     return float(value) if f.type == "float" else value

@@ -193,6 +193,14 @@ def _door_camera(door: Any, where: str) -> str | None:
     return None if door.camera else f"{where}.camera: required (the camera whose decisions open this door)"
 
 
+@rule("door", "liveness_uncertain_band")
+def _uncertain_band(door: Any, where: str) -> str | None:
+    band = door.liveness_uncertain_band
+    if band and (len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0):
+        return f"{where}.liveness_uncertain_band: must be [low, high] with 0 <= low <= high <= 1, or [] (got {list(band)})"
+    return None
+
+
 def _first_refused(parse: Callable[[str, str], object], texts: Sequence[str], where: str) -> str | None:
     for text in texts:
         try:

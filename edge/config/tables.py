@@ -164,6 +164,12 @@ class DoorConfig:
     min_score: float = field(default=0.0, metadata=_range(-1.0, 1.0))  # 0 = the gallery's threshold
     liveness_required: bool = True  # a grant needs a live result (liveness on and passed)
     challenge_required: bool = False  # ... and the [liveness] challenge passed
+    # Step-up (docs/liveness.md#step-up): a fused liveness score in [low, high) asks the face for
+    # liveness_challenge before the track is decided. () = [the liveness threshold, the score with 19x
+    # its odds): [0.5, 0.95) by default; an empty band ([0.0, 0.0]) = off.
+    liveness_uncertain_band: tuple[float, ...] = ()
+    liveness_challenge: str = field(default="turn", metadata=_choice("blink", "turn", "any"))
+    liveness_challenge_timeout_ms: float = field(default=5000.0, metadata=_range(500.0, 60000.0))
     two_person: bool = False  # two different granted people within two_person_window_s
     two_person_window_s: float = field(default=10.0, metadata=_range(1.0, 600.0))
     # Door state: relay energised this long per grant; alarms from the door contact.

@@ -27,7 +27,7 @@ from edge.access.door_state import DoorEvent, DoorMachine
 from edge.audit.health import AuditHealth
 from edge.config import Config, DoorConfig
 from edge.errors import ConfigError
-from edge.events import DecisionEvent
+from edge.events import ChallengeEvent, DecisionEvent
 from edge.outputs.card_readers import EdgeLines, EdgeOpener, WiegandReader, open_gpiod_edges, osdp_credential
 from edge.outputs.gpio import LineOpener, Lines, open_gpiod
 from edge.outputs.osdp import OsdpPanel, OsdpReader, open_osdp
@@ -81,7 +81,9 @@ class DoorOutputs(Observer):
         self.open_lines = open_lines
         self.doors: dict[str, Door] = {}  # by camera
         self.last_frame: dict[str, float] = {}
-        self.queue: queue.Queue[tuple[DecisionEvent, list[DoorEvent], bool]] = queue.Queue()  # ..., acted on
+        # (event, door events, acted on); a step-up challenge rides the same queue, so it goes out
+        # before the decision that follows it.
+        self.queue: queue.Queue[tuple[DecisionEvent | ChallengeEvent, list[DoorEvent], bool]] = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="door-outputs", daemon=True)
         self.pipeline: Pipeline | None = None
@@ -144,6 +146,9 @@ class DoorOutputs(Observer):
                 events += door.machine.grant(time.monotonic(), event.person_out())
                 self._drive(door)
         self.queue.put((event, events, True))
+
+    def on_challenge(self, event: ChallengeEvent) -> None:
+        self.queue.put((event, [], True))
 
     def on_unaudited(self, event: DecisionEvent) -> None:
         """A grant the journal could not take (a full disk). With `require_audit` (the default)
@@ -233,7 +238,11 @@ class DoorOutputs(Observer):
             if self.publisher is not None:
                 self.publisher.close()
 
-    def _on_decision(self, event: DecisionEvent, events: list[DoorEvent], acted: bool) -> None:
+    def _on_decision(self, event: DecisionEvent | ChallengeEvent, events: list[DoorEvent], acted: bool) -> None:
+        if isinstance(event, ChallengeEvent):
+            if self.publisher is not None:
+                self.publisher.publish("challenge", event.body)
+            return
         door = self.doors.get(event.camera)
         if not acted:  # only the door's alarm goes out: nothing acts on an unaudited decision
             if door is not None:

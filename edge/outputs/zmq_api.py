@@ -2,7 +2,7 @@
 
 Schema (docs/door.md has the full field list):
 - events: two-part messages `[topic, json]`, topic one of `TOPICS`; the JSON object carries
-  `"v": 1` and `"type"` = the topic. Subscribe to b"decision", b"door" or b"" for all.
+  `"v": 1` and `"type"` = the topic. Subscribe to b"decision", b"door", b"challenge" or b"" for all.
 - control: one JSON object per request, `{"v": 1, "op": <op>, ...}`; the reply is
   `{"v": 1, "ok": true, ...}` or `{"v": 1, "ok": false, "error": {"code", "message"}}` with a
   code from `ERROR_CODES`. Every request that arrives is answered, even one that is not JSON or
@@ -36,7 +36,7 @@ from edge.outputs.zmq_auth import server_socket
 log = logging.getLogger(__name__)
 
 VERSION = 1
-TOPICS = ("decision", "door")
+TOPICS = ("decision", "door", "challenge")
 OPS = ("identify", "enroll", "status", "reload")
 ERROR_CODES = (
     "bad_request",  # not JSON, not an object, wrong "v", several frames, a missing or mistyped field

@@ -71,6 +71,10 @@ class MetricsObserver(Observer):
             "facegate_decision_latency_seconds", "Capture of a track's first frame to its decision", ["decision"], buckets=DECISION_BUCKETS, registry=r
         )
         self.liveness_rejects = Counter("facegate_liveness_rejects_total", "Tracks judged a presentation attack (decision spoof)", ["camera"], registry=r)
+        self.challenges = Counter(
+            "facegate_liveness_challenges_total", "Decided tracks whose liveness was uncertain at their door, by step-up outcome",
+            ["camera", "outcome"], registry=r,
+        )
         self.gallery_persons = Gauge("facegate_gallery_persons", "People with a template of the configured embedder", registry=r)
         self.match_threshold = Gauge(
             "facegate_match_threshold", "Cosine threshold 1:N identification names a person at (follows the gallery's size)", registry=r
@@ -139,6 +143,9 @@ class MetricsObserver(Observer):
         self.decision_latency.labels(decision.decision).observe(decision.latency_ms / 1000.0)
         if decision.decision == "spoof":
             self.liveness_rejects.labels(decision.camera).inc()
+        step_up = decision.liveness.step_up if decision.liveness is not None else None
+        if step_up is not None:
+            self.challenges.labels(decision.camera, step_up.outcome).inc()
 
     def on_tick(self) -> None:
         self.health.tick()

@@ -1,8 +1,9 @@
 """`facegate run --annotate out.mp4`: the frames as the daemon saw them, with its decisions.
 
 Boxes per track, coloured by decision (green grant, orange deny, grey unknown, red spoof,
-yellow still deciding), labelled with the track id, the person and the score. One file per
-camera when there are several (`out-<camera>.mp4`).
+yellow still deciding, magenta asked for a step-up challenge), labelled with the track id, the
+person and the score — or, while a challenge is pending, what is asked and the seconds left.
+One file per camera when there are several (`out-<camera>.mp4`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge.errors import FacegateError
+from edge.events import ChallengeEvent
 from edge.video.capture import Frame
 from edge.video.track import Track
 
@@ -23,7 +25,10 @@ COLOURS = {
     "unknown": (180, 180, 180),
     "spoof": (40, 40, 230),
     None: (0, 220, 240),
+    "challenge": (230, 60, 230),
 }
+# What the overlay asks for, per `[[door]] liveness_challenge`.
+PROMPTS = {"blink": "please blink", "turn": "please turn your head", "any": "please blink or turn your head"}
 DEFAULT_FPS = 15.0
 
 
@@ -46,12 +51,14 @@ class Annotator:
             self.writers[camera] = writer
         return writer
 
-    def write(self, frame: Frame, tracks: list[Track], labels: dict[int, object], fps: float = DEFAULT_FPS) -> None:
+    def write(self, frame: Frame, tracks: list[Track], labels: dict[int, object], fps: float = DEFAULT_FPS,
+              challenges: dict[int, ChallengeEvent] | None = None) -> None:
         canvas = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
         for track in tracks:
             decision = labels.get(track.track_id)
             kind = getattr(decision, "decision", None)
-            colour = COLOURS.get(kind, COLOURS[None])
+            asked = (challenges or {}).get(track.track_id) if decision is None else None
+            colour = COLOURS["challenge"] if asked is not None else COLOURS.get(kind, COLOURS[None])
             x1, y1, x2, y2 = (round(v) for v in track.box)
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2 if track.detection is not None else 1)
             text = f"#{track.track_id}"
@@ -59,6 +66,9 @@ class Annotator:
                 person = getattr(decision, "label", None)  # the name only with [privacy] show_names
                 score = getattr(decision, "score", None)
                 text += f" {kind} {person or ''}" + (f" {score:.2f}" if score is not None else "")
+            elif asked is not None:
+                # Counted on the source clock, as the decider counts the deadline.
+                text += f" {PROMPTS[asked.challenge]} ({max(0.0, asked.source_deadline - frame.t):.1f} s)"
             cv2.putText(canvas, text, (x1, max(12, y1 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
         self._writer(frame.camera, canvas, fps).write(canvas)
 

@@ -9,10 +9,15 @@ consent, the camera's groups) and liveness, when enabled, can turn any outcome i
 
 Decisions: `grant` (known and allowed here), `deny` (known but not allowed), `unknown` (nobody
 in the gallery, or not enough evidence), `spoof` (a presentation attack).
+
+A due track whose liveness score falls in its door's uncertain band is not decided yet:
+`step_up` asks it for a challenge (edge/video/challenge.py), and it is due again once the
+challenge passed, failed or ran out of time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,10 +30,11 @@ from edge.access.credentials import DoorCredentials
 from edge.access.rules import CameraRules
 from edge.access.rules import Candidate as AccessCandidate
 from edge.config import CameraConfig, DecideConfig
-from edge.events import DecisionEvent, LivenessEvidence
+from edge.events import ChallengeEvent, DecisionEvent, LivenessEvidence, StepUpEvidence
 from edge.gallery.records import PersonRecord
 from edge.gallery.search import Candidate, Gallery, Match
 from edge.perception.faces import Face
+from edge.video.challenge import Challenge, StepUpPolicy, ask, spoof_reason
 from edge.video.credential_gate import CredentialGate
 from edge.video.track import Track
 
@@ -59,6 +65,12 @@ class Evidence:
         self.first_face_t: float | None = None  # source time of the first FaceMesh-confirmed frame
         self.first_face_mono: float | None = None  # and its monotonic capture time
         self.liveness = liveness  # a TrackLiveness, or None when liveness is off
+        self.challenge: Challenge | None = None  # the step-up challenge asked of this track
+
+    @property
+    def has_face(self) -> bool:
+        """FaceMesh confirmed a face in some frame (else it is nothing to recognise or call a spoof)."""
+        return self.first_face_mono is not None or self.first_ok_mono is not None
 
     @property
     def n_ok(self) -> int:
@@ -67,6 +79,8 @@ class Evidence:
     def add(self, face: Face, image: np.ndarray, t: float, mono: float, keep: int) -> None:
         if self.liveness is not None:
             self.liveness.add(image, face, t)
+        if self.challenge is not None:
+            self.challenge.observe(face, t)
         if self.first_face_mono is None and face.quality.confirmed:
             self.first_face_t, self.first_face_mono = t, mono
         if face.embedding is None:
@@ -127,6 +141,13 @@ class Decider:
         self._persons: dict[int, PersonRecord | None] = {}
         # At a card / PIN door (edge/video/credential_gate.py); None at a face-only one.
         self.gate = CredentialGate(self, credentials) if credentials is not None else None
+        self.step_up_policy = self._policy()
+
+    def _policy(self) -> StepUpPolicy:
+        door = self.rules.door.door if self.rules.door is not None else None
+        threshold = float(getattr(self.liveness, "threshold", 0.5))
+        yaw = float(getattr(getattr(self.liveness, "cfg", None), "challenge_yaw_deg", 20.0))
+        return StepUpPolicy.for_door(door, threshold, yaw)
 
     def wants(self, track: Track) -> bool:
         return track.track_id not in self.decided
@@ -141,6 +162,8 @@ class Decider:
         ev = self.evidence.get(track.track_id)
         if ev is None or track.track_id in self.decided or not track.confirmed:
             return False
+        if ev.challenge is not None:
+            return ev.challenge.due(t)
         if self.gate is not None and not self.gate.ready(time.monotonic()):
             return False  # an AND door: the face waits for its card or PIN (or decides when it leaves)
         if ev.first_ok_t is None:
@@ -152,12 +175,48 @@ class Decider:
         waited = (t - ev.first_ok_t) * 1000.0 >= self.cfg.max_wait_ms - _CLOCK_SLACK_MS
         return ev.n_ok >= self.cfg.min_frames or waited
 
+    def step_up(self, track: Track, t: float) -> ChallengeEvent | None:
+        """A due track whose liveness is uncertain at this door: the challenge asked of it (it
+        stays undecided until that settles, see `due`); None: decide it now. Asked once per track."""
+        ev = self.evidence.get(track.track_id)
+        policy = self.step_up_policy
+        if ev is None or ev.liveness is None or ev.challenge is not None or track.track_id in self.decided:
+            return None
+        if not ev.has_face:
+            return None  # no face to ask (decided `no_face`)
+        live = ev.liveness.result()
+        # With the [liveness] turn_head challenge not yet passed the track is not live, whatever its score.
+        if not policy.uncertain(live.score) or live.challenge == "failed":
+            return None
+        door = self.rules.door.door.name if self.rules.door is not None else None
+        event = ask(policy, self.camera.name, track.track_id, door, float(live.score), t)
+        samples = ev.used()
+        reference = fuse(samples) if samples else None
+        ev.challenge = Challenge(event, policy, t, reference, float(self.gallery.verify_threshold))
+        return event
+
+    def _liveness(self, ev: Evidence) -> tuple[Any | None, StepUpEvidence | None]:
+        """The track's liveness result as the decision takes it, and its step-up record."""
+        if ev.liveness is None:
+            return None, None
+        live = ev.liveness.result()
+        if ev.challenge is not None:
+            step_up = ev.challenge.evidence()
+        elif self.step_up_policy.uncertain(live.score) and live.challenge != "failed" and ev.has_face:
+            # Uncertain, but the track ended before it was due: nobody could be asked.
+            policy = self.step_up_policy
+            step_up = StepUpEvidence(policy.challenge, "not_asked", float(live.score), policy.band)
+        else:
+            return live, None
+        # The score decided nothing here: the challenge did (its score stays in the record).
+        return dataclasses.replace(live, live=step_up.outcome == "passed"), step_up
+
     def decide(self, track: Track) -> DecisionEvent:
         """The track's decision, made once."""
         self.decided.add(track.track_id)
         ev = self.evidence.pop(track.track_id, None) or Evidence(None)
         samples = ev.used()
-        live = ev.liveness.result() if ev.liveness is not None else None
+        live, step_up = self._liveness(ev)
         outcome, person, score, reason = "unknown", None, None, "no_usable_frame"
         probe = fuse(samples) if samples else None
         credential = None
@@ -170,16 +229,16 @@ class Decider:
             # A spoof is refused before the rules run: it must not count as an entry (anti-passback).
             if reason == "match" and (live is None or live.live) and match.named is not None:
                 outcome, reason, person = self._access(match.named, live)
-        if ev.first_face_mono is None and ev.first_ok_mono is None:
+        if not ev.has_face:
             # FaceMesh never saw a face in this track (the back of a head, a poster's outline):
             # nothing to recognise and nothing to call a spoof.
             outcome, person, reason = "unknown", None, "no_face"
         elif live is not None and not live.live:
-            outcome, person, reason = "spoof", None, "liveness"
+            outcome, person, reason = "spoof", None, spoof_reason(step_up)
         request_id = None
         if outcome == "unknown" and reason == "no_match" and self.hold_unknown is not None and any(s.ok for s in samples):
             request_id = self.hold_unknown(self.camera.name, track.track_id, samples)
-        return self._event(track, ev, samples, outcome, reason, person, score, live, request_id, probe, credential)
+        return self._event(track, ev, samples, outcome, reason, person, score, live, request_id, probe, credential, step_up)
 
     def credential_events(self, now: float) -> list[DecisionEvent]:
         """Decisions on cards and PINs without a face (unknown card, a card alone at a
@@ -192,7 +251,7 @@ class Decider:
     def _event(
         self, track: Track, ev: Evidence, samples: list[Sample], outcome: str, reason: str,
         person: PersonRecord | None, score: float | None, live: Any | None, request_id: str | None,
-        probe: np.ndarray | None = None, credential: str | None = None,
+        probe: np.ndarray | None = None, credential: str | None = None, step_up: StepUpEvidence | None = None,
     ) -> DecisionEvent:
         now_mono = time.monotonic()
         door = self.rules.door.door.name if self.rules.door is not None else None
@@ -221,7 +280,7 @@ class Decider:
             source_t=track.first_t,
             box=track.box,
             models=self.models,
-            liveness=_evidence(live),
+            liveness=_evidence(live, step_up),
             face_latency_ms=None if ev.first_face_mono is None else (now_mono - ev.first_face_mono) * 1000.0,
             request_id=request_id,
             # Kept (sealed, for a while) when it named someone, so a wrong match can be rejected.
@@ -241,6 +300,7 @@ class Decider:
         self.target_fmr = target_fmr
         self._persons.clear()
         self.gate = CredentialGate(self, credentials) if credentials is not None else None
+        self.step_up_policy = self._policy()  # the new door's; a pending challenge keeps its own deadline
 
     def _why(self, match: Match, samples: list[Sample]) -> str:
         if match.person is None:
@@ -273,11 +333,11 @@ class Decider:
         return ("deny", refused, record) if refused else ("grant", "match", record)
 
 
-def _evidence(live: Any | None) -> LivenessEvidence | None:
+def _evidence(live: Any | None, step_up: StepUpEvidence | None = None) -> LivenessEvidence | None:
     if live is None:
         return None
-    # The cues and the challenge state go along so an audit can tell why a track was refused.
+    # The cues and the challenge states go along so an audit can tell why a track was refused.
     return LivenessEvidence(
         float(live.score), bool(live.live), float(live.threshold), {k: float(v) for k, v in live.cues.items()},
-        int(live.frames), live.challenge,
+        int(live.frames), live.challenge, step_up,
     )

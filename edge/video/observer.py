@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from edge.events import DecisionEvent
+from edge.events import ChallengeEvent, DecisionEvent
 
 if TYPE_CHECKING:
     from edge.video.capture import Frame
@@ -48,6 +48,9 @@ class Observer:
 
     def on_decision(self, event: DecisionEvent) -> None:
         """A track was decided (and, under the daemon, audited)."""
+
+    def on_challenge(self, event: ChallengeEvent) -> None:
+        """A track was asked for a step-up challenge; its decision follows (edge/video/challenge.py)."""
 
     def on_unaudited(self, event: DecisionEvent) -> None:
         """A decision whose audit record could not be written (a full disk): an observer that
@@ -88,6 +91,10 @@ class Observers:
     def decision(self, event: DecisionEvent, audited: bool = True) -> None:
         for observer in self._items:
             self._call(observer, "on_decision" if audited or not observer.acts else "on_unaudited", event)
+
+    def challenge(self, event: ChallengeEvent) -> None:
+        for observer in self._items:
+            self._call(observer, "on_challenge", event)
 
     def tick(self) -> None:
         for observer in self._items:

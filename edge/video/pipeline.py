@@ -22,7 +22,7 @@ import numpy as np
 from edge.access.credentials import Credentials, DoorCredentials
 from edge.access.rules import AreaRegister, CameraRules, DoorRules
 from edge.config import CameraConfig, Config
-from edge.events import DecisionEvent
+from edge.events import ChallengeEvent, DecisionEvent
 from edge.gallery.search import Gallery
 from edge.perception.detect import Detection
 from edge.perception.faces import TIMING_WINDOW, Face, Perception
@@ -49,6 +49,7 @@ class CameraState:
     frames: int = 0
     last_frame_mono: float = 0.0  # when the loop last processed a frame of this camera
     labels: dict[int, DecisionEvent] = field(default_factory=dict)  # decided tracks, for annotation
+    challenges: dict[int, ChallengeEvent] = field(default_factory=dict)  # tracks asked for a step-up challenge
     meshes: dict[int, tuple[FaceMesh, Box]] = field(default_factory=dict)  # last mesh per undecided track
 
 
@@ -148,6 +149,8 @@ class Pipeline:
         self.observers = Observers()
         # Where each decision goes; the daemon puts its audit-then-act step here.
         self.on_decision: Callable[[DecisionEvent], None] = self.observers.decision
+        # A track asked for a step-up challenge (edge/video/challenge.py): not a decision, not audited.
+        self.on_challenge: Callable[[ChallengeEvent], None] = self.observers.challenge
         self.hold_unknown = hold_unknown
         self.areas = AreaRegister()  # anti-passback: shared by every door, kept across reloads
         self.rules = self._rules(cfg, gallery)
@@ -201,6 +204,7 @@ class Pipeline:
         for tr in ended:
             state.decider.forget(tr)
             state.labels.pop(tr.track_id, None)
+            state.challenges.pop(tr.track_id, None)
             state.meshes.pop(tr.track_id, None)
 
         # Undecided tracks with a detection this frame, or (between detector runs) with a mesh
@@ -218,9 +222,15 @@ class Pipeline:
         for tr, face in zip(pending, faces, strict=True):
             state.decider.observe(tr, face, image, t, frame.mono)
         self._time("liveness", started)
-        decisions += [self._decide(state, tr) for tr in state.tracker.tracks if state.decider.due(tr, t)]
+        for tr in [tr for tr in state.tracker.tracks if state.decider.due(tr, t)]:
+            asked = state.decider.step_up(tr, t)
+            if asked is None:
+                decisions.append(self._decide(state, tr))
+            else:
+                state.challenges[tr.track_id] = asked
+                self.on_challenge(asked)
         if self.annotator is not None:
-            self.annotator.write(frame, state.tracker.tracks, state.labels, state.reader.fps or 15.0)
+            self.annotator.write(frame, state.tracker.tracks, state.labels, state.reader.fps or 15.0, state.challenges)
         return decisions
 
     def _describe(self, state: CameraState, image: np.ndarray, track: Track, t: float) -> Face | None:
@@ -248,6 +258,7 @@ class Pipeline:
         event = state.decider.decide(track)
         self._time("match", started)
         state.labels[track.track_id] = event
+        state.challenges.pop(track.track_id, None)
         state.meshes.pop(track.track_id, None)
         self.decisions.append(event)
         self.counts[event.decision] += 1

@@ -90,17 +90,25 @@ def yaw_deg(points: np.ndarray) -> float:
     return math.degrees(math.atan2(offset, _NOSE_DEPTH))
 
 
-def blink_score(ears: list[float]) -> float:
+def blinked(ears: list[float]) -> bool:
+    """The eye aspect ratio fell below BLINK_DROP of its open level and came back."""
     if len(ears) < MIN_FRAMES:
-        return 0.5
+        return False
     values = np.asarray(ears)
     open_level = float(np.percentile(values, 80))
     closed = values < BLINK_DROP * open_level
     # A blink is a closed run with open frames on both sides (not a track that starts closed).
     idx = np.flatnonzero(closed)
-    if idx.size and idx[0] > 0 and idx[-1] < len(values) - 1:
-        return BLINK_SCORE
-    return 0.5
+    return bool(idx.size and idx[0] > 0 and idx[-1] < len(values) - 1)
+
+
+def blink_score(ears: list[float]) -> float:
+    return BLINK_SCORE if blinked(ears) else 0.5
+
+
+def turned(yaws: list[float], min_deg: float) -> bool:
+    """The head's yaw spanned at least `min_deg` (what the turn challenges ask)."""
+    return bool(yaws) and max(yaws) - min(yaws) >= min_deg
 
 
 def _normalise(pts: np.ndarray) -> tuple[np.ndarray, float]:

@@ -1,0 +1,167 @@
+"""Step-up liveness: a track that is unsure at its door is asked for a challenge before it is decided.
+
+The fused liveness score (edge/perception/liveness/checker.py) is one number per track. Far from
+the threshold it decides on its own; close to it, a door that must not open for a replay asks
+more: a track whose score falls in the door's uncertain band `[low, high)` (`[[door]]
+liveness_uncertain_band`) is not decided when it is due. The decider asks for the door's
+challenge — a blink, a head turn, or either — announces it (`ChallengeEvent`: ZeroMQ, MQTT, the
+annotate overlay), keeps watching the track, and decides it once the cue was seen after the
+challenge started (liveness passed, then matching and the door's rules as usual), or `spoof`
+when the deadline passes (`challenge_timeout`), the track ends first or another face takes the
+track's place (`challenge_failed`). The decision's liveness evidence says what was asked and how
+it ended (`StepUpEvidence`, audited with the decision).
+
+The cues are the ones the liveness checker measures on every FaceMesh (edge/perception/liveness/cues.py),
+counted on the frames after the challenge started only, so a blink or a turn before it proves
+nothing about the face that is being asked. A photo or a still screen shows neither cue and
+times out. The same face: every frame after the start whose embedding the quality gate accepted
+must match the track's fused embedding at the moment it was asked, at the 1:1 threshold, and at
+least one must: a live accomplice who steps in front of a photo to do the turn fails the
+challenge, and one who does it turned away from the camera does not pass it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.config import DoorConfig
+from edge.events import ChallengeEvent, StepUpEvidence
+from edge.perception.faces import Face
+from edge.perception.liveness import cues
+
+# The default band runs from the threshold to the score whose odds are 19x the threshold's
+# (0.5 -> 0.95). The fusion adds log-odds, and log(19) = 2.9 is more than a hand-made cue fooled
+# into its full weight against the face (CUE_FLOOR, 1.7) and a blink a replay can show too (1.1)
+# together: a track above the band stays live without either. The one attack measured above
+# the threshold, a photo the CNN takes for live moved as a plane (0.93), falls inside.
+DEFAULT_BAND_LOG_ODDS = math.log(19.0)
+
+
+def default_band(threshold: float) -> tuple[float, float]:
+    t = min(max(threshold, 1e-6), 1.0 - 1e-6)
+    # Rounded: 0.95, not 0.9500000000000001, in events and records.
+    return threshold, round(1.0 / (1.0 + (1.0 - t) / t / math.exp(DEFAULT_BAND_LOG_ODDS)), 6)
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpPolicy:
+    """A door's liveness step-up: scores in [low, high) ask for `challenge` within `timeout_ms`."""
+
+    low: float
+    high: float
+    challenge: str  # "blink", "turn" or "any"
+    timeout_ms: float
+    yaw_deg: float  # the turn a "turn" needs ([liveness] challenge_yaw_deg)
+
+    @classmethod
+    def for_door(cls, door: DoorConfig | None, threshold: float, yaw_deg: float) -> StepUpPolicy:
+        """The door's policy; a camera without a door has none (nothing opens there, and a
+        kiosk's customers are not asked to blink): it decides at the threshold as before."""
+        if door is None:
+            return cls(0.0, 0.0, "turn", 0.0, yaw_deg)
+        low, high = door.liveness_uncertain_band or default_band(threshold)
+        return cls(low, high, door.liveness_challenge, door.liveness_challenge_timeout_ms, yaw_deg)
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.low, self.high
+
+    def uncertain(self, score: float) -> bool:
+        return self.low <= score < self.high
+
+
+class Challenge:
+    """One track's pending challenge: fed every frame after it was asked, settled once."""
+
+    def __init__(self, event: ChallengeEvent, policy: StepUpPolicy, start_t: float,
+                 reference: np.ndarray | None, same_face: float) -> None:
+        self.event = event
+        self.policy = policy
+        self.kinds = ("blink", "turn") if policy.challenge == "any" else (policy.challenge,)
+        self.start_t, self.last_t = start_t, start_t
+        self.deadline_t = event.source_deadline
+        self.reference = reference  # the track's fused embedding when asked; None: it had none
+        self.same_face = same_face  # cosine a frame must reach against it (the gallery's 1:1 threshold)
+        self.ears: list[float] = []
+        self.yaws: list[float] = []
+        self.frames = 0
+        self.cue: str | None = None  # the cue seen so far
+        # A frame after the start that the gate passed and that matched: without one, nobody
+        # showed that the face doing the cue is the one that was asked (a turned-away stranger).
+        self.matched = reference is None
+        self.observed: str | None = None  # the cue, once the face was shown to be the same
+        self.face_changed = False
+        self.timed_out = False
+
+    @property
+    def settled(self) -> bool:
+        return self.observed is not None or self.face_changed or self.timed_out
+
+    def observe(self, face: Face, t: float) -> None:
+        points = face.mesh.points if face.mesh is not None else None
+        ear = cues.eye_aspect_ratio(points) if points is not None else None
+        yaw = cues.yaw_deg(points) if points is not None else None
+        self.add(ear, yaw, face.embedding, face.quality.ok, t)
+
+    def add(self, ear: float | None, yaw: float | None, embedding: np.ndarray | None, ok: bool, t: float) -> None:
+        """One frame after the challenge started: its eye aspect ratio and yaw (None: no FaceMesh),
+        its embedding and whether the quality gate passed it."""
+        if self.settled:
+            return  # decided by now: later frames change nothing
+        if t >= self.deadline_t:
+            self.timed_out, self.last_t = True, t  # a cue in a frame past the deadline is too late
+            return
+        self.frames, self.last_t = self.frames + 1, t
+        if ok and embedding is not None and self.reference is not None:
+            if float(embedding @ self.reference) < self.same_face:
+                self.face_changed = True
+                return
+            self.matched = True
+        if ear is not None:
+            self.ears.append(ear)
+        if yaw is not None:
+            self.yaws.append(yaw)
+        if self.cue is None and "blink" in self.kinds and cues.blinked(self.ears):
+            self.cue = "blink"
+        elif self.cue is None and "turn" in self.kinds and cues.turned(self.yaws, self.policy.yaw_deg):
+            self.cue = "turn"
+        if self.matched:
+            self.observed = self.cue
+
+    def due(self, t: float) -> bool:
+        """Whether the track can be decided at source time `t`: passed, failed or out of time."""
+        if not self.settled and t >= self.deadline_t:
+            self.timed_out, self.last_t = True, t
+        return self.settled
+
+    def evidence(self) -> StepUpEvidence:
+        """How it ended; a challenge still pending when its track is decided ended with the track."""
+        if self.face_changed:
+            outcome = "face_changed"
+        elif self.observed is not None:
+            outcome = "passed"
+        else:
+            outcome = "timeout" if self.timed_out else "track_ended"
+        return StepUpEvidence(
+            self.policy.challenge, outcome, self.event.score, self.policy.band, self.event.challenge_id, self.observed,
+            (self.last_t - self.start_t) * 1000.0, self.frames,
+        )
+
+
+def ask(policy: StepUpPolicy, camera: str, track_id: int, door: str | None, score: float, t: float) -> ChallengeEvent:
+    """The `challenge` event for a track asked at source time `t`."""
+    now = time.time()
+    timeout_s = policy.timeout_ms / 1000.0
+    return ChallengeEvent(now, camera, track_id, door, policy.challenge, policy.timeout_ms, now + timeout_s, t + timeout_s,
+                          score, policy.band)
+
+
+def spoof_reason(step_up: StepUpEvidence | None) -> str:
+    """The `reason` of a `spoof` decision."""
+    if step_up is None:
+        return "liveness"
+    return "challenge_timeout" if step_up.outcome == "timeout" else "challenge_failed"
