@@ -15,7 +15,7 @@ import pytest
 
 from edge.config import CameraConfig, Config, LivenessConfig, config_from_dict
 from edge.errors import ConfigError
-from edge.eval.liveness import read_labels, run_crops, run_videos
+from edge.eval.liveness import read_labels, run_images, run_videos
 from edge.perception.faces import Perception
 from edge.perception.liveness.checker import Liveness, threshold_for
 from edge.perception.liveness.model import softmax_real
@@ -111,13 +111,15 @@ def test_onnx_to_tflite_refuses_an_operator_it_does_not_know(tmp_path: Path) -> 
     assert not (tmp_path / "tanh.tflite").exists()
 
 
-def test_crops_acer_within_ten_percent_overall_and_per_source(model_store, crops_csv: Path) -> None:
-    summary, items = run_crops(Config(), read_labels(crops_csv, None))
+def test_cross_validated_crops_acer_within_ten_percent_overall_and_per_source(model_store, crops_csv: Path) -> None:
+    # The separability check (threshold fitted on held-out folds); the device figures at the
+    # shipped threshold are tests/eval/test_liveness_device.py and docs/liveness.md.
+    summary, items = run_images(Config(), read_labels(crops_csv, None), cross_validate=True)
     assert summary["n_live"] == 313 and summary["n_spoof"] == 715 and len(items) == 1028
     assert summary["acer"] <= 0.10, summary
     for source, figures in summary["by_source"].items():
         assert (figures["apcer"] + figures["bpcer"]) / 2 <= 0.10, (source, figures)
-    assert summary["apcer_by_attack_type"]["replay"] == summary["apcer"]
+    assert summary["apcer_by_attack_type"]["replay"]["apcer"] == summary["apcer"]
     # Reported, not bounded: the ISO operating point of the issue.
     assert 0.0 <= summary["bpcer_at_apcer_5"] <= 1.0
     assert summary["apcer_at_apcer_5"] <= 0.08
@@ -197,8 +199,9 @@ def test_cli_eval_liveness_json_and_calibration(model_store, crops_csv: Path, tm
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    for key in ("apcer", "bpcer", "acer", "threshold", "n_live", "n_spoof", "apcer_by_attack_type", "by_source", "bpcer_at_apcer_5"):
+    for key in ("apcer", "apcer_ci95", "bpcer", "acer", "acer_ci95", "threshold", "n_live", "n_spoof", "apcer_by_attack_type", "by_source", "leave_one_source_out"):
         assert key in out
+    assert out["protocol"].startswith("device") and out["threshold"] == 0.5
     assert out["n_live"] + out["n_spoof"] == len(rows[1::20])
     assert "[liveness.v1se_fp32]" in cal.read_text()
     assert report.read_text().startswith("<!doctype html>")

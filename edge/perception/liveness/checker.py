@@ -177,7 +177,16 @@ class TrackLiveness:
         box = face.detection.box
         if face.mesh is not None:
             self._add_geometry(face.mesh.points)
-        rank = (face.quality.ok, float(face.quality.score))
+        self._keep(image, box, (face.quality.ok, float(face.quality.score)))
+
+    def add_still(self, image: np.ndarray, box: tuple[float, float, float, float]) -> None:
+        """One still image with no landmarks (a labelled face crop, `box` = the whole image):
+        a frame for the CNN and the pixel cues only; blink and planar stay neutral, as they
+        do for any one-frame track. `facegate eval liveness` decides crops this way."""
+        self._frames += 1
+        self._keep(image, box, (True, 1.0))
+
+    def _keep(self, image: np.ndarray, box: tuple[float, float, float, float], rank: tuple[bool, float]) -> None:
         keep = self._cfg.passive_frames
         if len(self._candidates) >= keep and rank <= self._candidates[-1].rank:
             return
