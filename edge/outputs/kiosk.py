@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config import ZmqConfig
 from edge.errors import ApiError, PersonNameError
-from edge.events import DecisionEvent
+from edge.events import ChallengeEvent, DecisionEvent
 from edge.gallery.enrollment import EnrollmentService, EnrollRequest
 from edge.names import check_person_name
 from edge.outputs.zmq_api import field_of
@@ -48,6 +48,7 @@ class Presence:
         self._views: dict[str, list[InView]] = {}
         self._labels: dict[tuple[str, int], tuple[dict[str, Any], str | None]] = {}
         self._requests: dict[str, tuple[str, int]] = {}  # request id -> (camera, track id)
+        self._challenges: dict[tuple[str, int], dict[str, Any]] = {}  # step-up challenges pending
 
     def cameras(self) -> list[str]:
         with self._lock:
@@ -57,8 +58,17 @@ class Presence:
         with self._lock:
             self._views.setdefault(camera, [])
 
+    def asked(self, event: ChallengeEvent) -> None:
+        with self._lock:
+            self._challenges[(event.camera, event.track_id)] = event.body
+
+    def challenge(self, camera: str, track_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            return self._challenges.get((camera, track_id))
+
     def decided(self, event: DecisionEvent) -> None:
         with self._lock:
+            self._challenges.pop((event.camera, event.track_id), None)
             self._labels[(event.camera, event.track_id)] = (_summary(event), event.request_id)
             if event.request_id is not None:
                 self._requests[event.request_id] = (event.camera, event.track_id)
@@ -75,6 +85,8 @@ class Presence:
             for track_id in gone:
                 del self._labels[(camera, track_id)]
             self._requests = {r: key for r, key in self._requests.items() if key in self._labels}
+            in_view = {(camera, v.track_id) for v in views}
+            self._challenges = {k: c for k, c in self._challenges.items() if k[0] != camera or k in in_view}
             self._views[camera] = views
             self._lock.notify_all()
 
@@ -150,6 +162,9 @@ class Kiosk(Observer):
     def on_decision(self, event: DecisionEvent) -> None:
         self.presence.decided(event)
 
+    def on_challenge(self, event: ChallengeEvent) -> None:
+        self.presence.asked(event)
+
     def on_tick(self) -> None:
         if self.enrollment is not None:
             self.enrollment.run_pending()
@@ -170,7 +185,9 @@ class Kiosk(Observer):
         if view is None:
             return {"camera": camera, "status": "no_face"}
         if view.decision is None:
-            return {"camera": camera, "status": "pending", "track_id": view.track_id}
+            # A face asked for a step-up challenge is pending too; the kiosk can show what is asked.
+            asked = self.presence.challenge(camera, view.track_id)
+            return {"camera": camera, "status": "pending", "track_id": view.track_id, **({"challenge": asked} if asked else {})}
         status = "unknown" if view.request_id else ("known" if view.decision["person"] else "unrecognised")
         out = {"camera": camera, "status": status, **view.decision}
         if view.request_id:

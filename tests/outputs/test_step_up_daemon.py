@@ -21,6 +21,7 @@ from edge.daemon import Daemon, RunOptions
 from edge.events import ChallengeEvent, DecisionEvent
 from edge.gallery.loader import open_gallery
 from edge.outputs.doors import DoorOutputs
+from edge.outputs.kiosk import Kiosk
 from edge.perception.faces import Perception
 from edge.video.observer import Observer
 from tests.support.faces import WEBCAM_MAN, enroll_from_video
@@ -106,6 +107,19 @@ def test_door_outputs_send_the_challenge_before_the_decision_it_led_to(tmp_path:
     assert [e["type"] for e in events] == ["challenge", "decision"]
     assert events[0] == {"v": 1, "type": "challenge", **asked.body}
     assert events[0]["deadline"] == round(now + 5.0, 3) and "person_uid" not in events[0]
+
+
+def test_a_kiosk_identify_on_a_face_being_asked_says_pending_and_what_is_asked() -> None:
+    kiosk = Kiosk(None, dict, lambda: True, 60.0)
+    kiosk.presence.add_camera("door")
+    kiosk.presence.update("door", [(7, (0.0, 0.0, 100.0, 100.0))])
+    now = time.time()
+    asked = ChallengeEvent(now, "door", 7, "front", "blink", 5000.0, now + 5.0, 12.5, 0.73, (0.5, 0.95))
+    kiosk.on_challenge(asked)
+    answer = kiosk.identify({"op": "identify", "camera": "door"})
+    assert (answer["status"], answer["track_id"], answer["challenge"]) == ("pending", 7, asked.body)
+    kiosk.presence.update("door", [])  # the face left: nothing is asked any more
+    assert kiosk.presence.challenge("door", 7) is None
 
 
 def run_door(shared_data: Path, perception: Perception, tmp_path: Path, clip: str, challenge: str, timeout_ms: float):

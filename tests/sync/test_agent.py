@@ -130,8 +130,16 @@ def test_local_enrollment_is_uploaded_sealed_to_the_hub(device: Device, broker: 
 def test_status_and_home_assistant_discovery(tmp_path: Path, broker: Broker) -> None:
     device = make_device(tmp_path, broker.port, homeassistant=True)
     seen: dict[str, bytes] = {}
+    events: list[dict] = []  # every message on the device's events topic, in order
+    events_topic = protocol.device_topic(DEVICE, protocol.EVENTS)
+
+    def on_message(_c, _u, m) -> None:
+        seen[m.topic] = bytes(m.payload)
+        if m.topic == events_topic:
+            events.append(json.loads(m.payload))
+
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watcher", protocol=MQTTProtocolVersion.MQTTv5)
-    watcher.on_message = lambda _c, _u, m: seen.__setitem__(m.topic, bytes(m.payload))
+    watcher.on_message = on_message
     watcher.connect("127.0.0.1", broker.port)
     watcher.subscribe([("homeassistant/#", 1), (f"{protocol.PREFIX}/devices/+/#", 1)])
     watcher.loop_start()
@@ -145,12 +153,15 @@ def test_status_and_home_assistant_discovery(tmp_path: Path, broker: Broker) -> 
         assert config["state_topic"] == protocol.device_topic(DEVICE, "ha/state") and config["device"]["identifiers"] == [node]
         status = json.loads(seen[protocol.device_topic(DEVICE, "status")])
         assert status["online"] is True and status["gallery"]["version"] == 0 and "uptime_s" in status
+        # A step-up challenge goes out on the events topic too, and leaves Home Assistant's state alone.
+        agent.publish_event({"challenge_id": "c1", "door": "front", "track_id": 3, "challenge": "turn"}, kind="challenge")
         agent.publish_event({"decision": "grant", "person_uid": "b2" * 16, "liveness": {"live": True, "score": 0.9}, "door": "front"})
         deadline = time.monotonic() + 10
-        while f"homeassistant/binary_sensor/{node}/door_front/config" not in seen and time.monotonic() < deadline:
+        while (f"homeassistant/binary_sensor/{node}/door_front/config" not in seen or len(events) < 2) and time.monotonic() < deadline:
             time.sleep(0.05)
         state = json.loads(seen[protocol.device_topic(DEVICE, "ha/state")])
         assert state["doors"] == {"front": "grant"} and state["liveness"] == "live" and state["last_person"] == "b2" * 16
+        assert [(e["type"], e.get("challenge_id")) for e in events] == [("challenge", "c1"), ("event", None)]
     finally:
         agent.stop()
         watcher.loop_stop()

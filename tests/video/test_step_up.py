@@ -251,6 +251,37 @@ def test_an_uncertain_track_that_ends_before_it_was_due_is_not_live(ann) -> None
     assert (decision.decision, decision.reason, decision.liveness.step_up.outcome) == ("spoof", "challenge_failed", "not_asked")
 
 
+def test_a_reload_brings_the_new_doors_policy(ann) -> None:
+    gallery, emb = ann
+    door = Door(gallery, 0.7)
+    strict = DoorConfig(name="front", camera="door", liveness_uncertain_band=(0.5, 0.99), liveness_challenge="blink")
+    door.decider.reload(gallery, CameraRules((), DoorRules(strict, gallery.threshold)), None)
+    assert door.decider.step_up_policy.band == (0.5, 0.99) and door.decider.step_up_policy.challenge == "blink"
+    door.decider.reload(gallery, CameraRules(()), None)  # the door was removed: no step-up
+    assert [d.decision for d in door.still(emb, 2)] == ["grant"] and not door.asked
+
+
+def test_the_overlay_shows_the_pending_challenge(tmp_path: Path) -> None:
+    import cv2
+
+    from edge.events import ChallengeEvent
+    from edge.video.annotate import PROMPTS, Annotator
+    from edge.video.capture import Frame
+
+    out = tmp_path / "out.avi"
+    annotator = Annotator(out, ["door"])
+    track = Track(7, (40.0, 40.0, 160.0, 160.0), 0.0, time.monotonic(), time.time(), 0.0, confirmed=True)
+    asked = ChallengeEvent(time.time(), "door", 7, "front", "turn", 5000.0, time.time() + 5, 6.0, 0.7, (0.5, 0.95))
+    frame = Frame("door", 0, np.full((200, 200, 3), 128, np.uint8), time.time(), time.monotonic(), 1.0)
+    annotator.write(frame, [track], {}, 15.0, {7: asked})
+    annotator.close()
+    ok, bgr = cv2.VideoCapture(str(out)).read()
+    assert ok
+    b, g, r = (int(v) for v in bgr[100, 40])  # the box's left edge
+    assert b > 170 and r > 170 and g < 110, (b, g, r)  # magenta: asked, not yellow (deciding)
+    assert PROMPTS["turn"] == "please turn your head"
+
+
 def test_default_band_follows_the_threshold_in_log_odds() -> None:
     assert default_band(0.5) == (0.5, pytest.approx(0.95))
     low, high = default_band(0.7)
