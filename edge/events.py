@@ -63,12 +63,12 @@ STEP_UP_OUTCOMES = ("passed", "timeout", "track_ended", "face_changed", "not_ask
 class StepUpEvidence:
     """What a decision says of its step-up challenge (docs/liveness.md#step-up): asked, and how it ended."""
 
-    kind: str  # what was asked: "blink", "turn" or "any"
+    kind: str  # what was asked: "both", "turn", "blink" or "any"
     outcome: str  # one of STEP_UP_OUTCOMES; "not_asked": uncertain, but the track ended before it was due
     asked_score: float  # the fused liveness score that fell in the door's uncertain band
     band: tuple[float, float]
     challenge_id: str | None = None  # the `challenge` event's id; None when not asked
-    observed: str | None = None  # the cue that passed it: "blink" / "turn"
+    observed: str | None = None  # the cue(s) that passed it, in the order seen: "blink", "turn", "turn+blink"...
     waited_ms: float = 0.0  # source time from the challenge to its outcome
     frames: int = 0  # frames seen while it was pending
 
@@ -119,7 +119,7 @@ class ChallengeEvent:
     camera: str
     track_id: int
     door: str | None
-    challenge: str  # "blink", "turn" (the head) or "any" (either)
+    challenge: str  # "both" (a head turn and a blink), "turn", "blink" or "any" (either)
     timeout_ms: float
     deadline: float  # wall clock by when the cue must be seen (ts + timeout)
     source_deadline: float  # the same on the source clock (what the decider counts in)

@@ -168,7 +168,8 @@ class DoorConfig:
     # liveness_challenge before the track is decided. () = [the liveness threshold, the score with 19x
     # its odds): [0.5, 0.95) by default; an empty band ([0.0, 0.0]) = off.
     liveness_uncertain_band: tuple[float, ...] = ()
-    liveness_challenge: str = field(default="turn", metadata=_choice("blink", "turn", "any"))
+    # What is asked: "both" (a head turn and a blink), "turn", "blink" or "any" (either one).
+    liveness_challenge: str = field(default="both", metadata=_choice("both", "turn", "blink", "any"))
     liveness_challenge_timeout_ms: float = field(default=5000.0, metadata=_range(500.0, 60000.0))
     two_person: bool = False  # two different granted people within two_person_window_s
     two_person_window_s: float = field(default=10.0, metadata=_range(1.0, 600.0))

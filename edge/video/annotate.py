@@ -28,7 +28,8 @@ COLOURS = {
     "challenge": (230, 60, 230),
 }
 # What the overlay asks for, per `[[door]] liveness_challenge`.
-PROMPTS = {"blink": "please blink", "turn": "please turn your head", "any": "please blink or turn your head"}
+PROMPTS = {"blink": "please blink", "turn": "please turn your head", "any": "please blink or turn your head",
+           "both": "please turn your head and blink"}
 DEFAULT_FPS = 15.0
 
 

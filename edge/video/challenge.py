@@ -4,7 +4,8 @@ The fused liveness score (edge/perception/liveness/checker.py) is one number per
 the threshold it decides on its own; close to it, a door that must not open for a replay asks
 more: a track whose score falls in the door's uncertain band `[low, high)` (`[[door]]
 liveness_uncertain_band`) is not decided when it is due. The decider asks for the door's
-challenge — a blink, a head turn, or either — announces it (`ChallengeEvent`: ZeroMQ, MQTT, the
+challenge — a head turn and a blink (`both`, the default), one of them (`turn`, `blink`), or
+either (`any`) — announces it (`ChallengeEvent`: ZeroMQ, MQTT, the
 annotate overlay), keeps watching the track, and decides it once the cue was seen after the
 challenge started (liveness passed, then matching and the door's rules as usual), or `spoof`
 when the deadline passes (`challenge_timeout`), the track ends first or another face takes the
@@ -53,7 +54,7 @@ class StepUpPolicy:
 
     low: float
     high: float
-    challenge: str  # "blink", "turn" or "any"
+    challenge: str  # "both", "turn", "blink" or "any"
     timeout_ms: float
     yaw_deg: float  # the turn a "turn" needs ([liveness] challenge_yaw_deg)
 
@@ -81,7 +82,9 @@ class Challenge:
                  reference: np.ndarray | None, same_face: float) -> None:
         self.event = event
         self.policy = policy
-        self.kinds = ("blink", "turn") if policy.challenge == "any" else (policy.challenge,)
+        self.kinds = ("blink", "turn") if policy.challenge in ("any", "both") else (policy.challenge,)
+        self.needs_all = policy.challenge == "both"
+        self.seen: list[str] = []  # the cues seen so far, in order
         self.start_t, self.last_t = start_t, start_t
         self.deadline_t = event.source_deadline
         self.reference = reference  # the track's fused embedding when asked; None: it had none
@@ -89,7 +92,6 @@ class Challenge:
         self.ears: list[float] = []
         self.yaws: list[float] = []
         self.frames = 0
-        self.cue: str | None = None  # the cue seen so far
         # A frame after the start that the gate passed and that matched: without one, nobody
         # showed that the face doing the cue is the one that was asked (a turned-away stranger).
         self.matched = reference is None
@@ -125,12 +127,12 @@ class Challenge:
             self.ears.append(ear)
         if yaw is not None:
             self.yaws.append(yaw)
-        if self.cue is None and "blink" in self.kinds and cues.blinked(self.ears):
-            self.cue = "blink"
-        elif self.cue is None and "turn" in self.kinds and cues.turned(self.yaws, self.policy.yaw_deg):
-            self.cue = "turn"
-        if self.matched:
-            self.observed = self.cue
+        if "blink" in self.kinds and "blink" not in self.seen and cues.blinked(self.ears):
+            self.seen.append("blink")
+        if "turn" in self.kinds and "turn" not in self.seen and cues.turned(self.yaws, self.policy.yaw_deg):
+            self.seen.append("turn")
+        if self.matched and self.seen and (not self.needs_all or len(self.seen) == len(self.kinds)):
+            self.observed = "+".join(self.seen)
 
     def due(self, t: float) -> bool:
         """Whether the track can be decided at source time `t`: passed, failed or out of time."""

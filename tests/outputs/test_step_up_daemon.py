@@ -122,17 +122,18 @@ def test_a_kiosk_identify_on_a_face_being_asked_says_pending_and_what_is_asked()
     assert kiosk.presence.challenge("door", 7) is None
 
 
-def run_door(shared_data: Path, perception: Perception, tmp_path: Path, clip: str, challenge: str, timeout_ms: float):
-    """(ZeroMQ events, decisions, audit records) of a daemon at door `front` on `clip`."""
+def run_door(shared_data: Path, perception: Perception, tmp_path: Path, clip: str, challenge: str, timeout_ms: float,
+             band: tuple[float, ...] = WHOLE_RANGE):
+    """(ZeroMQ events, decisions, audit records) of a daemon at door `front` on `clip` (under ../shared/data)."""
     zcfg = ZmqConfig(events=f"ipc://{tmp_path}/events")
-    door = DoorConfig(name="front", camera="door", liveness_uncertain_band=WHOLE_RANGE, liveness_challenge=challenge,
+    door = DoorConfig(name="front", camera="door", liveness_uncertain_band=band, liveness_challenge=challenge,
                       liveness_challenge_timeout_ms=timeout_ms)
     cfg = dataclasses.replace(perception.cfg, door=(door,), zmq=zcfg, metrics=MetricsConfig(enabled=False))
     data_dir = tmp_path / "data"
     with open_gallery(data_dir, cfg, perception.store, create=True) as gallery:
         assert enroll_from_video(gallery, perception, WEBCAM_MAN, shared_data / "videos" / "apfol_real2.webm", 0, 70, 7) >= 5
     decisions = Decisions()
-    camera = CameraConfig(name="door", source=str(shared_data / "videos" / clip))
+    camera = CameraConfig(name="door", source=str(shared_data / clip))
     daemon = Daemon(cfg, RunOptions([camera], data_dir, observers=(decisions,)), perception).start()
     sub = Subscriber(zcfg.events)
     try:
@@ -148,7 +149,7 @@ def run_door(shared_data: Path, perception: Perception, tmp_path: Path, clip: st
 
 
 def test_the_live_face_is_asked_does_it_and_is_granted(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
-    events, decisions, records = run_door(shared_data, perception, tmp_path, "apfol_real2.webm", "turn", 5000.0)
+    events, decisions, records = run_door(shared_data, perception, tmp_path, "videos/apfol_real2.webm", "turn", 5000.0)
     asked = [e for e in events if e["type"] == "challenge"]
     assert asked, events
     first = asked[0]
@@ -167,7 +168,7 @@ def test_the_live_face_is_asked_does_it_and_is_granted(shared_data: Path, percep
 
 
 def test_the_replay_asked_to_blink_times_out_as_spoof(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
-    events, decisions, records = run_door(shared_data, perception, tmp_path, "apfol_fake2.webm", "blink", 5000.0)
+    events, decisions, records = run_door(shared_data, perception, tmp_path, "videos/apfol_fake2.webm", "blink", 5000.0)
     asked = [e for e in events if e["type"] == "challenge"]
     assert asked and decisions and asked[0]["liveness_score"] < 0.5  # the CNN's spoof, asked only because the band was forced
     assert not [d for d in decisions if d.decision == "grant"]
@@ -178,3 +179,17 @@ def test_the_replay_asked_to_blink_times_out_as_spoof(shared_data: Path, percept
     assert step.waited_ms >= 5000.0
     (record,) = [r for r in records if r["event_id"] == timed_out.event_id]
     assert record["reason"] == "challenge_timeout" and record["liveness"]["step_up"]["outcome"] == "timeout"
+
+
+def test_a_phone_replay_live_on_its_score_is_asked_at_a_default_door_and_kept_out(shared_data: Path, perception: Perception, tmp_path: Path) -> None:
+    """The case step-up is for: a replay the CNN scores just above the threshold (0.84 over the
+    whole track, live at a camera without a door), at a door with the default policy."""
+    defaults = DoorConfig()
+    events, decisions, _ = run_door(shared_data, perception, tmp_path, "liveness_more/videos/zubaircrackscode/fake.mp4",
+                                    defaults.liveness_challenge, defaults.liveness_challenge_timeout_ms, band=())
+    (asked,) = [e for e in events if e["type"] == "challenge"]
+    assert 0.5 <= asked["liveness_score"] < 0.95 and asked["band"] == [0.5, 0.95] and asked["challenge"] == "both"
+    (decision,) = [d for d in decisions if d.track_id == asked["track_id"]]
+    # The replayed man turns his head but never blinks before the clip ends.
+    assert (decision.decision, decision.reason) == ("spoof", "challenge_failed")
+    assert decision.liveness.step_up.outcome == "track_ended"

@@ -158,12 +158,18 @@ def test_a_head_turn_passes_a_turn_challenge_and_a_blink_does_not(ann) -> None:
     assert decision.decision == "grant" and decision.liveness.step_up.observed == "turn"
 
 
-def test_any_takes_either_cue(ann) -> None:
+def test_any_takes_either_cue_and_both_needs_each(ann) -> None:
     gallery, emb = ann
     door = Door(gallery, 0.7, liveness_challenge="any")
     door.still(emb, 3)
     (decision,) = door.frames(*blink(emb))
     assert decision.liveness.step_up.observed == "blink"
+    door = Door(gallery, 0.7)  # the default: both
+    door.still(emb, 3)
+    assert door.asked[0].challenge == "both"
+    assert door.frames(*blink(emb)) == []
+    (decision,) = door.frames(*[face(emb, yaw=y) for y in (0, 10, 20, 30)])
+    assert decision.decision == "grant" and decision.liveness.step_up.observed == "blink+turn"
 
 
 def test_a_static_face_times_out_as_spoof(ann) -> None:
@@ -299,5 +305,5 @@ def test_door_policy_keys_load_and_bad_bands_are_refused() -> None:
     for band, message in (([0.9, 0.5], "0 <= low <= high <= 1"), ([0.5], "0 <= low <= high <= 1"), (["a", 1], "list of float")):
         with pytest.raises(ConfigError, match=message):
             config_from_dict({"door": [{**door, "liveness_uncertain_band": band}]})
-    with pytest.raises(ConfigError, match="must be one of blink, turn, any"):
+    with pytest.raises(ConfigError, match="must be one of both, turn, blink, any"):
         config_from_dict({"door": [{**door, "liveness_challenge": "smile"}]})
