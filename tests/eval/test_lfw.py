@@ -1,7 +1,7 @@
 """The real pipeline on real LFW pairs: a broken model, converter or alignment cannot land.
 
 CI runs fold 1 (600 pairs, ~1,100 images) with the default embedder at int8; the full
-5-fold figures are measured with `facegate eval lfw` and stated in the README.
+5-fold figures are measured with `facegate eval lfw` and stated in docs/benchmarks.md.
 """
 
 from __future__ import annotations
