@@ -22,9 +22,10 @@ def _anchors(page: Path) -> set[str]:
 
 def test_readme_opens_with_the_two_commands_and_stays_short() -> None:
     lines = (REPO / "README.md").read_text().splitlines()
-    block = lines[lines.index("```sh") + 1 : lines.index("```sh") + 3]
-    assert [line.split()[:2] for line in block] == [["make", "demo"], ["make", "test"]]
-    assert lines.index("```sh") < 5
+    start = lines.index("```sh")
+    block = lines[start + 1 : lines.index("```", start + 1)]
+    assert start < 5
+    assert {"make demo", "make test"} <= {" ".join(line.split()[:2]) for line in block}
     assert len(lines) < 200
     assert "docs/benchmarks.md" in "\n".join(lines)
 
