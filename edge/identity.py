@@ -12,7 +12,6 @@ Their public halves are what an admin registers on the hub (`facegate sync ident
 
 from __future__ import annotations
 
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from edge.atomic_file import write_new
 from edge.errors import KeyfileError
-from edge.gallery.crypto import fsync_dir
 
 SIGN_KEY_FILE = "device_sign.key"
 SEAL_KEY_FILE = "device_seal.key"
@@ -35,24 +34,6 @@ def raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
 
 def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-
-
-def _write_new(path: Path, raw: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, raw)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        # link() fails if another process created the key meanwhile: theirs wins, ours is dropped.
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 def _read(path: Path) -> bytes:
@@ -74,7 +55,7 @@ def _load_or_create(path: Path, create: bool) -> bytes:
             raise KeyfileError(f"{path}: device key missing; it is created by the first audited action or `facegate sync identity`")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         cls = Ed25519PrivateKey if path.name == SIGN_KEY_FILE else X25519PrivateKey
-        _write_new(path, _raw_private(cls.generate()))
+        write_new(path, _raw_private(cls.generate()))  # another process's key, made meanwhile, wins
     return _read(path)
 
 
