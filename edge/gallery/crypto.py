@@ -116,7 +116,9 @@ def _parse_kek(raw: bytes, path: Path) -> bytes:
     )
 
 
-def _is_systemd_credential(path: Path) -> bool:
+def is_systemd_credential(path: Path) -> bool:
+    """`path` is in $CREDENTIALS_DIRECTORY: systemd made it (0400, an ACL for the unit's user), so
+    the owner and mode checks of a key file do not apply."""
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     return bool(directory) and path.resolve().parent == Path(str(directory)).resolve()
 
@@ -170,7 +172,7 @@ def read_kek_file(path: Path) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KeyfileError(f"{path}: not a regular file; a key file holds {KEY_BYTES} raw bytes or {2 * KEY_BYTES} hex characters")
-        if not _is_systemd_credential(path):
+        if not is_systemd_credential(path):
             _check_private(path, st)
         raw = os.read(fd, 4 * KEY_BYTES)
     finally:

@@ -31,6 +31,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from edge.config import ZmqConfig
 from edge.errors import KeyfileError, OutputError
+from edge.gallery.crypto import is_systemd_credential
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,7 @@ def read_server_keys(path: Path) -> ServerKeys:
     public, secret = _load(path)
     if secret is None or len(secret) != 40:
         raise KeyfileError(f"zmq.curve_secret_key_file: {path} holds no secret key (is it the public .key file?)")
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    systemd = bool(credentials) and path.resolve().parent == Path(str(credentials)).resolve()
-    if st.st_mode & 0o077 and not systemd:
+    if st.st_mode & 0o077 and not is_systemd_credential(path):
         raise KeyfileError(f"zmq.curve_secret_key_file: {path} is accessible to group or others (mode "
                            f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}` and make a new key if others could read it")
     return ServerKeys(public, secret)
