@@ -121,14 +121,6 @@ def run(handlers: dict[str, Handler], request: dict[str, Any]) -> dict[str, Any]
         return {"v": VERSION, "ok": False, "error": {"code": "internal", "message": type(exc).__name__}}
 
 
-def answer(handlers: dict[str, Handler], raw: bytes) -> dict[str, Any]:
-    """One single-frame request in, one reply out; never raises."""
-    try:
-        return run(handlers, parse([raw]))
-    except ApiError as exc:
-        return error_reply(exc)
-
-
 def encode(reply: dict[str, Any]) -> bytes:
     try:
         return json.dumps(reply, separators=(",", ":")).encode()
