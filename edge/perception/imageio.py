@@ -37,12 +37,16 @@ def _check_container(data: bytes, header: ImageHeader, name: str) -> None:
         raise ImageError(f"{name}: truncated PNG (no IEND chunk)")
 
 
+def _check_file_size(size: int, name: str) -> None:
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{name}: file too large ({size / 2**20:.0f} MiB; at most {MAX_FILE_BYTES // 2**20} MiB)")
+
+
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Encoded bytes → RGB uint8 (H, W, 3); greyscale, alpha and 16-bit inputs are converted."""
     if not data:
         raise ImageError(f"{name}: empty file")
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"{name}: file too large ({len(data) / 2**20:.0f} MiB; at most {MAX_FILE_BYTES // 2**20} MiB)")
+    _check_file_size(len(data), name)
     header = read_header(data, name)
     _check_container(data, header, name)
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -62,8 +66,7 @@ def load_image(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise ImageError(f"{path}: file too large ({size / 2**20:.0f} MiB; at most {MAX_FILE_BYTES // 2**20} MiB)")
+            _check_file_size(size, str(path))
             data = f.read(MAX_FILE_BYTES + 1)  # a file that grows while read is still bounded
     except IsADirectoryError as exc:
         raise ImageError(f"{path}: is a directory, not an image") from exc
