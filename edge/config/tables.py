@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.config.privacy import PrivacyConfig
 from edge.config.rules import enforce
 from edge.perception.registry import BACKENDS, DETECTORS, EMBEDDERS, LIVENESS_MODELS, PRECISIONS
 
@@ -318,14 +319,6 @@ class MetricsConfig:
 
     def __post_init__(self) -> None:
         enforce(self, "metrics")
-
-
-@dataclass(frozen=True, slots=True)
-class PrivacyConfig:
-    # false: decisions and door events leave the gallery with the person's uid only (MQTT, Home
-    # Assistant, ZeroMQ, journald, printed lines, --events); true: with the display name too.
-    # Erasure cannot reach a name that was sent (docs/config.md#privacy).
-    show_names: bool = False
 
 
 @dataclass(frozen=True, slots=True)
