@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.config.audit import MAX_AUDIT_RETENTION_DAYS, AuditConfig
 from edge.config.privacy import PrivacyConfig
 from edge.config.rules import enforce
 from edge.perception.registry import BACKENDS, DETECTORS, EMBEDDERS, LIVENESS_MODELS, PRECISIONS
@@ -353,6 +354,7 @@ class HubConfig:
     # A gap in a device's audit chain younger than this is the device's own resend in the making
     # (its [sync] ack_timeout_s, default 10 s): no alert, no resend request yet.
     audit_gap_grace_s: float = field(default=60.0, metadata=_range(0.0, 86400.0))
+    audit_retention_days: int = field(default=0, metadata=_range(0, MAX_AUDIT_RETENTION_DAYS))  # prune older records; 0 = keep
 
     def __post_init__(self) -> None:
         enforce(self, "hub")
@@ -376,4 +378,5 @@ class Config:
     door: tuple[DoorConfig, ...] = ()  # [[door]] array of tables
     zmq: ZmqConfig = ZmqConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    audit: AuditConfig = AuditConfig()
     hub: HubConfig = HubConfig()
