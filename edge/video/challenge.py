@@ -127,7 +127,7 @@ class Challenge:
             self.ears.append(ear)
         if yaw is not None:
             self.yaws.append(yaw)
-        if "blink" in self.kinds and "blink" not in self.seen and cues.blinked(self.ears):
+        if "blink" in self.kinds and "blink" not in self.seen and cues.blinked(self.ears, self.yaws):
             self.seen.append("blink")
         if "turn" in self.kinds and "turn" not in self.seen and cues.turned(self.yaws, self.policy.yaw_deg):
             self.seen.append("turn")

@@ -89,6 +89,25 @@ def test_blink_needs_lids_that_close_and_open_again(perception: Perception, real
     assert cues.blink_score([cues.eye_aspect_ratio(closed)] * 3 + [open_ear] * 7) == 0.5
 
 
+def test_a_dip_of_the_eye_ratio_during_a_fast_head_swing_is_not_a_blink() -> None:
+    # Measured on the clips: a live man's swing from 24° to -14° dipped the eye aspect ratio to
+    # 0.21 (open 0.28), a replay's ~35° turn to 0.18. Timed against yaw, the same dip counts only
+    # while the head is steady.
+    ears = [0.28] * 5 + [0.18, 0.17] + [0.28] * 5
+    steady = [2.0, 1.5, 2.5, 2.0, 1.0, 1.5, 2.0, 3.0, 2.0, 1.5, 2.0, 2.5]  # FaceMesh jitter
+    swing = [24.0, 24.0, 23.0, 22.0, 18.0, 8.0, -4.0, -14.0, -14.0, -13.0, -14.0, -14.0]
+    assert cues.blinked(ears, steady) and cues.blink_score(ears, steady) > 0.5
+    assert not cues.blinked(ears, swing) and cues.blink_score(ears, swing) == 0.5
+    # A swing before or after the blink does not hide a blink made with the head still.
+    later = [24.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -20.0, -30.0]
+    assert cues.blinked(ears, later)
+    # Two dips, one in a swing, one steady: the steady one counts.
+    ears2 = [0.28] * 4 + [0.17] + [0.28] * 4 + [0.17] + [0.28] * 4
+    yaws2 = [0.0] * 3 + [0.0, 20.0, 35.0] + [35.0] * 3 + [35.0, 35.0, 35.0] + [35.0] * 2
+    assert cues.blinked(ears2, yaws2)
+    assert not cues.blinked(ears2[:8], yaws2[:8])
+
+
 def test_turn_head_challenge_passes_on_a_moving_head_and_fails_on_a_still_one(
     model_store, perception: Perception, real_frames: list[np.ndarray]
 ) -> None:

@@ -39,6 +39,12 @@ FUSED = ("passive", "glare", "moire", "blink", "planar")
 # The other MiniFASNet, asked when a track's score is close to the threshold: a different
 # architecture and context scale (2.7x vs 4.0x) fails on different images.
 SECOND_OPINION = {"v1se": "v2", "v2": "v1se"}
+# A track is judged by its weakest window of WINDOW_FRAMES frames, not by its best frame: a
+# phone replay's best-quality frame is the one the CNN is least sure of (zubaircrackscode
+# fake.mp4: the whole clip's best frame 0.84, its windows 0.005-0.84), and a live face stays
+# live in every window. 10 frames is what the runtime decides a short look on, and what
+# `eval liveness --videos` reports as windows.
+WINDOW_FRAMES = 10
 
 
 def logit(p: float) -> float:
@@ -162,11 +168,18 @@ class Liveness:
 
 
 class TrackLiveness:
+    """One track's evidence. Frames arrive in windows of WINDOW_FRAMES: the open window keeps its
+    `passive_frames` best frames by reference; when it is full they are scored (CNN, pixel cues,
+    the re-check when uncertain) and released, and only the weakest window's cue scores are kept,
+    so a track of any length holds one window of frames and one set of scores."""
+
     def __init__(self, owner: Liveness) -> None:
         self._owner = owner
         self._cfg = owner.cfg
         self._frames = 0
-        self._candidates: list[_Candidate] = []
+        self._candidates: list[_Candidate] = []  # the open window's kept frames
+        self._in_window = 0  # frames of the open window so far
+        self._weakest: dict[str, float] | None = None  # frame cues of the weakest closed window
         self._geo = _Geometry()
 
     def add(self, image: np.ndarray, face: Face, ts: float) -> None:
@@ -188,11 +201,16 @@ class TrackLiveness:
 
     def _keep(self, image: np.ndarray, box: tuple[float, float, float, float], rank: tuple[bool, float]) -> None:
         keep = self._cfg.passive_frames
-        if len(self._candidates) >= keep and rank <= self._candidates[-1].rank:
-            return
-        self._candidates.append(_Candidate(rank, image, box))
-        self._candidates.sort(key=lambda c: c.rank, reverse=True)
-        del self._candidates[keep:]
+        if len(self._candidates) < keep or rank > self._candidates[-1].rank:
+            self._candidates.append(_Candidate(rank, image, box))
+            self._candidates.sort(key=lambda c: c.rank, reverse=True)
+            del self._candidates[keep:]
+        self._in_window += 1
+        if self._in_window >= WINDOW_FRAMES:
+            closed = self._window_cues(self._track_cues())
+            if self._weakest is None or fuse(closed) < fuse(self._weakest):
+                self._weakest = closed
+            self._candidates, self._in_window = [], 0  # the frames go; their scores stay
 
     def _add_geometry(self, points: np.ndarray) -> None:
         geo = self._geo
@@ -223,8 +241,27 @@ class TrackLiveness:
         turned = bool(yaws) and max(yaws) - min(yaws) >= self._cfg.challenge_yaw_deg
         return "passed" if turned else "failed"
 
+    def _track_cues(self) -> dict[str, float]:
+        """The cues measured over the whole track (FaceMesh geometry)."""
+        return {"blink": cues.blink_score(self._geo.ears, self._geo.yaws), "planar": cues.planar_score(self._geo.residuals)}
+
+    def _window_cues(self, track_cues: dict[str, float]) -> dict[str, float]:
+        """The open window's frame cues (CNN, glare, moiré): mean log-odds over its kept frames, so
+        one odd frame cannot decide alone; re-checked by the second model when the window's score
+        with the track's cues is within `recheck_margin` of the threshold."""
+        for cand in self._candidates:
+            if cand.scores is None:
+                cand.scores = self._owner.frame_scores(cand.image, cand.box)
+        frame_cues: dict[str, float] = {}
+        for name in ("passive", "glare", "moire"):
+            z = float(np.mean([logit(c.scores[name]) for c in self._candidates if c.scores]))
+            frame_cues[name] = 1.0 / (1.0 + math.exp(-z))
+        if self._owner.second is not None and abs(fuse({**frame_cues, **track_cues}) - self._owner.threshold) < self._cfg.recheck_margin:
+            frame_cues = self._recheck(frame_cues)
+        return frame_cues
+
     def _recheck(self, scores: dict[str, float]) -> dict[str, float]:
-        """Uncertain track: the second model scores the same kept frames; `passive` becomes the
+        """Uncertain window: the second model scores the same kept frames; `passive` becomes the
         geometric mean of both models (as `model = "both"` computes it) and `passive_second`
         reports the second model's own score."""
         second = self._owner.second
@@ -237,26 +274,18 @@ class TrackLiveness:
         return {**scores, "passive": math.sqrt(scores["passive"] * p2), "passive_second": p2}
 
     def result(self) -> LivenessResult:
+        """The track's liveness: its weakest window's frame cues with the whole track's blink and
+        planar cues. The open window counts while no window has closed, or once it holds half a
+        window (a frame or two after a full window is too little to judge alone)."""
         threshold = self._owner.threshold
         challenge = self._challenge()
-        if not self._candidates:
+        track_cues = self._track_cues()
+        windows = [] if self._weakest is None else [self._weakest]
+        if self._candidates and (self._weakest is None or 2 * self._in_window >= WINDOW_FRAMES):
+            windows.append(self._window_cues(track_cues))
+        if not windows:
             return LivenessResult(0.0, False, threshold, {}, 0, challenge)
-        for cand in self._candidates:
-            if cand.scores is None:
-                cand.scores = self._owner.frame_scores(cand.image, cand.box)
-        frame_cues: dict[str, float] = {}
-        for name in ("passive", "glare", "moire"):
-            # Mean log-odds over the scored frames: one odd frame cannot decide alone.
-            z = float(np.mean([logit(c.scores[name]) for c in self._candidates if c.scores]))
-            frame_cues[name] = 1.0 / (1.0 + math.exp(-z))
-        scores = {
-            **frame_cues,
-            "blink": cues.blink_score(self._geo.ears),
-            "planar": cues.planar_score(self._geo.residuals),
-        }
+        scores = {**min(windows, key=fuse), **track_cues}
         score = fuse(scores)
-        if self._owner.second is not None and abs(score - threshold) < self._cfg.recheck_margin:
-            scores = self._recheck(scores)
-            score = fuse(scores)
         live = score >= threshold and challenge != "failed"
         return LivenessResult(score, live, threshold, scores, self._frames, challenge)

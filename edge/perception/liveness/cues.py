@@ -39,6 +39,10 @@ LEFT_EYE = (263, 387, 385, 362, 380, 373)
 BLINK_DROP = 0.65  # closed-eye EAR relative to the open level (open ≈ 0.25-0.30, closed < 0.15)
 BLINK_SCORE = 0.75  # weak: replays blink too
 MIN_FRAMES = 4
+# Yaw the head may sweep over a dip of the eye aspect ratio (with an open frame each side) for the
+# dip to count as a blink: a blink takes 100-400 ms, FaceMesh yaw jitters by a few degrees, and
+# the turns that faked blinks swept 35-38° (see `blinked`).
+BLINK_MAX_YAW_SWING_DEG = 10.0
 # Parallax needs motion: pairs whose mean landmark displacement is below this share of the
 # inter-ocular distance are not informative (landmark noise ~0.01 would dominate).
 PLANAR_MIN_MOTION = 0.08
@@ -90,8 +94,14 @@ def yaw_deg(points: np.ndarray) -> float:
     return math.degrees(math.atan2(offset, _NOSE_DEPTH))
 
 
-def blinked(ears: list[float]) -> bool:
-    """The eye aspect ratio fell below BLINK_DROP of its open level and came back."""
+def blinked(ears: list[float], yaws: list[float] | None = None) -> bool:
+    """The eye aspect ratio fell below BLINK_DROP of its open level and came back — with the head
+    steady meanwhile when `yaws` (one per ear) are given.
+
+    The aspect ratio is lid gap over eye width, and a fast head swing shrinks the width and moves
+    the lid points as a blink does (a live man's turn from 24° to -14° dipped it to 0.21, a
+    replay's ~35° turn to 0.18, both counted as blinks): a dip whose frames, with the open frame
+    on each side, span BLINK_MAX_YAW_SWING_DEG of yaw or more is the turn, not the lids."""
     if len(ears) < MIN_FRAMES:
         return False
     values = np.asarray(ears)
@@ -99,11 +109,20 @@ def blinked(ears: list[float]) -> bool:
     closed = values < BLINK_DROP * open_level
     # A blink is a closed run with open frames on both sides (not a track that starts closed).
     idx = np.flatnonzero(closed)
-    return bool(idx.size and idx[0] > 0 and idx[-1] < len(values) - 1)
+    for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if idx.size else []:
+        start, end = int(run[0]), int(run[-1])
+        if start == 0 or end >= len(values) - 1:
+            continue
+        if yaws is None:
+            return True
+        around = yaws[start - 1 : end + 2]
+        if max(around) - min(around) < BLINK_MAX_YAW_SWING_DEG:
+            return True
+    return False
 
 
-def blink_score(ears: list[float]) -> float:
-    return BLINK_SCORE if blinked(ears) else 0.5
+def blink_score(ears: list[float], yaws: list[float] | None = None) -> float:
+    return BLINK_SCORE if blinked(ears, yaws) else 0.5
 
 
 def turned(yaws: list[float], min_deg: float) -> bool:
