@@ -81,7 +81,7 @@ class SyncAgent:
         self._hub_seal = hub_seal_key(self.sync.hub_seal_key_file) if self.sync.hub_seal_key_file else None
         self._outbox = Outbox.open(data_dir)
         self._rejects = RejectLimiter(self._journal)  # a flood of forged messages is counted, not journalled one by one
-        self._control = DeviceControl(self.device_id, self._outbox, audit_log, self._reject)  # signed acks and resend requests
+        self._control = DeviceControl(self.device_id, self._outbox, audit_log, self._reject, audit=cfg.audit)  # signed acks, resends, prunes
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._inbound = Inbound(self.device_id, self.sync.max_bundle_mib * 1024 * 1024, self._events)
         self.errors = 0  # unexpected worker faults, contained (logged once per LOG_EVERY)

@@ -10,7 +10,9 @@ only when:
 - its `anchor` (seq, hash of the last record the hub holds) is this journal's record at that seq.
 Anything else is refused through the agent's `reject` (audited, rate-limited) and changes nothing.
 An accepted anchor is kept in `audit_anchor.json` (edge.audit.anchor) with the hub's signature,
-for `facegate audit verify` to catch a journal whose tail was deleted.
+for `facegate audit verify` to catch a journal whose tail was deleted. It is also the one thing
+that lets the journal prune (edge.audit.retention, `[audit] retention_days`): only records at or
+below an anchor checked here, paced by `[audit] prune_interval_s`.
 
 A `resend` request (the hub's chain of this device stops at a gap) re-feeds the outbox from the
 journal (`Outbox.refeed_audit`), bounded to the journal's range and paced: a replayed request
@@ -30,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.audit.anchor import AuditAnchor, write_anchor
 from edge.audit.journal import AuditLog
+from edge.audit.retention import Pruner
+from edge.config.audit import AuditConfig
 from edge.errors import AuditError, FacegateError
 from sync import protocol, signing
 from sync.outbox import Outbox
@@ -95,8 +99,9 @@ class DeviceControl:
     """The agent's handler for `ack` and `resend`: `ack(...)` / `resend(...)` return True when acted on."""
 
     def __init__(self, device_id: str, outbox: Outbox, journal: AuditLog, reject: Callable[[str, bytes, Exception], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, audit: AuditConfig | None = None) -> None:
         self.device_id, self._outbox, self._journal, self._reject, self._clock = device_id, outbox, journal, reject, clock
+        self.pruner = Pruner(journal, audit or AuditConfig(), clock)
         self._data_dir = Path(journal.path).parent
         self._last_refeed: float | None = None
 
@@ -117,6 +122,8 @@ class DeviceControl:
             self._outbox.ack_audit(ack.audit_upto)
         if ack.enrollments:
             self._outbox.ack_enrollments(list(ack.enrollments))
+        if ack.anchor is not None:
+            self.pruner.after_ack(ack.anchor)  # the records it covers may now be pruned (when old enough)
         return True
 
     def resend(self, topic: str, payload: bytes, keys: Mapping[str, Ed25519PublicKey]) -> bool:

@@ -28,8 +28,9 @@ GENESIS = "0" * 64  # the `prev` of the first record
 # match_rejected / negatives_cleared: `gallery reject-match` and `gallery negatives --clear` (uids only).
 KINDS = (
     "decision", "enroll", "remove", "key", "config_reload", "config_reload_refused", "rejected_message", "gallery_update", "sync", "start", "stop", "door_event",
-    "match_rejected", "negatives_cleared",
+    "match_rejected", "negatives_cleared", "checkpoint",
 )
+CHECKPOINT = "checkpoint"  # a prune's record: the pruned chain's head and the hub ack that allowed it (edge.audit.retention)
 _DOMAIN = b"facegate/audit/v1\x00"
 
 

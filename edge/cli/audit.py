@@ -1,4 +1,4 @@
-"""`facegate audit verify|tail`: read and check the device's audit journal (and the hub's anchor of it)."""
+"""`facegate audit verify|tail|prune`: read and check the device's audit journal (and the hub's anchor of it), prune it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.audit.anchor import ANCHOR_FILE, AuditAnchor, read_anchor
+from edge.audit.anchor import ANCHOR_FILE, read_anchor
 from edge.audit.journal import AuditLog, VerifyReport
 from edge.audit.records import summarize
 from edge.config import Config
-from edge.errors import ConfigError
+from edge.errors import AuditError, ConfigError
 from edge.gallery.keys import data_dir_for
 
 Handler = Callable[[argparse.Namespace, Config], int]
@@ -45,8 +45,8 @@ def _hub_keys(data_dir: Path, cfg: Config) -> dict[str, Any]:
     return keys
 
 
-def _anchor_problem(anchor: AuditAnchor, data_dir: Path, cfg: Config) -> tuple[str, str]:
-    """(signature state, problem): 'verified' / 'unchecked' / 'bad', and '' or why the anchor is refused."""
+def _anchor_problem(ack: dict[str, Any], data_dir: Path, cfg: Config, what: str = ANCHOR_FILE) -> tuple[str, str]:
+    """(signature state, problem) of a hub ack: 'verified' / 'unchecked' / 'bad', and '' or why it is refused."""
     from sync.protocol import ACK_DOMAIN, ProtocolError
     from sync.signing import verify
 
@@ -54,10 +54,22 @@ def _anchor_problem(anchor: AuditAnchor, data_dir: Path, cfg: Config) -> tuple[s
     if not keys:
         return "unchecked", ""
     try:
-        verify(anchor.ack, ACK_DOMAIN, keys, f"{ANCHOR_FILE}")
+        verify(ack, ACK_DOMAIN, keys, what)
     except ProtocolError as exc:
         return "bad", f"{exc}: the hub's anchor was forged or altered"
     return "verified", ""
+
+
+def _checkpoint_problem(report: VerifyReport, data_dir: Path, cfg: Config, out: dict[str, Any]) -> VerifyReport:
+    """The newest checkpoint's hub ack must verify too: a prune is allowed by the hub's word only."""
+    checkpoint = report.checkpoint
+    if checkpoint is None:
+        return report
+    state, problem = _anchor_problem(checkpoint.ack, data_dir, cfg, f"checkpoint record {checkpoint.seq}")
+    out["checkpoint"] = {**checkpoint.to_dict(), "signature": state}
+    if problem:
+        return VerifyReport(False, report.records, checkpoint.seq, problem, report.anchor_seq, checkpoint)
+    return report
 
 
 def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
@@ -66,16 +78,38 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     with AuditLog.open(data_dir, create=False) as log:
         report = log.verify(anchor=None if anchor is None else (anchor.seq, anchor.hash))
     out = report.to_dict()
-    if anchor is not None:
-        state, problem = _anchor_problem(anchor, data_dir, cfg)
+    if report.ok:
+        report = _checkpoint_problem(report, data_dir, cfg, out)
+        out.update(report.to_dict())
+    if anchor is not None and report.ok:
+        state, problem = _anchor_problem(anchor.ack, data_dir, cfg)
         out["anchor"] = {"seq": anchor.seq, "hash": anchor.hash, "signature": state}
         if problem:
-            report = VerifyReport(False, report.records, anchor.seq, problem, anchor.seq)
+            report = VerifyReport(False, report.records, anchor.seq, problem, anchor.seq, report.checkpoint)
             out.update(report.to_dict())
         elif state == "unchecked" and report.ok:
             out["reason"] = report.reason + " (no hub key configured: the anchor's signature was not checked)"
     print(json.dumps(out) if args.json else ("OK: " if report.ok else "FAILED: ") + out["reason"])
     return 0 if report.ok else 1
+
+
+def cmd_prune(args: argparse.Namespace, cfg: Config) -> int:
+    """One prune by hand: `[audit] retention_days` (or --days), below the stored hub anchor, whose
+    hub signature must verify first (a forged anchor file must not delete records)."""
+    from edge.audit.retention import prune
+
+    data_dir = data_dir_for(args.data_dir, cfg)
+    days = cfg.audit.retention_days if args.days is None else args.days
+    anchor = read_anchor(data_dir)
+    if anchor is None:
+        raise AuditError(f"{data_dir / ANCHOR_FILE}: the hub never acknowledged this journal: nothing may be pruned")
+    state, problem = _anchor_problem(anchor.ack, data_dir, cfg)
+    if state != "verified":
+        raise AuditError(problem or "audit prune: no hub signing key configured ([sync] hub_sign_key_file): the anchor cannot be checked, nothing is pruned")
+    with AuditLog.open(data_dir, create=False) as log:
+        result = prune(log, anchor, days)
+    print(json.dumps(result.to_dict()) if args.json else f"pruned {result.pruned} record(s); the journal starts after record {result.upto}")
+    return 0
 
 
 def cmd_tail(args: argparse.Namespace, cfg: Config) -> int:
@@ -93,6 +127,11 @@ def add_commands(sub: argparse._SubParsersAction, run: Callable[[Handler], Calla
     p.add_argument("--data-dir", type=Path, default=None, help="gallery directory (see [gallery] data_dir)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run(cmd_verify))
+    p = audit.add_parser("prune", help="delete records older than [audit] retention_days that the hub acknowledged, leaving a signed checkpoint")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--days", type=int, default=None, help="this retention instead of [audit] retention_days (0 = prune nothing)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run(cmd_prune))
     p = audit.add_parser("tail", help="the last N records, oldest first")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("-n", type=int, default=20, help="how many records (default 20)")
