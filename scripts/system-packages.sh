@@ -7,7 +7,8 @@
 #   deb   `make deb`: system pip for the wheel, and what systemd-python (the .deb's venv has it,
 #         the `systemd` extra) compiles with
 #   test  `make test` (includes run and deb): the binaries the tests start — mosquitto (broker
-#         fixtures), postgresql (initdb/pg_ctl for the hub), chromium (the status page),
+#         fixtures), postgresql (initdb/pg_ctl for the hub), chromium + chromium-driver (the hub
+#         console, driven by selenium),
 #         systemd (systemd-analyze on the units), lintian (checks the .deb)
 #   list  print every purpose's packages and exit
 #
@@ -21,7 +22,7 @@ set -euo pipefail
 
 run_pkgs="python3 python3-venv ca-certificates make"
 deb_pkgs="python3-pip libsystemd-dev pkg-config gcc python3-dev"
-test_pkgs="mosquitto postgresql chromium systemd lintian"
+test_pkgs="mosquitto postgresql chromium chromium-driver systemd lintian"
 
 dry=0
 wanted=""

@@ -345,9 +345,19 @@ class HubConfig:
     username: str = ""
     password_file: str = ""
     allow_insecure_broker: bool = False
-    # Read-only status page (fleet, last decisions, pending acks); 0 = off.
+    # The hub console (sync/hub/console, docs/hub.md "Console"): sign-in, persons, review, fleet,
+    # audit; 0 = off.
     web_port: int = field(default=0, metadata=_range(0, 65535))
     web_address: str = "127.0.0.1"
+    # HTTPS for the console (PEM files); both or neither. Without them only a loopback address
+    # is served, unless web_allow_insecure (a TLS-terminating reverse proxy in front).
+    web_tls_cert_file: str = ""
+    web_tls_key_file: str = ""
+    web_allow_insecure: bool = False
+    # A console session ends after this long without a request (and after 12 h in any case).
+    web_session_idle_s: float = field(default=1800.0, metadata=_range(60.0, 43200.0))
+    # One enrollment form's upload (all its photos together) is refused above this.
+    web_max_upload_bytes: int = field(default=20_000_000, metadata=_range(100_000, 200_000_000))
     # A resync request costs a full signed bundle: per scope, at most one is answered this often
     # (later requests wait for the window to end, none is lost).
     resync_min_interval_s: float = field(default=30.0, metadata=_range(0.0, 3600.0))

@@ -17,9 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from edge.audit.records import GENESIS, check_record
 from edge.config import Config
 from edge.errors import FacegateError
 from edge.gallery.records import PersonProfile, new_uid
@@ -27,6 +24,8 @@ from edge.names import check_names
 from edge.perception.photos import images_in, person_folders, photo_template
 from sync.hub.cli_keys import add_key_commands
 from sync.hub.cli_review import add_review_commands
+from sync.hub.console.cli import add_user_commands
+from sync.hub.verify import verify_device_chain
 
 Handler = Callable[[argparse.Namespace, Config], int]
 Wrap = Callable[[Handler], Callable[[argparse.Namespace], int]]  # a handler wrapped with config loading
@@ -225,23 +224,6 @@ def cmd_audit_query(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def verify_device_chain(store, device_id: str, key_hex: str) -> tuple[int, str]:
-    """(records checked, '' or the first failure): the stored chain from record 1, in pages."""
-    key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex))
-    prev, seq, checked = GENESIS, 0, 0
-    while True:
-        page = store.audit_chain(device_id, seq)
-        if not page:
-            return checked, ""
-        for r in page:
-            if r.seq != seq + 1:
-                return checked, f"record {seq + 1} is missing (next stored is {r.seq})"
-            problem = check_record(r, key, prev)
-            if problem:
-                return checked, problem
-            prev, seq, checked = r.hash, r.seq, checked + 1
-
-
 def cmd_audit_verify(args: argparse.Namespace, cfg: Config) -> int:
     store = _hub(cfg).store
     results = []
@@ -265,16 +247,23 @@ def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
     import logging
 
     from sync.hub.service import HubService
-    from sync.hub.web import StatusPage
+
+    try:
+        from sync.hub.console.server import ConsoleServer
+    except ImportError as exc:  # the `hub` extra; only the console needs it
+        if cfg.hub.web_port:
+            raise FacegateError(f"hub.web_port: the console needs the hub extra (pip install 'facegate[hub]'): {exc}") from exc
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     hub = _hub(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    web = ConsoleServer(cfg, hub) if cfg.hub.web_port else None  # a console it may not serve (no TLS off loopback) stops here
     service = HubService(hub).start()
-    web = StatusPage(hub.store, cfg.hub.web_address, cfg.hub.web_port).start() if cfg.hub.web_port else None
-    print(f"facegate hub: {service.client_id} → {cfg.hub.broker_host}:{cfg.hub.broker_port}" + (f", status page {web.url}" if web else ""), file=sys.stderr, flush=True)
+    if web is not None:
+        web.start()
+    print(f"facegate hub: {service.client_id} → {cfg.hub.broker_host}:{cfg.hub.broker_port}" + (f", console {web.url}" if web else ""), file=sys.stderr, flush=True)
     code = 0
     try:
         while not stop.wait(1.0):
@@ -302,6 +291,7 @@ def add_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:
     _add_push_command(admin, run)
     _add_audit_commands(admin, run)
     add_review_commands(admin, run)
+    add_user_commands(admin, run)
     _add_hub_commands(sub, run)
 
 

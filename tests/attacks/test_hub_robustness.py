@@ -28,6 +28,7 @@ from sync import protocol
 from sync.hub import guard
 from sync.hub.guard import AlertLimiter, ResyncPacer
 from sync.hub.service import Hub, HubService
+from tests.support.console import ConsoleClient
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,8 +159,13 @@ def test_wrong_typed_status_is_refused_and_the_fleet_views_keep_working(served) 
     assert listed.returncode == 0, listed.stderr
     assert [d["device"] for d in json.loads(listed.stdout)] == [DEVICE]
     port = int(s.config.read_text().split("web_port = ")[1].split()[0])
-    assert wait_for(lambda: _get(f"http://127.0.0.1:{port}/status.json") is not None, 20.0)
-    assert [d["device"] for d in json.loads(_get(f"http://127.0.0.1:{port}/status.json"))["fleet"]] == [DEVICE]
+    assert wait_for(lambda: _get(f"http://127.0.0.1:{port}/login") is not None, 20.0)
+    added = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(s.config), "admin", "user", "add", "vera", "--role", "viewer",
+                            "--password-stdin"], cwd=REPO, input="viewer password 1\n", capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    console = ConsoleClient(f"http://127.0.0.1:{port}/")
+    assert console.login("vera", "viewer password 1").status == 200
+    assert [d["device"] for d in json.loads(console.get("status.json").text)["fleet"]] == [DEVICE]
 
 
 def _get(url: str) -> bytes | None:
