@@ -125,6 +125,9 @@ class ChallengeEvent:
     source_deadline: float  # the same on the source clock (what the decider counts in)
     score: float  # the fused liveness score that fell in the band
     band: tuple[float, float]
+    # `both`: the order and turn direction drawn for this track (edge/video/challenge.py), e.g.
+    # ("turn_left", "blink"); the other challenges take their cue in any order: ().
+    steps: tuple[str, ...] = ()
     challenge_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
@@ -136,6 +139,7 @@ class ChallengeEvent:
             "track_id": self.track_id,
             "door": self.door,
             "challenge": self.challenge,
+            "steps": list(self.steps),
             "timeout_ms": round(self.timeout_ms, 1),
             "deadline": round(self.deadline, 3),
             "source_deadline": round(self.source_deadline, 3),

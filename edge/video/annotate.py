@@ -30,7 +30,16 @@ COLOURS = {
 # What the overlay asks for, per `[[door]] liveness_challenge`.
 PROMPTS = {"blink": "please blink", "turn": "please turn your head", "any": "please blink or turn your head",
            "both": "please turn your head and blink"}
+# A `both` challenge's drawn steps, in the order asked (edge/video/challenge.py draw_steps).
+STEP_PROMPTS = {"turn_left": "turn your head to your left", "turn_right": "turn your head to your right", "blink": "blink"}
 DEFAULT_FPS = 15.0
+
+
+def prompt(asked: ChallengeEvent) -> str:
+    """What the person is asked to do, in order when the challenge is a drawn sequence."""
+    if asked.steps:
+        return "please " + ", then ".join(STEP_PROMPTS.get(step, step) for step in asked.steps)
+    return PROMPTS[asked.challenge]
 
 
 class Annotator:
@@ -69,7 +78,7 @@ class Annotator:
                 text += f" {kind} {person or ''}" + (f" {score:.2f}" if score is not None else "")
             elif asked is not None:
                 # Counted on the source clock, as the decider counts the deadline.
-                text += f" {PROMPTS[asked.challenge]} ({max(0.0, asked.source_deadline - frame.t):.1f} s)"
+                text += f" {prompt(asked)} ({max(0.0, asked.source_deadline - frame.t):.1f} s)"
             cv2.putText(canvas, text, (x1, max(12, y1 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
         self._writer(frame.camera, canvas, fps).write(canvas)
 

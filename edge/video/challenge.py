@@ -14,7 +14,10 @@ it ended (`StepUpEvidence`, audited with the decision).
 
 The cues are the ones the liveness checker measures on every FaceMesh (edge/perception/liveness/cues.py),
 counted on the frames after the challenge started only, so a blink or a turn before it proves
-nothing about the face that is being asked. A photo or a still screen shows neither cue and
+nothing about the face that is being asked. `both` is a sequence drawn per track: a turn to the
+person's left or right and a blink, in a random order (`draw_steps`), each step counted only on the
+frames after the one before it was done. A replay shows whatever its footage shows: one that turns
+one way and then blinks passes one draw in four, not every one. A photo or a still screen shows neither cue and
 times out. The same face: every frame after the start whose embedding the quality gate accepted
 must match the track's fused embedding at the moment it was asked, at the 1:1 threshold, and at
 least one must: a live accomplice who steps in front of a photo to do the turn fails the
@@ -24,6 +27,8 @@ challenge, and one who does it turned away from the camera does not pass it.
 from __future__ import annotations
 
 import math
+import random
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -40,6 +45,33 @@ from edge.perception.liveness import cues
 # together: a track above the band stays live without either. The one attack measured above
 # the threshold, a photo the CNN takes for live moved as a plane (0.93), falls inside.
 DEFAULT_BAND_LOG_ODDS = math.log(19.0)
+
+
+# The person's own left / right: cues.yaw_deg rises as the nose moves towards FaceMesh's left
+# eye (263, the person's left), i.e. as the person turns to their left.
+TURNS = ("turn_left", "turn_right")
+_RANDOM = secrets.SystemRandom()  # the draw must not be predictable from earlier ones
+
+
+def draw_steps(challenge: str, rng: random.Random = _RANDOM) -> tuple[str, ...]:
+    """The ordered steps a `both` challenge asks of one track: a turn in a random direction and a
+    blink, in a random order (4 sequences). The other challenges have no order: ()."""
+    if challenge != "both":
+        return ()
+    steps = [rng.choice(TURNS), "blink"]
+    rng.shuffle(steps)
+    return tuple(steps)
+
+
+def step_done(step: str, ears: list[float], yaws: list[float], yaw_deg: float) -> bool:
+    """Whether the frames since `step` began show it: a blink with the head steady, or the yaw
+    `yaw_deg` past its level at the step's first frame, in the asked direction."""
+    if step == "blink":
+        return cues.blinked(ears, yaws)
+    if not yaws:
+        return False
+    moved = yaws[-1] - yaws[0]
+    return moved >= yaw_deg if step == "turn_left" else -moved >= yaw_deg
 
 
 def default_band(threshold: float) -> tuple[float, float]:
@@ -91,6 +123,8 @@ class Challenge:
         self.same_face = same_face  # cosine a frame must reach against it (the gallery's 1:1 threshold)
         self.ears: list[float] = []
         self.yaws: list[float] = []
+        self.steps = event.steps  # `both`: the ordered steps; () = the cues in any order
+        self.step_from = 0  # index into ears / yaws where the current step's frames begin
         self.frames = 0
         # A frame after the start that the gate passed and that matched: without one, nobody
         # showed that the face doing the cue is the one that was asked (a turned-away stranger).
@@ -123,16 +157,30 @@ class Challenge:
                 self.face_changed = True
                 return
             self.matched = True
-        if ear is not None:
+        if ear is not None and yaw is not None:  # both come from the same FaceMesh
             self.ears.append(ear)
-        if yaw is not None:
             self.yaws.append(yaw)
-        if "blink" in self.kinds and "blink" not in self.seen and cues.blinked(self.ears, self.yaws):
-            self.seen.append("blink")
-        if "turn" in self.kinds and "turn" not in self.seen and cues.turned(self.yaws, self.policy.yaw_deg):
-            self.seen.append("turn")
-        if self.matched and self.seen and (not self.needs_all or len(self.seen) == len(self.kinds)):
+        if self.steps:
+            self._next_step()
+            done = len(self.seen) == len(self.steps)
+        else:
+            if "blink" in self.kinds and "blink" not in self.seen and cues.blinked(self.ears, self.yaws):
+                self.seen.append("blink")
+            if "turn" in self.kinds and "turn" not in self.seen and cues.turned(self.yaws, self.policy.yaw_deg):
+                self.seen.append("turn")
+            done = bool(self.seen) and (not self.needs_all or len(self.seen) == len(self.kinds))
+        if self.matched and done:
             self.observed = "+".join(self.seen)
+
+    def _next_step(self) -> None:
+        """The ordered sequence: the current step judged on its own frames; once done, the next
+        one starts from the frame that finished it (a blink during the turn does not count)."""
+        if len(self.seen) == len(self.steps):
+            return
+        step = self.steps[len(self.seen)]
+        if step_done(step, self.ears[self.step_from :], self.yaws[self.step_from :], self.policy.yaw_deg):
+            self.seen.append(step)
+            self.step_from = max(len(self.ears) - 1, 0)
 
     def due(self, t: float) -> bool:
         """Whether the track can be decided at source time `t`: passed, failed or out of time."""
@@ -159,7 +207,7 @@ def ask(policy: StepUpPolicy, camera: str, track_id: int, door: str | None, scor
     now = time.time()
     timeout_s = policy.timeout_ms / 1000.0
     return ChallengeEvent(now, camera, track_id, door, policy.challenge, policy.timeout_ms, now + timeout_s, t + timeout_s,
-                          score, policy.band)
+                          score, policy.band, draw_steps(policy.challenge))
 
 
 def spoof_reason(step_up: StepUpEvidence | None) -> str:

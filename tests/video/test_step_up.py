@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from edge.perception.landmarks import FaceMesh
 from edge.perception.liveness import cues
 from edge.perception.liveness.checker import LivenessResult
 from edge.perception.quality import Quality
-from edge.video.challenge import StepUpPolicy, default_band
+from edge.video.challenge import StepUpPolicy, default_band, draw_steps
 from edge.video.decide import Decider
 from edge.video.track import Track
 
@@ -164,12 +165,63 @@ def test_any_takes_either_cue_and_both_needs_each(ann) -> None:
     door.still(emb, 3)
     (decision,) = door.frames(*blink(emb))
     assert decision.liveness.step_up.observed == "blink"
-    door = Door(gallery, 0.7)  # the default: both
+    door = Door(gallery, 0.7)  # the default: both, a drawn sequence
     door.still(emb, 3)
-    assert door.asked[0].challenge == "both"
-    assert door.frames(*blink(emb)) == []
-    (decision,) = door.frames(*[face(emb, yaw=y) for y in (0, 10, 20, 30)])
-    assert decision.decision == "grant" and decision.liveness.step_up.observed == "blink+turn"
+    (asked,) = door.asked
+    assert asked.challenge == "both" and asked.body["steps"] == list(asked.steps)
+    first, second = asked.steps
+    assert door.frames(*do(first, emb)) == []
+    (decision,) = door.frames(*do(second, emb))
+    assert decision.decision == "grant" and decision.liveness.step_up.observed == f"{first}+{second}"
+
+
+def do(step: str, embedding: np.ndarray) -> list[Face]:
+    """Frames showing one step of a drawn sequence (the person's left: yaw rising)."""
+    if step == "blink":
+        return blink(embedding)
+    sign = 1.0 if step == "turn_left" else -1.0
+    return [face(embedding, yaw=sign * y) for y in (0, 8, 16, 24)]
+
+
+def test_both_draws_the_order_and_the_turns_direction_per_track() -> None:
+    drawn = Counter(draw_steps("both") for _ in range(200))
+    # Four sequences, each about a quarter of the draws (missing one in 200: 4 x 0.75^200).
+    assert set(drawn) == {("turn_left", "blink"), ("blink", "turn_left"), ("turn_right", "blink"), ("blink", "turn_right")}
+    assert draw_steps("turn") == draw_steps("blink") == draw_steps("any") == ()
+
+
+@pytest.mark.parametrize("steps", [("turn_left", "blink"), ("blink", "turn_right")])
+def test_a_replay_that_shows_the_cues_in_another_order_or_direction_fails_both(ann, monkeypatch, steps) -> None:
+    # A replayed clip shows its own footage whatever is asked: here a turn then a blink.
+    gallery, emb = ann
+    monkeypatch.setattr("edge.video.challenge.draw_steps", lambda _challenge: steps)
+    footage = [*do("turn_right", emb), *blink(emb)]
+    door = Door(gallery, 0.7, liveness_challenge_timeout_ms=1000.0)
+    door.still(emb, 3)
+    assert door.asked[0].steps == steps
+    door.frames(*footage)
+    (decision,) = door.still(emb, 40)
+    assert (decision.decision, decision.reason) == ("spoof", "challenge_timeout")
+    # The footage that happens to match the draw passes.
+    monkeypatch.setattr("edge.video.challenge.draw_steps", lambda _challenge: ("turn_right", "blink"))
+    door = Door(gallery, 0.7)
+    door.still(emb, 3)
+    (decision,) = door.frames(*footage)
+    assert decision.decision == "grant" and decision.liveness.step_up.observed == "turn_right+blink"
+
+
+def test_a_blink_during_the_turn_step_or_a_fast_swing_does_not_count(ann, monkeypatch) -> None:
+    gallery, emb = ann
+    monkeypatch.setattr("edge.video.challenge.draw_steps", lambda _challenge: ("turn_left", "blink"))
+    door = Door(gallery, 0.7, liveness_challenge_timeout_ms=1000.0)
+    door.still(emb, 3)
+    # Blinks first (before its step), then turns: the blink step has seen no blink yet.
+    assert door.frames(*blink(emb), *do("turn_left", emb)) == []
+    # The eye ratio dips while the head swings back 24 -> -6 degrees: the turn, not the lids.
+    swing = [face(emb, e, y) for e, y in ((OPEN, 24), (OPEN, 20), (CLOSED, 10), (CLOSED, 0), (OPEN, -6), (OPEN, -6))]
+    assert door.frames(*swing) == []
+    (decision,) = door.still(emb, 40)
+    assert (decision.decision, decision.reason) == ("spoof", "challenge_timeout")
 
 
 def test_a_static_face_times_out_as_spoof(ann) -> None:
@@ -271,7 +323,7 @@ def test_the_overlay_shows_the_pending_challenge(tmp_path: Path) -> None:
     import cv2
 
     from edge.events import ChallengeEvent
-    from edge.video.annotate import PROMPTS, Annotator
+    from edge.video.annotate import PROMPTS, Annotator, prompt
     from edge.video.capture import Frame
 
     out = tmp_path / "out.avi"
@@ -286,6 +338,8 @@ def test_the_overlay_shows_the_pending_challenge(tmp_path: Path) -> None:
     b, g, r = (int(v) for v in bgr[100, 40])  # the box's left edge
     assert b > 170 and r > 170 and g < 110, (b, g, r)  # magenta: asked, not yellow (deciding)
     assert PROMPTS["turn"] == "please turn your head"
+    drawn = dataclasses.replace(asked, challenge="both", steps=("blink", "turn_right"))
+    assert prompt(drawn) == "please blink, then turn your head to your right"
 
 
 def test_default_band_follows_the_threshold_in_log_odds() -> None:
