@@ -39,10 +39,12 @@ from edge.errors import AuditError, ConfigError
 from edge.events import ChallengeEvent, DecisionEvent
 from edge.gallery.loader import open_gallery
 from edge.gallery.records import PersonRecord
+from edge.gallery.retention_policy import RetentionPolicy
 from edge.perception.faces import Perception
 from edge.perception.liveness.checker import load_liveness
 from edge.reloader import Reloader
 from edge.video.observer import Observer
+from edge.video.retention_sweep import RetentionSweep
 
 if TYPE_CHECKING:
     from edge.gallery.probes import ProbeKeeper
@@ -65,6 +67,7 @@ class RunOptions:
     warn: Callable[[str], None] = _LOG.warning
     gpio: LineOpener | None = None  # opens a door's GPIO lines; None: libgpiod (tests pass an in-memory chip)
     card_edges: EdgeOpener | None = None  # opens a Wiegand card reader's input lines; None: libgpiod
+    clock: Callable[[], float] = time.time  # the wall clock retention deadlines are compared with (tests pass theirs)
 
 
 class _SyncEvents(Observer):
@@ -119,6 +122,7 @@ class Daemon:
         self.journal: AuditLog | None = None
         self.pipeline: Pipeline | None = None
         self.doors: Any | None = None
+        self.retention: RetentionSweep | None = None
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self._stopped = False
 
@@ -165,6 +169,9 @@ class Daemon:
         self._on_stop("gallery", lambda: pipeline.gallery.close())
         pipeline.reloader = Reloader(pipeline, self.journal, self.options.reload_config, self.options.data_dir, self._applied, self.options.warn)
         pipeline.on_decision = self._decided
+        self.retention = RetentionSweep(lambda: RetentionPolicy.of(self.cfg.privacy), lambda: self.cfg.privacy.retention_sweep_s,
+                                        self.journal.append, clock=self.options.clock)
+        pipeline.observers.add(self.retention)  # sweeps when the pipeline starts, then every retention_sweep_s
 
     def start_probes(self) -> None:
         """Keeps each grant's / deny's probe, sealed, for `[match] keep_probes_h` (off: 0, and
@@ -257,7 +264,8 @@ class Daemon:
         if self.cfg.metrics.enabled:
             from edge.service.metrics import MetricsObserver
 
-            metrics = MetricsObserver.serve(self.cfg, self._data_dir(), self.journal.health if self.journal else None)
+            metrics = MetricsObserver.serve(self.cfg, self._data_dir(), self.journal.health if self.journal else None,
+                                            self.retention.erased if self.retention else None)
             if metrics.server is not None:
                 self._on_stop("metrics server", metrics.server.stop)
             pipeline.observers.add(metrics)

@@ -14,6 +14,7 @@ that is reported is a grant that counted.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.access.schedule import Schedule
@@ -122,16 +123,24 @@ class DoorRules:
         return None
 
 
+# (person id, profile, now) -> "retention_expired" / "removed" / None: edge/gallery/retention.py
+# `refusal` on the running gallery, so a person due for erasure is refused before the sweep comes.
+RetentionCheck = Callable[[int, PersonProfile, float], str | None]
+
+
 class CameraRules:
     """What a camera's decider asks: the door's rules when a door is on the camera, else only
     the person's record and the camera's groups (the behaviour without [[door]])."""
 
-    def __init__(self, groups: tuple[str, ...], door: DoorRules | None = None) -> None:
+    def __init__(self, groups: tuple[str, ...], door: DoorRules | None = None, retention: RetentionCheck | None = None) -> None:
         self.groups = groups
         self.door = door
+        self.retention = retention
 
     def check(self, c: Candidate, now: float) -> str | None:
         refused = person_refusal(c.profile, self.groups, now)
+        if refused is None and self.retention is not None:
+            refused = self.retention(c.person_id, c.profile, now)
         if refused is not None or self.door is None:
             return refused
         return self.door.check(c, now)

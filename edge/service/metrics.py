@@ -56,6 +56,7 @@ class MetricsObserver(Observer):
                  audit_health: AuditHealth | None = None) -> None:
         self.cfg = cfg
         self.audit_health = audit_health  # the daemon's journal (edge/audit/health.py), read at scrape time
+        self.retention: Mapping[str, int] | None = None  # retention erasures by reason, read at scrape time
         self.registry = registry or CollectorRegistry()
         self.health = Health(cfg.metrics.stall_s)
         self.server: MetricsServer | None = None
@@ -90,10 +91,13 @@ class MetricsObserver(Observer):
         r.register(_ScrapeCollector(self, data_dir if cfg.sync.broker_host else None))
 
     @classmethod
-    def serve(cls, cfg: Config, data_dir: Path | None = None, audit_health: AuditHealth | None = None) -> MetricsObserver:
+    def serve(cls, cfg: Config, data_dir: Path | None = None, audit_health: AuditHealth | None = None,
+              retention: Mapping[str, int] | None = None) -> MetricsObserver:
         """An observer with its HTTP endpoint started on `[metrics] address:port`. A port that is
-        taken is logged and skipped: a door must not stay locked for want of a metrics port."""
+        taken is logged and skipped: a door must not stay locked for want of a metrics port.
+        `retention`: the daemon's retention erasures by reason (edge/video/retention_sweep.py)."""
         observer = cls(cfg, data_dir, audit_health=audit_health)
+        observer.retention = retention
         try:
             observer.server = MetricsServer(cfg.metrics.address, cfg.metrics.port, observer.registry, observer.health).start()
         except OSError as exc:
@@ -225,6 +229,12 @@ class _ScrapeCollector(Collector):
             age.add_metric([], tick_age)
             yield age
         yield from self._audit()
+        if self.observer.retention is not None:
+            erased = CounterMetricFamily("facegate_gallery_retention_erasures", "Persons crypto-erased because their retention or valid_until ended, by reason",
+                                         labels=["reason"])
+            for reason, count in sorted(self.observer.retention.items()):
+                erased.add_metric([reason], count)
+            yield erased
         if self.sync_data_dir is not None:
             depth = outbox_depth(self.sync_data_dir)
             if depth is not None:

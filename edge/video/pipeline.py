@@ -23,6 +23,9 @@ from edge.access.credentials import Credentials, DoorCredentials
 from edge.access.rules import AreaRegister, CameraRules, DoorRules
 from edge.config import CameraConfig, Config
 from edge.events import ChallengeEvent, DecisionEvent
+from edge.gallery.records import PersonProfile
+from edge.gallery.retention import refusal as retention_refusal
+from edge.gallery.retention_policy import RetentionPolicy
 from edge.gallery.search import Gallery
 from edge.perception.detect import Detection
 from edge.perception.faces import TIMING_WINDOW, Face, Perception
@@ -162,7 +165,12 @@ class Pipeline:
     def _rules(self, cfg: Config, gallery: Gallery) -> dict[str, CameraRules]:
         """Each camera's access rules: its groups, and its door's rules when a [[door]] uses it."""
         doors = {d.camera: DoorRules(d, gallery.threshold, self.areas) for d in cfg.door}
-        return {cam.name: CameraRules(cam.groups, doors.get(cam.name)) for cam in self.cameras}
+        policy = RetentionPolicy.of(cfg.privacy)
+
+        def retention(person_id: int, profile: PersonProfile, now: float) -> str | None:
+            return retention_refusal(gallery.store, person_id, profile, policy, now)
+
+        return {cam.name: CameraRules(cam.groups, doors.get(cam.name), retention) for cam in self.cameras}
 
     def prepare_reload(self, cfg: Config, gallery: Gallery, perception: Perception | None) -> Reloaded:
         """Everything of a reload that can fail (the doors' schedules parse here), touching
