@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from edge.atomic_file import write_atomic
@@ -111,6 +111,11 @@ class HubSigningKeys:
 
     def entries(self) -> list[KeyEntry]:
         return [KeyEntry(kid, e["file"], e["created"], e["state"]) for kid, e in sorted(self._state["keys"].items(), key=lambda kv: kv[1]["created"])]
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Key id -> public key of every key not revoked: what the hub's own signed records
+        (audit checkpoints, sync/hub/audit_prune.py) verify with."""
+        return {e.key_id: self._key(e.key_id).public_key() for e in self.entries() if e.state != "revoked"}
 
     @property
     def current_id(self) -> str:

@@ -37,7 +37,7 @@ from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.broker import configure_client
 from sync.bundle import BundleContent, build_bundle
-from sync.hub import guard
+from sync.hub import audit_prune, guard
 from sync.hub.guard import AlertLimiter, ResyncPacer
 from sync.hub.ingest import GapWatch, ack_message, resend_message
 from sync.hub.keys import HubSigningKeys
@@ -46,6 +46,7 @@ from sync.hub.store import HubStore
 
 log = logging.getLogger("facegate.hub")
 LEAVES = (protocol.AUDIT, protocol.ENROLL, protocol.GALLERY_ACK, protocol.RESYNC)
+AUDIT_PRUNE_INTERVAL_S = 3600.0  # [hub] audit_retention_days is in days: an hourly prune keeps within an hour of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ class HubService:
         self.refused = 0  # messages refused (bad schema, signature, size…) or whose handler failed
         self.alerts = AlertLimiter(self._store_alert)
         self.resyncs = ResyncPacer(self.cfg.resync_min_interval_s)
+        self._last_prune: float | None = None  # monotonic time of the last audit prune
         self.gaps = GapWatch(self.cfg.audit_gap_grace_s, self.cfg.resync_min_interval_s)  # audit gaps: one alert each, paced resend requests
         self.client = mqtt_client(self.cfg, self.client_id)
         self.client.on_connect = self._on_connect
@@ -228,11 +230,23 @@ class HubService:
 
     def tick(self) -> None:
         """Periodic work outside message handling (`hub serve` calls it every second): summary
-        alerts that are due, resync answers whose pacing window has passed."""
+        alerts that are due, resync answers whose pacing window has passed, audit pruning."""
         self.alerts.flush()
         for scope, device in self.resyncs.due():
             self._answer_resync(self.client, device, scope)
         self._gaps_due()
+        self._prune_due()
+
+    def _prune_due(self) -> None:
+        """`[hub] audit_retention_days`: prune once at start and then every AUDIT_PRUNE_INTERVAL_S."""
+        now = time.monotonic()
+        if self.cfg.audit_retention_days <= 0 or (self._last_prune is not None and now - self._last_prune < AUDIT_PRUNE_INTERVAL_S):
+            return
+        self._last_prune = now
+        try:
+            audit_prune.prune_all(self.hub.store, self.hub.identity.signing_key, self.hub.signing_keys.public_keys(), self.cfg.audit_retention_days)
+        except FacegateError as exc:  # the store is busy or broken: the next interval tries again
+            log.error("hub audit prune failed: %s", exc)
 
     def _gaps_due(self) -> None:
         key = self.hub.identity.signing_key
