@@ -22,10 +22,10 @@ from edge.errors import FacegateError
 from edge.gallery.records import PersonProfile, new_uid
 from edge.names import check_names
 from edge.perception.photos import images_in, person_folders, photo_template
+from sync.hub.cli_audit import add_verify_prune_commands
 from sync.hub.cli_keys import add_key_commands
 from sync.hub.cli_review import add_review_commands
 from sync.hub.console.cli import add_user_commands
-from sync.hub.verify import verify_device_chain
 
 Handler = Callable[[argparse.Namespace, Config], int]
 Wrap = Callable[[Handler], Callable[[argparse.Namespace], int]]  # a handler wrapped with config loading
@@ -224,25 +224,6 @@ def cmd_audit_query(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace, cfg: Config) -> int:
-    store = _hub(cfg).store
-    results = []
-    for d in store.devices():
-        if args.device and d.id != args.device:
-            continue
-        checked, problem = verify_device_chain(store, d.id, d.sign_pub)
-        results.append({"device": d.id, "records": checked, "ok": not problem, "problem": problem or None})
-    alerts = [{"at": a[0], "device": a[1], "problem": a[2]} for a in store.alerts()]
-    if args.json:
-        print(json.dumps({"devices": results, "alerts": alerts}))
-    else:
-        for r in results:
-            print(f"{r['device']:<24} {r['records']:>8} record(s)  " + ("ok" if r["ok"] else f"BROKEN: {r['problem']}"))
-        for a in alerts:
-            print(f"alert {a['device']}: {a['problem']}")
-    return 0 if all(r["ok"] for r in results) else 1
-
-
 def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
     import logging
 
@@ -373,10 +354,7 @@ def _add_audit_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run(cmd_audit_query))
-    p = audit.add_parser("verify", help="re-check every stored chain and signature; list alerts (exit 1 on a break)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run(cmd_audit_verify))
+    add_verify_prune_commands(audit, run)  # verify, prune (sync/hub/cli_audit.py)
 
 
 def _add_hub_commands(sub: argparse._SubParsersAction, run: Wrap) -> None:

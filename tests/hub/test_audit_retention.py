@@ -167,3 +167,29 @@ def test_pruned_audit_bytes_leave_the_sqlite_database_and_wal(tmp_path: Path) ->
         assert f"{MARK}{25:04d}".encode() in data
     finally:
         hub.close()
+
+
+def test_admin_audit_prune_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from edge.cli.main import main
+
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\naudit_retention_days = 2\n')
+    hub = Hub(HubConfig(data_dir=str(tmp_path / "hub")))
+    door = _Device(hub, tmp_path)
+    real = time.time_ns
+    monkeypatch.setattr("edge.audit.journal.time.time_ns", lambda: real() - 3 * DAY_US * 1000)  # written three days ago
+    door.send(4)
+    monkeypatch.setattr("edge.audit.journal.time.time_ns", real)
+    door.send(2)
+    hub.close()
+    assert main(["--config", str(config), "admin", "audit", "prune"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"pruned": {"door-1": 4}}
+    assert main(["--config", str(config), "admin", "audit", "verify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["devices"] == [{"device": "door-1", "records": 2, "pruned": 4, "ok": True, "problem": None}]
+    hub = Hub(HubConfig(data_dir=str(tmp_path / "hub")))
+    hub.store.db.execute("UPDATE audit_checkpoints SET doc='{}'")
+    hub.close()
+    assert main(["--config", str(config), "admin", "audit", "verify"]) == 1
+    assert "BROKEN: audit checkpoint of door-1: not signed" in capsys.readouterr().out

@@ -46,7 +46,7 @@ def test_admin_devices_groups_persons_audit(tmp_path: Path, capsys: pytest.Captu
     code, out = _run(capsys, config, "admin", "audit", "query", "--person", alice.profile.name, "--since", "2000-01-01", "--json")
     assert code == 0 and [r["seq"] for r in json.loads(out)] == [1, 3]
     code, out = _run(capsys, config, "admin", "audit", "verify", "--json")
-    assert code == 0 and json.loads(out)["devices"] == [{"device": "door-1", "records": 3, "ok": True, "problem": None}]
+    assert code == 0 and json.loads(out)["devices"] == [{"device": "door-1", "records": 3, "pruned": 0, "ok": True, "problem": None}]
     hub.store.db.execute("UPDATE audit SET ts_us = ts_us + 1 WHERE seq = 2")
     code, out = _run(capsys, config, "admin", "audit", "verify")
     assert code == 1 and "BROKEN: record 2" in out

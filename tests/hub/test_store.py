@@ -23,11 +23,11 @@ from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.apply import apply_bundle
 from sync.bundle import open_bundle
-from sync.hub.cli import verify_device_chain
 from sync.hub.kek import finish_interrupted, rotate_kek
 from sync.hub.review import ReviewQueue
 from sync.hub.service import Hub
 from sync.hub.store import HubStoreError
+from sync.hub.verify import verify_device_chain
 from tests.conftest import unavailable
 
 _names = itertools.count()

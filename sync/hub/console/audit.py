@@ -103,10 +103,10 @@ async def audit_csv(ctx: Ctx) -> Response:
 
 @page("viewer", "verify")
 async def verify(ctx: Ctx) -> Response:
-    store = ctx.console.store
+    store, keys = ctx.console.store, ctx.console.hub.signing_keys.public_keys()
 
     def run() -> list[dict]:
-        return [dict(zip(("records", "problem"), verify_device_chain(store, d.id, d.sign_pub), strict=True), device=d.id) for d in store.devices()]
+        return [dict(zip(("records", "problem"), verify_device_chain(store, d.id, d.sign_pub, keys), strict=True), device=d.id) for d in store.devices()]
 
     results = await run_in_threadpool(run)
     return ctx.render("verify.html", results=results, alerts=store.alerts(50))
