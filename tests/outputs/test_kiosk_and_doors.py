@@ -162,12 +162,44 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
     assert kinds[0] == "start" and kinds[-1] == "stop" and kinds.count("decision") == len(decisions.events)
     (enroll,) = [r.body for r in records if r.kind == "enroll"]
     assert enroll["person_uid"] == enrolled["uid"] and enroll["by"] == f"kiosk:{request_id}"
+    # An unknown face's decision record keeps its evidence, never the face: no embedding, no image.
+    unknown_records = [r.body for r in records if r.kind == "decision" and r.body["decision"] == "unknown"]
+    assert unknown_records and all(b["person_uid"] is None for b in unknown_records)
+    for body in unknown_records:
+        assert set(body) == UNKNOWN_AUDIT_FIELDS, sorted(body)
+        keys, lists, strings = _shape(body)
+        face_data = ("embedding", "image", "probe", "template", "chip", "pixel", "jpeg", "png", "vector", "crop")
+        assert not {k for k in keys if any(w in k.lower() for w in face_data)}, keys  # ("embedder" names a model)
+        assert max(lists, default=0) <= 16, f"a list of {max(lists)} values in an unknown face's audit record"
+        assert max(strings, default=0) <= 200, f"a string of {max(strings)} characters in an unknown face's audit record"
     grant_records = [r.body for r in records if r.kind == "decision" and r.body["decision"] == "grant"]
     assert grant_records and all(b["person_uid"] == enrolled["uid"] and b["door"] == "kiosk-gate" for b in grant_records)
     # The door's own events are audit records too, linked to the grant they follow, by uid only.
     unlocked = [r.body for r in records if r.kind == "door_event" and r.body["event"] == "unlocked"]
     assert unlocked and {b["decision_event_id"] for b in unlocked} <= {b["event_id"] for b in grant_records}
     assert all(b["person_uid"] == enrolled["uid"] and "person" not in b for b in unlocked)
+
+
+UNKNOWN_AUDIT_FIELDS = {
+    "event_id", "camera", "track_id", "decision", "reason", "score", "threshold", "target_fmr", "stranger_accept_rate", "gallery_size",
+    "door", "frames_used", "latency_ms", "models", "liveness", "credential", "person_uid", "captured_at",
+}
+
+
+def _shape(value: object, keys: set[str] | None = None, lists: list[int] | None = None, strings: list[int] | None = None) -> tuple[set[str], list[int], list[int]]:
+    """Every key, list length and string length anywhere in a JSON value."""
+    keys, lists, strings = set() if keys is None else keys, [] if lists is None else lists, [] if strings is None else strings
+    if isinstance(value, dict):
+        keys.update(value)
+        for v in value.values():
+            _shape(v, keys, lists, strings)
+    elif isinstance(value, list):
+        lists.append(len(value))
+        for v in value:
+            _shape(v, keys, lists, strings)
+    elif isinstance(value, str):
+        strings.append(len(value))
+    return keys, lists, strings
 
 
 class Decisions(Observer):
