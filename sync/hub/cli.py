@@ -24,6 +24,7 @@ from edge.names import check_names
 from edge.perception.photos import images_in, person_folders, photo_template
 from sync.hub.cli_audit import add_verify_prune_commands
 from sync.hub.cli_keys import add_key_commands
+from sync.hub.cli_privacy import add_privacy_commands
 from sync.hub.cli_review import add_review_commands
 from sync.hub.console.cli import add_user_commands
 
@@ -167,25 +168,6 @@ def cmd_person_remove(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def cmd_person_erase(args: argparse.Namespace, cfg: Config) -> int:
-    from sync.hub.service import publish
-
-    hub = _hub(cfg)
-    uid = hub.store.erase_person(args.person)
-    print(f"{uid}: crypto-erased on the hub; owed to {len(hub.store.erasures(uid))} device(s)")
-    if not args.no_push:
-        out = hub.bundles()
-        publish(cfg.hub, out)
-        print(f"pushed {len(out)} bundle(s) carrying the erase; `admin person erasures` shows each device's confirmation")
-    return 0
-
-
-def cmd_person_erasures(args: argparse.Namespace, cfg: Config) -> int:
-    rows = [{"uid": u, "device": d, "requested": r, "confirmed": c} for u, d, r, c in _hub(cfg).store.erasures(args.uid)]
-    print(json.dumps(rows) if args.json else "\n".join(f"{r['uid']} {r['device']:<24} {'confirmed' if r['confirmed'] else 'PENDING'}" for r in rows))
-    return 0
-
-
 def cmd_push(args: argparse.Namespace, cfg: Config) -> int:
     from sync.hub.service import publish
 
@@ -227,6 +209,7 @@ def cmd_audit_query(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
     import logging
 
+    from sync.hub.retention import HubRetention
     from sync.hub.service import HubService
 
     try:
@@ -242,6 +225,7 @@ def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
         signal.signal(sig, lambda *_: stop.set())
     web = ConsoleServer(cfg, hub) if cfg.hub.web_port else None  # a console it may not serve (no TLS off loopback) stops here
     service = HubService(hub).start()
+    retention = HubRetention.serving(hub, cfg.privacy, service)  # due persons erased and pushed (docs/privacy.md)
     if web is not None:
         web.start()
     print(f"facegate hub: {service.client_id} → {cfg.hub.broker_host}:{cfg.hub.broker_port}" + (f", console {web.url}" if web else ""), file=sys.stderr, flush=True)
@@ -255,6 +239,7 @@ def cmd_hub_serve(args: argparse.Namespace, cfg: Config) -> int:
                 code = 3
                 break
             service.tick()
+            retention.tick()
     finally:
         service.stop()
         if web is not None:
@@ -325,14 +310,7 @@ def _add_person_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
     p = person.add_parser("remove", help="delete from the hub; devices drop it on the next push")
     p.add_argument("person", help="name or uid")
     p.set_defaults(func=run(cmd_person_remove))
-    p = person.add_parser("erase", help="crypto-erase on the hub and on every device (pushed now, confirmed per device)")
-    p.add_argument("person", help="name or uid")
-    p.add_argument("--no-push", action="store_true")
-    p.set_defaults(func=run(cmd_person_erase))
-    p = person.add_parser("erasures", help="each device's confirmation of each erasure")
-    p.add_argument("uid", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run(cmd_person_erasures))
+    add_privacy_commands(person, run)  # erase, erasures, export, erasure-report (sync/hub/cli_privacy.py)
 
 
 def _add_push_command(admin: argparse._SubParsersAction, run: Wrap) -> None:
