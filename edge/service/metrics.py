@@ -239,6 +239,10 @@ class _ScrapeCollector(Collector):
             depth = outbox_depth(self.sync_data_dir)
             if depth is not None:
                 yield GaugeMetricFamily("facegate_sync_outbox_depth", "Audit records and uploads not yet acknowledged by the hub", value=depth)
+            pruned = audit_pruned(self.sync_data_dir)  # [audit] retention_days: the sync agent prunes (docs/audit.md#retention)
+            if pruned is not None:
+                yield CounterMetricFamily("facegate_audit_pruned_records", "Audit records pruned after the hub acknowledged them, over the journal's life", value=pruned[0])
+                yield GaugeMetricFamily("facegate_audit_first_seq", "Sequence number of the oldest record left in the audit journal", value=pruned[1])
 
 
     def _audit(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -276,6 +280,24 @@ def outbox_depth(data_dir: Path) -> int | None:
         _LOG.warning("metrics: cannot read the sync outbox in %s: %s", data_dir, exc)
         return None
     return rows + max(0, last - (int(cursor[0]) if cursor else 0))
+
+
+def audit_pruned(data_dir: Path) -> tuple[int, int] | None:
+    """(records pruned so far, the oldest record's seq) from the journal file: its newest
+    checkpoint's `pruned_upto` (edge.audit.checkpoint); None without a journal."""
+    from edge.audit.journal import AUDIT_FILE
+
+    path = Path(data_dir) / AUDIT_FILE
+    if not path.exists():
+        return None
+    try:
+        with closing(_read_only(path)) as db:
+            row = db.execute("SELECT json_extract(body, '$.pruned_upto') FROM records WHERE kind='checkpoint' ORDER BY seq DESC LIMIT 1").fetchone()
+            first = db.execute("SELECT coalesce(min(seq), 0) FROM records").fetchone()[0]
+    except sqlite3.Error as exc:
+        _LOG.warning("metrics: cannot read the audit journal in %s: %s", data_dir, exc)
+        return None
+    return int(row[0]) if row and isinstance(row[0], int) else 0, int(first)
 
 
 def _read_only(path: Path) -> sqlite3.Connection:

@@ -278,3 +278,23 @@ def test_cli_prune_refuses_without_a_verified_anchor(tmp_path: Path, capsys: pyt
     assert json.loads(capsys.readouterr().out) == {"pruned": 0, "upto": 0, "checkpoint_seq": None}  # nothing a day old yet
     with AuditLog.open(data) as log:
         assert log.first_seq() == 1
+
+
+def test_metrics_show_what_was_pruned(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from edge.config import Config, MetricsConfig, SyncConfig
+    from edge.service.metrics import MetricsObserver, audit_pruned
+
+    assert audit_pruned(tmp_path) is None  # no journal yet
+    sync = SyncConfig(broker_host="127.0.0.1", device_id=DEVICE, hub_sign_key_file=str(tmp_path / "hub_sign.pub"))
+    cfg = Config(sync=sync, metrics=MetricsConfig(enabled=False))
+    observer = MetricsObserver(cfg, tmp_path)
+    with AuditLog.open(tmp_path) as log:
+        _append(log, 5)
+        assert audit_pruned(tmp_path) == (0, 1)
+        prune(log, _anchor(log, 3), retention_days=1, now_us=_later(2))
+        _append(log, 2)
+        prune(log, _anchor(log, 5), retention_days=1, now_us=_later(2))
+    text = generate_latest(observer.registry).decode()
+    assert "facegate_audit_pruned_records_total 5.0" in text and "facegate_audit_first_seq 6.0" in text
