@@ -22,7 +22,7 @@ def _devices(ctx: Ctx) -> list[dict]:
         gallery = d.status.get("gallery") if isinstance(d.status.get("gallery"), dict) else {}
         models = d.status.get("models") if isinstance(d.status.get("models"), dict) else {}
         rows.append({"id": d.id, "groups": d.groups, "online": bool(d.status.get("online")), "version": d.status.get("facegate"),
-                     "models": ", ".join(f"{k}: {v}" for k, v in sorted(models.items())), "gallery": gallery.get("version"),
+                     "models": [f"{k}: {v}" for k, v in sorted(models.items())], "gallery": gallery.get("version"),
                      "persons": gallery.get("persons"), "last_seen": d.last_seen, "audit_seq": d.audit_seq, "queue": d.status.get("queue"),
                      "pending": [f"{s} #{q}" for dev, s, q in pending if dev == d.id],
                      "alerts": [(at, p) for at, dev, p in alerts if dev == d.id][:5]})
