@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,38 @@ def test_a_start_that_fails_stops_what_it_already_started(door_site, perception:
     assert chip.opened and chip.opened[0].closed  # the door opened before the failure was closed again
     with pytest.raises(Exception, match="closed"):
         daemon.journal.last_seq()  # and the journal too
+
+
+def test_a_person_past_retention_is_erased_at_start_and_never_granted(door_site, perception: Perception) -> None:
+    """Issue 22: the webcam man, a visitor of a site that keeps visitors one day, seen two days
+    after his enrollment (the daemon's clock is injected): erased when the daemon opens the
+    gallery, audited with the reason, counted, and his clip never opens the door."""
+    from edge.config import PrivacyConfig
+    from edge.gallery.keys import load_key
+    from edge.gallery.retention_policy import DAY_S
+    from edge.gallery.store import GalleryStore
+    from edge.perception.faces import embedder_model_name
+
+    cfg, data_dir, camera = door_site
+    cfg = dataclasses.replace(cfg, privacy=PrivacyConfig(group_retention_days=("visitors=1",)))
+    model = embedder_model_name(cfg)
+    with GalleryStore.open(data_dir, load_key(data_dir, cfg, create=False).kek) as store:
+        man = store.find(WEBCAM_MAN)
+        one = store.person_templates(man.id, model)[0]
+        store.enroll(dataclasses.replace(man.profile, groups=("visitors",)), [one.embedding], [one.quality], model)  # now a visitor
+    chip, watching = FakeChip(), Seen(acts=False)
+    later = lambda: time.time() + 2 * DAY_S  # noqa: E731 - the daemon's wall clock, two days on
+    daemon = Daemon(cfg, RunOptions([camera], data_dir, observers=(watching,), gpio=chip, clock=later), perception).start()
+    daemon.run(max_seconds=120)
+    assert [e for e in watching.events if e.decision == "grant"] == []
+    assert watching.events, "the clip should still be decided (unknown or refused)"
+    assert dict(daemon.retention.erased) == {"retention": 1, "expired": 0}
+    from edge.audit.journal import AuditLog
+
+    with AuditLog.open(data_dir) as journal:
+        removes = [r.body for r in journal.since(0, 10_000) if r.kind == "remove"]
+    assert removes == [{"person_uid": man.uid, "by": "retention", "reason": "retention"}]
+    with GalleryStore.open(data_dir, load_key(data_dir, cfg, create=False).kek) as store:
+        assert store.persons() == []
+    relay = [active for _, line, active in chip.opened[0].log if line == RELAY]
+    assert True not in relay

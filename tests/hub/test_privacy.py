@@ -24,7 +24,7 @@ import pytest
 from bench.harness.mqtt_broker import Broker
 from bench.harness.sync_helpers import new_device
 from edge.audit.journal import AuditLog
-from edge.config import HubConfig, config_from_dict
+from edge.config import HubConfig, PrivacyConfig, config_from_dict
 from edge.gallery import retention
 from edge.gallery import snapshot as index_snapshot
 from edge.gallery.records import PersonProfile
@@ -100,6 +100,7 @@ def test_subject_access_and_retention_across_hub_and_fleet(broker: Broker, tmp_p
             assert wait_for(lambda: len(queue.items()) == 1, 30.0), "the upload was not held for review"
             queue.approve_new(queue.items()[0][0].id)  # the kiosk model has no calibration: always reviewed
         me, other = uids["Kiosk Customer"], uids["Other Customer"]
+        assert HubRetention.serving(hub, PrivacyConfig(), service).tick() == []  # hub serve's sweep, real clock: nobody due yet
         # Their decisions at both devices, audited there and ingested by the hub.
         mine = [("kiosk-1", "grant"), ("door-2", "grant"), ("door-2", "deny"), ("kiosk-1", "grant")]
         for device, decision in mine:
