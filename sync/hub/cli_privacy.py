@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -77,7 +78,7 @@ def _profile(store: HubStore, uid: str, policy: RetentionPolicy, created: int) -
     p = person.profile
     days = policy.days(p)
     start = p.consent_at if p.consent_at is not None else created
-    seen = last_grant(store, uid) if policy.basis == "last_seen" else None
+    seen = last_grant(store, uid, time.time(), p.groups) if policy.basis == "last_seen" else None
     base = max(start, seen or 0) if policy.basis == "last_seen" else start
     return {
         "name": p.name, "groups": list(p.groups),

@@ -9,7 +9,8 @@ is pushed in full bundles at once, as the admin's erase pushes it; each device's
 arrives with its gallery ack (`admin person erasure-report`).
 
 With `retention_from = "last_seen"` a person's last grant is the newest `decision` record naming
-them that any device sent; the hub is the one place that sees them all.
+them that a device holding them sent (not one stamped in the hub's future); the hub is the one
+place that sees them all.
 
 `clock` is the wall clock the deadlines are compared with (tests pass their own).
 """
@@ -32,12 +33,18 @@ if TYPE_CHECKING:
     from sync.hub.service import Hub, HubService, Outgoing
 
 log = logging.getLogger("facegate.hub")
+CLOCK_SKEW_S = 300.0  # a device's audit time ahead of the hub's by more than this is not believed
 
 
-def last_grant(store: HubStore, uid: str) -> int | None:
-    """Unix seconds of the newest grant any device audited for `uid`, or None."""
-    rows = store.db.execute("SELECT ts_us, body FROM audit WHERE person_uid=? AND kind='decision' ORDER BY ts_us DESC", (uid,))
-    return next((int(ts) // 1_000_000 for ts, body in rows if json.loads(body).get("decision") == "grant"), None)
+def last_grant(store: HubStore, uid: str, now: float, groups: tuple[str, ...] | None = None) -> int | None:
+    """Unix seconds of the newest grant a device audited for `uid`, or None. Only devices in one
+    of `groups` (the person's: the devices that hold them) count, and no record stamped after
+    `now` (+ CLOCK_SKEW_S): a device cannot keep someone forever with a grant from the future."""
+    holders = None if groups is None else {d.id for d in store.devices() if set(d.groups) & set(groups)}
+    rows = store.db.execute("SELECT device, ts_us, body FROM audit WHERE person_uid=? AND kind='decision' AND ts_us <= ? ORDER BY ts_us DESC",
+                            (uid, int((now + CLOCK_SKEW_S) * 1_000_000)))
+    return next((int(ts) // 1_000_000 for device, ts, body in rows
+                 if (holders is None or device in holders) and json.loads(body).get("decision") == "grant"), None)
 
 
 def due(store: HubStore, policy: RetentionPolicy, now: float) -> list[tuple[str, str]]:
@@ -45,7 +52,7 @@ def due(store: HubStore, policy: RetentionPolicy, now: float) -> list[tuple[str,
     found = []
     for uid, wrapped, sealed, created in store.db.execute("SELECT uid, wrapped_key, sealed, created FROM persons WHERE erased IS NULL ORDER BY uid"):
         profile = store._open_person(uid, wrapped, sealed).profile
-        seen = last_grant(store, uid) if policy.basis == "last_seen" else None
+        seen = last_grant(store, uid, now, profile.groups) if policy.basis == "last_seen" else None
         reason = policy.due(profile, int(created), seen, now)
         if reason is not None:
             found.append((str(uid), reason))
