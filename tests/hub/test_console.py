@@ -17,17 +17,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench.harness.pg_server import PgServer
 from bench.harness.sync_helpers import new_device, person
 from edge.audit.journal import AuditLog
 from edge.config import Config, HubConfig
 from edge.errors import ConfigError
+from edge.gallery.changes import SyncPerson
 from sync import protocol
 from sync.hub.console.audit import _cell
 from sync.hub.console.ratelimit import LoginLimiter
 from sync.hub.console.server import ConsoleServer, check_listen
-from sync.hub.console.sessions import check_csrf
+from sync.hub.console.sessions import Sessions, check_csrf
 from sync.hub.console.users import UserError, UserStore, check_password, hash_password
 from sync.hub.service import Hub
+from tests.conftest import unavailable
 from tests.support.console import ConsoleClient
 
 PASSWORDS = {"ada": "admin password 1", "otto": "operator password", "vera": "viewer password 1"}
@@ -289,3 +292,67 @@ def test_tls_from_config_and_secure_cookies(tmp_path: Path) -> None:
     finally:
         server.stop()
         hub.close()
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer | None]:
+    server = PgServer.find()
+    if server is None:
+        yield None
+        return
+    with server:
+        yield server
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_users_and_sessions_on_both_databases(kind: str, tmp_path: Path, pg: PgServer | None) -> None:
+    url = ""
+    if kind == "postgresql":
+        if pg is None:
+            unavailable("PostgreSQL not installed (apt-get install postgresql)")
+        import psycopg
+
+        with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[union-attr]
+            conn.execute("CREATE DATABASE console_users")
+        url = pg.url.rsplit("/", 1)[0] + "/console_users"  # type: ignore[union-attr]
+    hub = Hub(HubConfig(data_dir=str(tmp_path / "hub"), database=url))
+    try:
+        users = UserStore(hub.store.db)
+        sessions = Sessions(hub.store.db, idle_s=60)
+        users.add("ada", "admin", PASSWORDS["ada"])
+        token = sessions.start("ada", "127.0.0.1")
+        found = sessions.find(token)
+        assert found is not None and found.user == "ada" and len(found.csrf) >= 40
+        assert token not in str(hub.store.db.execute("SELECT * FROM hub_sessions"))  # only its hash is stored
+        assert sessions.find(token + "x") is None and sessions.find("") is None
+        hub.store.db.execute("UPDATE hub_sessions SET seen = seen - 61")
+        assert sessions.find(token) is None  # idle too long
+        token = sessions.start("ada", "127.0.0.1")
+        users.passwd("ada", "another long password")
+        assert sessions.find(token) is None and users.verify("ada", "another long password") is not None
+    finally:
+        hub.close()
+
+
+def test_review_queue_page_decides_held_uploads(console) -> None:
+    server, hub, uid = console
+    queue = server.console.review
+    alice = next(p for p in hub.store.persons() if p.uid == uid)
+    held = []
+    for i in (7, 8):  # same name as alice: held for review, never merged on its own
+        upload = SyncPerson(f"{i:032x}", dataclasses.replace(alice.profile, groups=()), alice.model, alice.embeddings[:1], (0.5,))
+        outcome = queue.submit("door-1", {"uid": upload.uid, "audit_seq": i}, [upload])
+        assert outcome.action == "review"
+        held.append(outcome.review_id)
+    c = ConsoleClient(server.url)
+    c.login("otto", PASSWORDS["otto"])
+    page = c.get("review")
+    assert f"same name as {uid}" in page.text and page.text.count('value="reject"') == 2
+    assert c.post(f"review/{held[0]}", {"action": "new", "name": "Alice the second"}).status == 200
+    assert c.post(f"review/{held[1]}", {"action": "reject"}).status == 200
+    assert c.post(f"review/{held[1]}", {"action": "reject"}).url.endswith("already%20decided%20%28rejected%29")
+    assert [e.state for e, _p in queue.items(all_states=True)] == ["new", "rejected"]
+    assert hub.store.find_person("Alice the second") == f"{7:032x}"
+    decided = [(d["item"], d["action"]) for a, s, d in _actions(hub) if a == "console.reviewed" and s == "otto"]
+    assert decided == [(held[0], "new"), (held[1], "reject")]
+    assert [d["by"] for a, _s, d in _actions(hub) if a in ("review.new", "review.rejected")] == ["otto", "otto"]
