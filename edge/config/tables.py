@@ -233,6 +233,9 @@ class ZmqConfig:
     enroll_groups: tuple[str, ...] = ()
     # A kiosk-enrolled person's validity ends at most this long after enrollment (also when none is asked).
     enroll_max_valid_days: int = field(default=365, metadata=_range(1, 3650))
+    # Client key names (<allowed_clients_dir>/NAME.key) that may `withdraw`; () = none. Needs CURVE.
+    withdraw_clients: tuple[str, ...] = ()
+    withdraw_confirm_s: float = field(default=15.0, metadata=_range(2.0, 120.0))  # a withdraw token's life
 
     def __post_init__(self) -> None:
         enforce(self, "zmq")
