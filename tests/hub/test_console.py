@@ -356,3 +356,14 @@ def test_review_queue_page_decides_held_uploads(console) -> None:
     decided = [(d["item"], d["action"]) for a, s, d in _actions(hub) if a == "console.reviewed" and s == "otto"]
     assert decided == [(held[0], "new"), (held[1], "reject")]
     assert [d["by"] for a, _s, d in _actions(hub) if a in ("review.new", "review.rejected")] == ["otto", "otto"]
+
+
+def test_hub_serve_refuses_a_console_off_loopback_without_tls(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\nweb_port = 18765\nweb_address = "0.0.0.0"\n')
+    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), "hub", "serve"], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0 and "not loopback and the console has no TLS" in proc.stderr, proc.stderr[-1000:]
