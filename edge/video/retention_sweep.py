@@ -1,7 +1,7 @@
 """The daemon's retention sweep: persons whose retention or validity ended, crypto-erased.
 
 `RetentionSweep` is an observer on the inference thread (the thread that owns the running
-gallery): at start and every `[privacy] retention_sweep_s` it runs `edge.gallery.retention.sweep`,
+gallery): at start, after every gallery reopen and every `[privacy] retention_sweep_s` it runs `edge.gallery.retention.sweep`,
 audits each erasure (`remove`, by `retention`, with its reason), counts it for
 `facegate_gallery_retention_erasures_total{reason}`, and asks for a gallery reopen so the search
 index drops the erased templates. With `retention_from = "last_seen"` it also records each grant
@@ -44,13 +44,15 @@ class RetentionSweep(Observer):
         self.erased: Counter[str] = Counter({reason: 0 for reason in REASONS})
         self.pipeline: Pipeline | None = None
         self._next = 0.0
+        self._swept: object = None  # the gallery object last swept
 
     def on_start(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.sweep()
 
     def on_tick(self) -> None:
-        if self.pipeline is not None and self.monotonic() >= self._next:
+        # Also whenever the gallery was reopened (SIGHUP, a hub bundle): at every gallery open.
+        if self.pipeline is not None and (self.monotonic() >= self._next or self.pipeline.gallery is not self._swept):
             self.sweep()
 
     def on_decision(self, event: DecisionEvent) -> None:
@@ -62,6 +64,7 @@ class RetentionSweep(Observer):
         """One sweep now; the erasures, each audited and counted."""
         assert self.pipeline is not None
         self._next = self.monotonic() + self.interval_s()
+        self._swept = self.pipeline.gallery
         erased = retention.sweep(self.pipeline.gallery.store, self.policy(), self.clock())
         for e in erased:
             self.erased[e.reason] += 1

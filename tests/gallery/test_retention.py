@@ -175,12 +175,18 @@ def test_the_daemon_sweep_audits_counts_and_reopens(tmp_path: Path) -> None:
         assert audited[-1] == ("remove", {"person_uid": onedayer.uid, "by": "retention", "reason": "retention"})
         assert [p.profile.name for p in store.persons()] == ["Staying Forever"]
         assert dict(sweep.erased) == {"retention": 1, "expired": 1}
+        sweep.on_tick()  # same gallery, interval not over: no sweep
+        assert len(audited) == 2
+        pipeline.gallery = SimpleNamespace(store=store)  # a reload reopened the gallery: swept at once
+        store.enroll(PersonProfile("Late Arrival", consent_at=T0, retention_days=1), [np.ones(DIM, np.float32)], [1.0], MODEL)
+        sweep.on_tick()
+        assert audited[-1][1]["reason"] == "retention" and store.find("Late Arrival") is None
     finally:
         store.close()
     metrics = MetricsObserver(Config())
     metrics.retention = sweep.erased
     text = generate_latest(metrics.registry).decode()
-    assert 'facegate_gallery_retention_erasures_total{reason="retention"} 1.0' in text
+    assert 'facegate_gallery_retention_erasures_total{reason="retention"} 2.0' in text
     assert 'facegate_gallery_retention_erasures_total{reason="expired"} 1.0' in text
 
 
