@@ -29,7 +29,7 @@ class PrivacyConfig:
     # "group=days" items, e.g. ["kiosk-customers=365"]; a person in several takes the shortest.
     group_retention_days: tuple[str, ...] = ()
     # How often the daemon and `hub serve` look for persons whose retention or validity ended
-    # (also when the daemon or `hub serve` starts).
+    # (also when the daemon or `hub serve` starts, and whenever the daemon reopens the gallery).
     retention_sweep_s: float = field(default=3600.0, metadata={"min": 10.0, "max": 86400.0})
 
     def __post_init__(self) -> None:
