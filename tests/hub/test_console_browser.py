@@ -140,7 +140,7 @@ def _run(tmp_path: Path, broker: Broker) -> None:
     _frames(frames)
     device_cfg = tmp_path / "door-a.toml"
     device_cfg.write_text(
-        f'[gallery]\ndata_dir = "{data_dir}"\nkey_file = "{data_dir / "kek.key"}"\n[liveness]\nenabled = false\n'
+        f'[gallery]\ndata_dir = "{data_dir}"\nkey_file = "{data_dir / "kek.key"}"\n[liveness]\nenabled = false\n[metrics]\nport = 0\n'
         f'[[camera]]\nname = "front"\nsource = "{frames}"\nfps = 4.0\n'
         f'[sync]\nbroker_host = "127.0.0.1"\ndevice_id = "door-a"\ngroups = ["staff"]\nbroker_port = {broker.port}\n'
         f'hub_sign_key_file = "{tmp_path / "hubkeys" / "hub_sign.pub"}"\nreconnect_min_s = 1\nreconnect_max_s = 2\nack_timeout_s = 2.0\n')
