@@ -142,6 +142,8 @@ def _run(tmp_path: Path, broker: Broker) -> None:
     device_cfg.write_text(
         f'[gallery]\ndata_dir = "{data_dir}"\nkey_file = "{data_dir / "kek.key"}"\n[liveness]\nenabled = false\n[metrics]\nport = 0\n'
         f'[[camera]]\nname = "front"\nsource = "{frames}"\nfps = 4.0\n'
+        # A door on that camera (no relay: decisions only); liveness is off in this test, so the door does not ask for it.
+        f'[[door]]\nname = "main"\ncamera = "front"\nliveness_required = false\n'
         f'[sync]\nbroker_host = "127.0.0.1"\ndevice_id = "door-a"\ngroups = ["staff"]\nbroker_port = {broker.port}\n'
         f'hub_sign_key_file = "{tmp_path / "hubkeys" / "hub_sign.pub"}"\nreconnect_min_s = 1\nreconnect_max_s = 2\nack_timeout_s = 2.0\n')
     procs = [subprocess.Popen([sys.executable, "-m", "edge.cli.main", "--config", str(hub_cfg), "hub", "serve"], cwd=REPO,
@@ -214,11 +216,14 @@ def _browser_flow(page: Page, hub: Hub) -> None:
 
     page.go("audit")
     page.find("#audit-person").send_keys("Tony Blair")
+    page.find("#audit-door").send_keys("main")
     Select(page.find("#audit-decision")).select_by_value("grant")
     page.find("#audit-submit").click()
     rows = page.find("#audit").text
-    assert "grant" in rows and uid in rows and "door-a" in rows, rows
+    assert "grant" in rows and uid in rows and "door-a" in rows and "main" in rows, rows
     page.shot("audit-search")
+    page.go("devices")
+    assert "main" in page.find("#doors").text and "grant" in page.find("#doors").text
 
     # The push form without its CSRF token (a forged cross-site post): refused, nothing pushed.
     bundles = hub.store.db.execute("SELECT COUNT(*) FROM bundles")[0][0]

@@ -150,6 +150,7 @@ async def login(request: Request) -> Response:
         console.audit("console.login_failed", name or "-", {"address": where})
         return _login_again(console, request, 401, "Wrong user name or password.")
     console.limiter.succeeded(name)
+    console.sessions.purge()  # expired sessions of everyone go at each sign-in
     console.audit("console.login", user, {"address": where})
     response = RedirectResponse("/", 303, headers=HEADERS)
     response.set_cookie(COOKIE, console.sessions.start(user.name, where), httponly=True, samesite="strict", secure=console.secure_cookies, path="/")

@@ -3,8 +3,11 @@ alerts; push to a group or a device; the JSON snapshot the old status page serve
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from edge.errors import FacegateError
@@ -39,10 +42,24 @@ def _doors(ctx: Ctx) -> list[dict]:
     return sorted(seen.values(), key=lambda d: (d["device"], d["door"]))
 
 
+def _pushed(ctx: Ctx) -> list[dict] | None:
+    """The bundles named by `?pushed=scope@seq,...` (where a push redirects to), as the hub recorded them."""
+    text = ctx.request.query_params.get("pushed")
+    if text is None:
+        return None
+    out = []
+    for item in text.split(",")[:100]:
+        scope, _, seq = item.rpartition("@")
+        rows = ctx.console.store.db.execute("SELECT persons, recipients_json FROM bundles WHERE scope=? AND seq=?", (scope, int(seq))) if seq.isdigit() else []
+        if rows:
+            out.append({"scope": scope, "seq": int(seq), "persons": rows[0][0], "devices": ", ".join(json.loads(rows[0][1]))})
+    return out
+
+
 @page("viewer")
 async def devices(ctx: Ctx) -> Response:
     store = ctx.console.store
-    return ctx.render("devices.html", devices=_devices(ctx), doors=_doors(ctx), groups=store.groups(), result=None, error="")
+    return ctx.render("devices.html", devices=_devices(ctx), doors=_doors(ctx), groups=store.groups(), result=_pushed(ctx), error="")
 
 
 @page("operator", "push")
@@ -71,9 +88,9 @@ async def push(ctx: Ctx) -> Response:
         out = await run_in_threadpool(build_and_publish)
     except FacegateError as exc:
         return ctx.render("devices.html", 400, devices=_devices(ctx), doors=_doors(ctx), groups=ctx.console.store.groups(), result=None, error=str(exc))
-    result = [{"scope": o.scope, "seq": o.seq, "persons": o.persons, "devices": ", ".join(o.recipients)} for o in out]
     ctx.console.audit("console.pushed", ctx.user, {"target": target, "bundles": [(o.scope, o.seq) for o in out]})
-    return ctx.render("devices.html", devices=_devices(ctx), doors=_doors(ctx), groups=ctx.console.store.groups(), result=result, error="")
+    # Redirected to a GET, so reloading the page shows the push again instead of pushing again.
+    return RedirectResponse("/devices?pushed=" + quote(",".join(f"{o.scope}@{o.seq}" for o in out)), 303, headers=HEADERS)
 
 
 @page("viewer")
