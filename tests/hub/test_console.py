@@ -367,3 +367,49 @@ def test_hub_serve_refuses_a_console_off_loopback_without_tls(tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), "hub", "serve"], cwd=Path(__file__).resolve().parents[2],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0 and "not loopback and the console has no TLS" in proc.stderr, proc.stderr[-1000:]
+
+
+def _first_event(client: ConsoleClient) -> str:
+    """The live stream's first decision event, read from the open response."""
+    import urllib.request
+
+    with client.opener.open(urllib.request.Request(client.base + "live/stream"), timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        buf = b""
+        while b"event: decision" not in buf or not buf.endswith(b"\n\n"):
+            buf += r.read1(65536)
+    return buf.decode()
+
+
+def test_live_stream_sends_decisions_with_names_only_to_operators(console) -> None:
+    server, hub, uid = console
+    alice = next(p for p in hub.store.person_entries() if p.uid == uid).name
+    o, v = ConsoleClient(server.url), ConsoleClient(server.url)
+    o.login("otto", PASSWORDS["otto"])
+    v.login("vera", PASSWORDS["vera"])
+    seen = _first_event(o)
+    data = json.loads(seen.split("data: ", 1)[1].split("\n", 1)[0])
+    assert data["decision"] == "grant" and data["door"] == "main" and data["person_uid"] == uid and data["person"] == alice
+    seen = _first_event(v)
+    data = json.loads(seen.split("data: ", 1)[1].split("\n", 1)[0])
+    assert data["decision"] == "grant" and "person_uid" not in data and uid not in seen and alice not in seen
+
+
+def test_audit_filters_csv_and_sign_out(console) -> None:
+    server, hub, uid = console
+    c = ConsoleClient(server.url)
+    c.login("otto", PASSWORDS["otto"])
+    assert uid in c.get("audit?door=main&decision=grant").text
+    assert uid not in c.get("audit?door=back").text and uid not in c.get("audit?decision=deny").text
+    assert uid not in c.get("audit?since=2999-01-01").text and uid in c.get("audit?until=2999-01-01&since=2000-01-01").text
+    assert c.get("audit?since=yesterday").status == 400
+    csv_text = c.get("audit.csv?decision=grant").text.splitlines()
+    assert csv_text[0] == "time,device,seq,kind,door,camera,decision,score,person_uid,person" and uid in csv_text[1] and "main" in csv_text[1]
+    c.get("devices")
+    token = c.cookie("fg_session").value
+    replay = ConsoleClient(server.url, follow=False)
+    replay.jar.set_cookie(_cookie("fg_session", token))
+    assert replay.get("devices").status == 200  # the cookie alone is the session...
+    assert c.post("logout", {}).url.endswith("/login")
+    assert replay.get("devices").status == 303  # the signed-out session's cookie opens nothing
+    assert hub.store.db.execute("SELECT COUNT(*) FROM hub_sessions WHERE user_name='otto'")[0][0] == 0
