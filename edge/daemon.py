@@ -223,14 +223,20 @@ class Daemon:
 
     def _start_kiosk(self, ctx: Any) -> None:
         from edge.gallery.enrollment import EnrollmentService
-        from edge.outputs.kiosk import SLOW_OPS, Kiosk
+        from edge.gallery.withdrawal import erase_withdrawn
+        from edge.outputs.kiosk import SLOW_OPS, Kiosk, Presence
+        from edge.outputs.withdraw import Withdrawals
         from edge.outputs.zmq_api import ControlServer
 
-        pipeline = self.pipeline
-        assert pipeline is not None
+        pipeline, journal = self.pipeline, self.journal
+        assert pipeline is not None and journal is not None
         enrollment = EnrollmentService(self.cfg.zmq.unknown_ttl_s, lambda: pipeline.gallery, self._audit_enrollment)
         pipeline.hold_unknown = enrollment.hold
-        kiosk = Kiosk(enrollment, self.status, self.request_reload, self.cfg.zmq.unknown_ttl_s, policy=lambda: self.cfg.zmq)
+        presence = Presence()  # consent withdrawal: the erasure runs on the inference thread (Kiosk.on_tick)
+        withdrawals = Withdrawals(presence, lambda pid, uid: erase_withdrawn(pipeline.gallery, pid, uid), journal.append, lambda: self.cfg.zmq,
+                                  lambda: pipeline.gallery.verify_threshold)
+        kiosk = Kiosk(enrollment, self.status, self.request_reload, self.cfg.zmq.unknown_ttl_s, policy=lambda: self.cfg.zmq,
+                      presence=presence, withdrawals=withdrawals)
         pipeline.observers.add(kiosk)
         control = ControlServer(ctx, self.cfg.zmq, kiosk.handlers(), slow=SLOW_OPS).start()
         self._on_stop("control socket", control.close)

@@ -51,7 +51,7 @@ from sync.keyfiles import hub_seal_key, hub_sign_key
 from sync.outbox import AUDIT, Outbox, OutboxRow
 from sync.protocol import SequenceGapError
 from sync.rejects import RejectLimiter
-from sync.uploads import enrollment_message
+from sync.uploads import Upload, outbox_upload
 
 _LOG = logging.getLogger(__name__)
 _TICK_S = 0.05
@@ -329,12 +329,8 @@ class SyncAgent:
     # -- outbox ----------------------------------------------------------------------------
 
     def _feed(self, store: GalleryStore) -> None:
-        def upload(record: AuditRecord) -> tuple[str, str] | None:
-            uid = record.body.get("person_uid")
-            if self._hub_seal is None or record.kind != "enroll" or not isinstance(uid, str):
-                return None
-            message = enrollment_message(store, self.device_id, uid, record.seq, self._hub_seal, self._identity.signing_key, record.hash)
-            return None if message is None else (uid, message)
+        def upload(record: AuditRecord) -> Upload | None:  # an enrollment upload or a kiosk withdrawal after its record
+            return outbox_upload(store, self.device_id, record, self._hub_seal, self._identity.signing_key)
 
         while self._outbox.feed_audit(self._audit, upload) and not self._stop.is_set():
             pass

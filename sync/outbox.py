@@ -95,10 +95,11 @@ class Outbox:
             row = self._db.execute("SELECT value FROM meta WHERE key='audit_cursor'").fetchone()
         return int(row[0]) if row else 0
 
-    def feed_audit(self, log: AuditLog, upload: Callable[[AuditRecord], tuple[str, str] | None], limit: int = 2000) -> int:
+    def feed_audit(self, log: AuditLog, upload: Callable[[AuditRecord], tuple[str, str] | tuple[str, str, bool] | None], limit: int = 2000) -> int:
         """Copies up to `limit` new journal records in, each followed by its upload (`upload(record)`
-        → (person uid, message) for an enrollment to send the hub, else None), and moves the cursor:
-        one transaction, so the outbox always equals the journal up to the cursor."""
+        → (person uid, message) for an enrollment to send the hub, (uid, message, True) for one that
+        replaces the uid's waiting upload (a withdrawal), else None), and moves the cursor: one
+        transaction, so the outbox always equals the journal up to the cursor."""
         records = log.since(self.audit_cursor(), limit)
         if not records:
             return 0
@@ -107,7 +108,8 @@ class Outbox:
             statements.append(("INSERT OR IGNORE INTO messages (kind, seq, body) VALUES (?, ?, ?)", (AUDIT, r.seq, canonical_json(r.to_dict()))))
             extra = upload(r)
             if extra is not None:
-                statements.append(("INSERT OR IGNORE INTO messages (kind, ref, body) VALUES (?, ?, ?)", (ENROLLMENT, *extra)))
+                verb = "INSERT OR REPLACE" if len(extra) > 2 and extra[2] else "INSERT OR IGNORE"  # type: ignore[misc]
+                statements.append((f"{verb} INTO messages (kind, ref, body) VALUES (?, ?, ?)", (ENROLLMENT, extra[0], extra[1])))
         statements.append(("INSERT INTO meta VALUES ('audit_cursor', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (records[-1].seq,)))
         self._write(statements)
         return len(records)

@@ -6,7 +6,7 @@ Topics (all under `facegate/v1/`; `<id>` is a device id, `<g>` a group name):
 |---|---|---|---|
 | `devices/<id>/status` | device → hub, retained; LWT `online: false` | 1 | `status` |
 | `devices/<id>/audit` | device → hub, from the outbox | 1 | `audit` |
-| `devices/<id>/enroll` | device → hub, from the outbox | 1 | `enrollment` |
+| `devices/<id>/enroll` | device → hub, from the outbox | 1 | `enrollment`, `withdrawal` |
 | `devices/<id>/ack` | hub → device, signed | 1 | `ack` (audit records + anchor, enrollments) |
 | `devices/<id>/resend` | hub → device, signed | 1 | `resend` (audit records from a seq: the hub saw a gap) |
 | `devices/<id>/gallery` | hub → device | 1 | `bundle` |
@@ -253,6 +253,12 @@ SCHEMAS: dict[str, Check] = {
     "enrollment": obj(
         {"v": integer(1, 1), "type": one_of("enrollment"), "device": text(64), "uid": UID, "audit_seq": integer(1), "audit_hash": HEX64,
          "eph": HEX64, "recipients": mapping(text(64), text(256)), "sealed": text(MAX_PAYLOAD), "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))}
+    ),
+    # Signed by the device (`sig`, over the domain facegate/v1/withdrawal, sync.withdrawals): a kiosk
+    # consent withdrawal, bound to the device's `remove` audit record `audit_seq` (hash `audit_hash`).
+    "withdrawal": obj(
+        {"v": integer(1, 1), "type": one_of("withdrawal"), "device": text(64), "uid": UID, "audit_seq": integer(1), "audit_hash": HEX64,
+         "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))}
     ),
     "gallery_ack": obj(
         {"v": integer(1, 1), "type": one_of("gallery_ack"), "device": text(64), "scope": text(80), "seq": integer(0),

@@ -8,7 +8,8 @@ agent picks the `enroll` audit record up, names that record (`audit_seq`, `audit
 signed with the device's Ed25519 key (the one that signs its audit trail) over every other field,
 so the hub can tell an upload this device made from one published on its topic by anybody else.
 It travels through the outbox like an audit record (deleted on the hub's ack). The hub checks and
-opens it with `sync.hub.uploads.check_enrollment`.
+opens it with `sync.hub.uploads.check_enrollment`. A kiosk consent withdrawal takes the same way
+(`outbox_upload`, sync.withdrawals).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from edge.audit.records import canonical_json
+from edge.audit.records import AuditRecord, canonical_json
 from edge.gallery.changes import SyncPerson
 from edge.gallery.store import GalleryStore
 from edge.gallery.sync_apply import local_person
 from sync import protocol, sealing
 from sync.bundle import HUB_RECIPIENT, enrollment_aad, person_doc
+from sync.withdrawals import withdrawal_message
 
 SIGN_DOMAIN = "facegate/v1/enrollment"
+Upload = tuple[str, str] | tuple[str, str, bool]  # (person uid, message[, replaces that person's waiting upload])
 
 
 def enrollment_signed_bytes(message: dict[str, Any]) -> bytes:
@@ -55,3 +58,17 @@ def enrollment_message(store: GalleryStore, device_id: str, person_uid: str, aud
     }
     message["sig"] = signing_key.sign(enrollment_signed_bytes(message)).hex()
     return protocol.encode(message).decode()
+
+
+def outbox_upload(store: GalleryStore, device_id: str, record: AuditRecord, hub_key: X25519PublicKey | None,
+                  signing_key: Ed25519PrivateKey) -> Upload | None:
+    """What the outbox sends the hub after `record`: a kiosk withdrawal (replacing the person's
+    enrollment upload if it still waits), an enrollment upload (with the hub's seal key), or nothing."""
+    withdrawal = withdrawal_message(device_id, record, signing_key)
+    if withdrawal is not None:
+        return (*withdrawal, True)
+    uid = record.body.get("person_uid")
+    if hub_key is None or record.kind != "enroll" or not isinstance(uid, str):
+        return None
+    message = enrollment_message(store, device_id, uid, record.seq, hub_key, signing_key, record.hash)
+    return None if message is None else (uid, message)

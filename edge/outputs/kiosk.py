@@ -4,7 +4,8 @@
 each decision); the ZeroMQ control thread reads (`identify`) and asks (`enroll`, `status`,
 `reload`). An unknown face's decision carries the request id the enrollment service
 (edge/gallery/enrollment.py) holds its embeddings under; the kiosk never sees embeddings, it
-passes the customer's consent and profile to that service.
+passes the customer's consent and profile to that service. `withdraw` (a recognised customer's
+erasure, after a confirmation) is edge/outputs/withdraw.py.
 """
 
 from __future__ import annotations
@@ -24,12 +25,24 @@ from edge.outputs.zmq_api import field_of
 from edge.video.observer import Observer
 
 if TYPE_CHECKING:
+    from edge.outputs.withdraw import Withdrawals
     from edge.video.capture import Frame
     from edge.video.pipeline import CameraState, Pipeline
 
 MAX_IDENTIFY_WAIT_MS = 10000
-SLOW_OPS = ("identify", "enroll")  # they wait (for a decision, for the inference loop): off the socket thread
+SLOW_OPS = ("identify", "enroll", "withdraw")  # they wait (for a decision, for the inference loop): off the socket thread
 DAY_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Whom a decided face was recognised as, for `withdraw` (never sent as such)."""
+
+    person_id: int
+    uid: str
+    person: str | None
+    score: float | None
+    live: bool  # not a spoof, and live when liveness ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,7 @@ class InView:
     area: float  # box area in pixels: the largest face is the one at the kiosk
     decision: dict[str, Any] | None  # None: not decided yet
     request_id: str | None
+    who: Who | None = None
 
 
 class Presence:
@@ -49,6 +63,7 @@ class Presence:
         self._labels: dict[tuple[str, int], tuple[dict[str, Any], str | None]] = {}
         self._requests: dict[str, tuple[str, int]] = {}  # request id -> (camera, track id)
         self._challenges: dict[tuple[str, int], dict[str, Any]] = {}  # step-up challenges pending
+        self._who: dict[tuple[str, int], Who] = {}
 
     def cameras(self) -> list[str]:
         with self._lock:
@@ -70,6 +85,9 @@ class Presence:
         with self._lock:
             self._challenges.pop((event.camera, event.track_id), None)
             self._labels[(event.camera, event.track_id)] = (_summary(event), event.request_id)
+            if event.person_uid is not None and event.person_id is not None and event.decision != "spoof":
+                live = event.liveness is None or event.liveness.live
+                self._who[(event.camera, event.track_id)] = Who(event.person_id, event.person_uid, event.person, event.score, live)
             if event.request_id is not None:
                 self._requests[event.request_id] = (event.camera, event.track_id)
             self._lock.notify_all()
@@ -80,10 +98,11 @@ class Presence:
             views = []
             for track_id, (x1, y1, x2, y2) in tracks:
                 label, request_id = self._labels.get((camera, track_id), (None, None))
-                views.append(InView(track_id, (x2 - x1) * (y2 - y1), label, request_id))
+                views.append(InView(track_id, (x2 - x1) * (y2 - y1), label, request_id, self._who.get((camera, track_id))))
             gone = {tid for (cam, tid) in self._labels if cam == camera} - {v.track_id for v in views}
             for track_id in gone:
                 del self._labels[(camera, track_id)]
+                self._who.pop((camera, track_id), None)
             self._requests = {r: key for r, key in self._requests.items() if key in self._labels}
             in_view = {(camera, v.track_id) for v in views}
             self._challenges = {k: c for k, c in self._challenges.items() if k[0] != camera or k in in_view}
@@ -102,6 +121,18 @@ class Presence:
                 if left <= 0:
                     return views[0] if views else None
                 self._lock.wait(left)
+
+    def withdrawn(self, camera: str, track_id: int) -> None:
+        """The face in view was erased (`withdraw`): it answers `withdrawn`, and nobody, from now on."""
+        with self._lock:
+            key = (camera, track_id)
+            self._who.pop(key, None)
+            if key not in self._labels:
+                return
+            label = dict(self._labels[key][0], decision="withdrawn", person=None, reason="withdrawn")
+            self._labels[key] = (label, None)
+            self._views[camera] = [InView(v.track_id, v.area, label, None) if v.track_id == track_id else v for v in self._views.get(camera, [])]
+            self._lock.notify_all()
 
     def enrolled(self, request_id: str, person: str) -> None:
         """The request became `person`: the face in view now answers as them."""
@@ -131,8 +162,11 @@ class Kiosk(Observer):
         unknown_ttl_s: float,
         policy: Callable[[], ZmqConfig] = ZmqConfig,
         clock: Callable[[], float] = time.time,
+        presence: Presence | None = None,
+        withdrawals: Withdrawals | None = None,
     ) -> None:
-        self.presence = Presence()
+        self.presence = presence or Presence()
+        self.withdrawals = withdrawals  # `withdraw` (edge/outputs/withdraw.py); None: refused as not_allowed
         self.enrollment = enrollment
         self._status, self._reload = status, reload
         self.unknown_ttl_s = unknown_ttl_s
@@ -145,7 +179,7 @@ class Kiosk(Observer):
         self._last_reload: float | None = None  # monotonic
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-        return {"identify": self.identify, "enroll": self.enroll, "status": lambda _r: self._status(), "reload": self.reload}
+        return {"identify": self.identify, "enroll": self.enroll, "withdraw": self.withdraw, "status": lambda _r: self._status(), "reload": self.reload}
 
     # -- inference thread ------------------------------------------------------------------
 
@@ -168,6 +202,8 @@ class Kiosk(Observer):
     def on_tick(self) -> None:
         if self.enrollment is not None:
             self.enrollment.run_pending()
+        if self.withdrawals is not None:
+            self.withdrawals.run_pending()
 
     # -- control thread --------------------------------------------------------------------
 
@@ -189,6 +225,8 @@ class Kiosk(Observer):
             asked = self.presence.challenge(camera, view.track_id)
             return {"camera": camera, "status": "pending", "track_id": view.track_id, **({"challenge": asked} if asked else {})}
         status = "unknown" if view.request_id else ("known" if view.decision["person"] else "unrecognised")
+        if view.decision.get("decision") == "withdrawn":
+            status = "withdrawn"
         out = {"camera": camera, "status": status, **view.decision}
         if view.request_id:
             out.update(request_id=view.request_id, expires_in_s=self.unknown_ttl_s)
@@ -237,6 +275,11 @@ class Kiosk(Observer):
             raise ApiError("validity_too_long", f"valid_until: at most {policy.enroll_max_valid_days} days from now "
                            f"([zmq] enroll_max_valid_days), i.e. <= {latest}")
         return asked
+
+    def withdraw(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.withdrawals is None:
+            raise ApiError("not_allowed", "withdraw: not offered by this daemon")
+        return self.withdrawals.handle(request)
 
     def reload(self, request: dict[str, Any]) -> dict[str, Any]:
         # Each reload reopens the gallery: a client looping on it would keep the door busy.

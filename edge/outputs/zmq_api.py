@@ -14,7 +14,10 @@ thread at once, slow ones (`identify` waits for a decision, `enroll` for the inf
 on a few worker threads whose replies the socket thread sends. ZeroMQ sockets are not
 thread-safe, so only the socket thread touches it; workers hand replies back through a queue
 and wake it through a pipe. Server sockets are made in edge/outputs/zmq_auth.py (CURVE, size
-bound, ipc file mode).
+bound, ipc file mode). Every parsed request gets `CLIENT_KEY`: the Z85 public key the client
+proved in the CURVE handshake (the ZAP handler's User-Id of the message), or None without CURVE;
+whatever a client wrote under that name is overwritten, so a handler may trust it (`withdraw`
+binds its tokens to it).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 TOPICS = ("decision", "door", "challenge")
-OPS = ("identify", "enroll", "status", "reload")
+OPS = ("identify", "enroll", "withdraw", "status", "reload")
+CLIENT_KEY = "_client_key"  # set by the server from the CURVE handshake, never taken from the request
 ERROR_CODES = (
     "bad_request",  # not JSON, not an object, wrong "v", several frames, a missing or mistyped field
     "unknown_op",
@@ -48,6 +52,10 @@ ERROR_CODES = (
     "group_not_allowed",  # enroll into a group outside [zmq] enroll_groups
     "validity_too_long",  # enroll valid_until beyond [zmq] enroll_max_valid_days
     "rate_limited",  # reload again within [zmq] reload_min_interval_s
+    "not_allowed",  # withdraw from a client not in [zmq] withdraw_clients (or without CURVE)
+    "not_identified",  # withdraw: no live face recognised at the 1:1 threshold in front
+    "unknown_token",  # withdraw confirmation: never issued, used, expired, or another client's
+    "face_changed",  # withdraw confirmation: the face in front is not the one the token names
     "busy",  # the inference loop did not take the job in time, or too many slow requests wait
     "internal",
 )
@@ -140,6 +148,15 @@ def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:1], frames[1:]
 
 
+def client_key(frame: zmq.Frame) -> str | None:
+    """The Z85 CURVE key the peer of `frame` authenticated with (ZAP User-Id); None without CURVE."""
+    try:
+        user = frame.get("User-Id")
+    except (zmq.ZMQError, UnicodeDecodeError):
+        return None
+    return user if isinstance(user, str) and len(user) == 40 else None
+
+
 class ControlServer:
     """The ROUTER socket on its own thread; each op is a small named handler; `slow` ops run on workers."""
 
@@ -177,7 +194,7 @@ class ControlServer:
                         self._drain_wake()
                     self._send_replies()
                     if self.sock in ready:
-                        self._take(self.sock.recv_multipart(zmq.NOBLOCK))
+                        self._take(self.sock.recv_multipart(zmq.NOBLOCK, copy=False))
                 except zmq.Again:
                     continue
                 except Exception:  # noqa: BLE001 - whatever one request did, the socket keeps serving
@@ -190,13 +207,14 @@ class ControlServer:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
 
-    def _take(self, frames: list[bytes]) -> None:
-        envelope, body = split_envelope(frames)
+    def _take(self, message: list[zmq.Frame]) -> None:
+        envelope, body = split_envelope([frame.bytes for frame in message])
         try:
             request = parse(body)
         except ApiError as exc:
             self._send(envelope, error_reply(exc))
             return
+        request[CLIENT_KEY] = client_key(message[-1])
         if request["op"] not in self.slow:
             self._send(envelope, run(self.handlers, request))
             return

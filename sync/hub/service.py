@@ -37,7 +37,7 @@ from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.broker import configure_client
 from sync.bundle import BundleContent, build_bundle
-from sync.hub import audit_prune, guard
+from sync.hub import audit_prune, guard, withdrawals
 from sync.hub.guard import AlertLimiter, ResyncPacer
 from sync.hub.ingest import GapWatch, ack_message, resend_message
 from sync.hub.keys import HubSigningKeys
@@ -303,11 +303,22 @@ class HubService:
             store.device(device)  # unregistered: refused before any bundle is built
             if self.resyncs.request(request["scope"], device):
                 self._answer_resync(client, device, request["scope"])
+        elif leaf == protocol.ENROLL and withdrawals.is_withdrawal(payload):
+            self._withdrawal(client, device, payload)
         elif leaf == protocol.ENROLL:
             # Checked (device, topic, signature, audit record) before anything opens; never merged.
             outcome = accept_upload(store, device, payload, self.hub.identity.sealing_key)
             log.info("device %s: enrollment %s -> %s", device, outcome.uid, outcome.action)
             client.publish(protocol.device_topic(device, protocol.ACK), ack_message(device, self.hub.identity.signing_key, enrollments=[outcome.uid]), qos=1)
+
+    def _withdrawal(self, client: mqtt.Client, device: str, payload: bytes) -> None:
+        """A kiosk consent withdrawal: checked, the person erased, the erase pushed to the fleet at once."""
+        message = withdrawals.check_withdrawal(self.hub.store, device, payload)
+        if withdrawals.apply_withdrawal(self.hub.store, device, message):
+            for out in self.hub.bundles():
+                client.publish(out.topic, out.payload, qos=1)
+        log.info("device %s: consent withdrawal of %s", device, message["uid"])
+        client.publish(protocol.device_topic(device, protocol.ACK), ack_message(device, self.hub.identity.signing_key, enrollments=[message["uid"]]), qos=1)
 
     def stop(self) -> None:
         self.client.disconnect()
