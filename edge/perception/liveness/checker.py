@@ -2,9 +2,11 @@
 
 `Liveness(cfg, store).new_track()` gives a `TrackLiveness`; the decision path calls
 `add(frame, face, ts)` for every frame of the track (cheap: landmark geometry, and a reference
-to the frame when it is among the best so far) and `result()` when it decides. The CNN runs
-lazily in `result()`, on the `passive_frames` best-quality frames only, and its scores are
-cached, so a track costs at most `passive_frames` × (number of models) forward passes.
+to the frame when it is among its window's best so far) and `result()` when it decides. The track
+is judged by its weakest window of WINDOW_FRAMES frames: when a window fills, the CNN runs on its
+`passive_frames` best-quality frames (and the second model when uncertain), the frames are
+released and only the weakest window's scores are kept; the open window is scored lazily in
+`result()`, cached. A track costs `passive_frames` × (number of models) forward passes per window.
 
 Fusion: the score is sigmoid(Σ logit(cue)) over the passive CNN score and the cue scores of
 edge.perception.liveness.cues, each weighted 1 (naive-Bayes style: a cue at 0.5 adds nothing, a cue at
@@ -183,9 +185,9 @@ class TrackLiveness:
         self._geo = _Geometry()
 
     def add(self, image: np.ndarray, face: Face, ts: float) -> None:
-        """One frame of the track. The frames that rank among the `passive_frames` best are
-        kept by reference until `result()` (no copy, no crop until then): do not draw into a
-        frame after handing it over."""
+        """One frame of the track. The frames that rank among their window's `passive_frames`
+        best are kept by reference until the window is scored (no copy, no crop until then): do
+        not draw into a frame after handing it over."""
         self._frames += 1
         box = face.detection.box
         if face.mesh is not None:
