@@ -109,7 +109,16 @@ class Page:
         self.go("login")
         self.find("#user").send_keys(user)
         self.find("#password").send_keys(password)
-        self.find("#signin").click()
+        self.submit("#signin")
+
+    def submit(self, css: str) -> None:
+        """Clicks a form's button and waits for the next page (not the one being left)."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        old = self.find("html")
+        self.find(css).click()
+        WebDriverWait(self.driver, 120).until(expected_conditions.staleness_of(old))
 
 
 def test_console_in_chromium_with_a_running_device(tmp_path: Path, mosquitto: str) -> None:
@@ -191,7 +200,7 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     page.find("#name").send_keys("Tony Blair")
     page.find("#groups").send_keys("staff")
     page.find("#photos").send_keys("\n".join(str(LFW / PERSON / f) for f in ENROLL))
-    page.find("#enroll-submit").click()
+    page.submit("#enroll-submit")
     page.until(lambda: "Enrolled" in page.find("#result").text, 120, "the enrollment result")
     verdicts = page.find("#verdicts").text
     assert all(f in verdicts for f in ENROLL) and "accepted" in verdicts, verdicts
@@ -202,7 +211,7 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     from selenium.webdriver.support.ui import Select
 
     Select(page.find("#push-target")).select_by_value("group:staff")
-    page.find("#push-submit").click()
+    page.submit("#push-submit")
     assert "group:staff" in page.find("#pushed").text
     page.shot("pushed")
     page.until(lambda: page.find("#device-door-a .pending").text == "none" and page.find("#device-door-a .gallery").text != "-", 90,
@@ -218,7 +227,7 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     page.find("#audit-person").send_keys("Tony Blair")
     page.find("#audit-door").send_keys("main")
     Select(page.find("#audit-decision")).select_by_value("grant")
-    page.find("#audit-submit").click()
+    page.submit("#audit-submit")
     rows = page.find("#audit").text
     assert "grant" in rows and uid in rows and "door-a" in rows and "main" in rows, rows
     page.shot("audit-search")
@@ -229,13 +238,13 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     bundles = hub.store.db.execute("SELECT COUNT(*) FROM bundles")[0][0]
     page.go("devices")
     page.driver.execute_script("document.querySelector('#push input[name=csrf]').remove()")
-    page.find("#push-submit").click()
+    page.submit("#push-submit")
     assert page.find("#message-title").text == "Refused"
     assert hub.store.db.execute("SELECT COUNT(*) FROM bundles")[0][0] == bundles
     page.shot("csrf-refused")
 
     page.go(f"persons/{uid}")
-    page.find("#erase-submit").click()
+    page.submit("#erase-submit")
     page.until(lambda: "erased" in page.find("#state").text, 60, "the erase")
     page.shot("erase-pending")
     page.until(lambda: "pending" not in page.find("#erasures").text and "door-a" in page.find("#erasures").text, 90,
@@ -245,7 +254,12 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     actions = {r[0] for r in hub.store.db.execute("SELECT action FROM hub_audit WHERE subject='ada'")}
     assert {"console.login", "console.view", "console.enroll", "console.enrolled", "console.push", "console.pushed", "console.live",
             "console.erase", "console.erased", "console.refused"} <= actions, actions
-    page.find("header button").click()  # sign out
+    for path, name, marker in (("persons?erased=1", "persons", uid), ("review", "review", "nothing to review"),
+                               ("audit/verify", "verify", "ok"), ("hub-log", "hub-log", "console.erased")):
+        page.go(path)
+        assert marker in page.text(), path
+        page.shot(name)
+    page.submit("header button")  # sign out
 
 
 def _viewer_flow(page: Page, base: str) -> None:
