@@ -56,7 +56,7 @@ def person_label(fields: Mapping[str, Any]) -> str | None:
     return fields.get("person") or fields.get("person_uid") or None
 
 
-STEP_UP_OUTCOMES = ("passed", "timeout", "track_ended", "face_changed", "not_asked")
+STEP_UP_OUTCOMES = ("passed", "timeout", "track_ended", "face_changed", "not_asked", "score_dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,9 @@ class StepUpEvidence:
     """What a decision says of its step-up challenge (docs/liveness.md#step-up): asked, and how it ended."""
 
     kind: str  # what was asked: "both", "turn", "blink" or "any"
-    outcome: str  # one of STEP_UP_OUTCOMES; "not_asked": uncertain, but the track ended before it was due
+    # One of STEP_UP_OUTCOMES; "not_asked": uncertain, but the track ended before it was due;
+    # "score_dropped": the cue was seen, but the track's liveness score fell below the band meanwhile.
+    outcome: str
     asked_score: float  # the fused liveness score that fell in the door's uncertain band
     band: tuple[float, float]
     challenge_id: str | None = None  # the `challenge` event's id; None when not asked

@@ -188,12 +188,17 @@ class Challenge:
             self.timed_out, self.last_t = True, t
         return self.settled
 
-    def evidence(self) -> StepUpEvidence:
-        """How it ended; a challenge still pending when its track is decided ended with the track."""
+    def evidence(self, score: float | None = None) -> StepUpEvidence:
+        """How it ended; a challenge still pending when its track is decided ended with the track.
+
+        `score`: the track's liveness score at the decision. The track is judged by its weakest
+        window, and the frames watched during the challenge are windows too: a cue done by a face
+        whose score meanwhile fell below the band (a replay seen clearly at last) is
+        `score_dropped`, not `passed` — the challenge proves a movement, not a face."""
         if self.face_changed:
             outcome = "face_changed"
         elif self.observed is not None:
-            outcome = "passed"
+            outcome = "score_dropped" if score is not None and score < self.policy.low else "passed"
         else:
             outcome = "timeout" if self.timed_out else "track_ended"
         return StepUpEvidence(

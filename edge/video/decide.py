@@ -201,7 +201,7 @@ class Decider:
             return None, None
         live = ev.liveness.result()
         if ev.challenge is not None:
-            step_up = ev.challenge.evidence()
+            step_up = ev.challenge.evidence(float(live.score))
         elif self.step_up_policy.uncertain(live.score) and live.challenge != "failed" and ev.has_face:
             # Uncertain, but the track ended before it was due: nobody could be asked.
             policy = self.step_up_policy

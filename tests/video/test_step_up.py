@@ -224,6 +224,38 @@ def test_a_blink_during_the_turn_step_or_a_fast_swing_does_not_count(ann, monkey
     assert (decision.decision, decision.reason) == ("spoof", "challenge_timeout")
 
 
+class DroppingTrack(FixedTrack):
+    """A score that falls to `later` from frame `after` on: the weakest window of a replay seen
+    clearly while it does what the challenge asks."""
+
+    def __init__(self, score: float, later: float, after: int) -> None:
+        super().__init__(score)
+        self.later, self.after = later, after
+
+    def result(self) -> LivenessResult:
+        score = self.later if self.frames >= self.after else self.score
+        return LivenessResult(score, score >= 0.5, 0.5, {"passive": score}, self.frames)
+
+
+def test_a_cue_done_while_the_score_falls_below_the_band_is_not_a_pass(ann) -> None:
+    gallery, emb = ann
+    door = Door(gallery, 0.7, liveness_challenge="blink")
+    dropping = FixedLiveness(0.7)
+    dropping.new_track = lambda: DroppingTrack(0.7, 0.02, 6)  # type: ignore[method-assign]
+    door.decider.liveness = dropping
+    door.still(emb, 3)
+    assert len(door.asked) == 1
+    (decision,) = door.frames(*blink(emb))
+    assert (decision.decision, decision.reason, decision.person) == ("spoof", "challenge_failed", None)
+    step = decision.liveness.step_up
+    assert (step.outcome, step.observed) == ("score_dropped", "blink") and not decision.liveness.live
+    # A score that stays in the band (or rises) passes as before.
+    steady = Door(gallery, 0.7, liveness_challenge="blink")
+    steady.still(emb, 3)
+    (decision,) = steady.frames(*blink(emb))
+    assert decision.decision == "grant" and decision.liveness.step_up.outcome == "passed"
+
+
 def test_a_static_face_times_out_as_spoof(ann) -> None:
     gallery, emb = ann
     door = Door(gallery, 0.7, liveness_challenge="any", liveness_challenge_timeout_ms=1000.0)
