@@ -357,6 +357,9 @@ class HubConfig:
     web_tls_cert_file: str = ""
     web_tls_key_file: str = ""
     web_allow_insecure: bool = False
+    # Reverse proxies (IP addresses) whose X-Forwarded-For names the client: the login limit per
+    # address then counts the browser's address, not the proxy's (which would lock everyone out).
+    web_trusted_proxies: tuple[str, ...] = ()
     # A console session ends after this long without a request (and after 12 h in any case).
     web_session_idle_s: float = field(default=1800.0, metadata=_range(60.0, 43200.0))
     # One enrollment form's upload (all its photos together) is refused above this.

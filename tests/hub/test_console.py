@@ -413,3 +413,19 @@ def test_audit_filters_csv_and_sign_out(console) -> None:
     assert c.post("logout", {}).url.endswith("/login")
     assert replay.get("devices").status == 303  # the signed-out session's cookie opens nothing
     assert hub.store.db.execute("SELECT COUNT(*) FROM hub_sessions WHERE user_name='otto'")[0][0] == 0
+
+
+@pytest.mark.parametrize("trusted", [(), ("127.0.0.1",)])
+def test_forwarded_for_counts_only_from_a_trusted_proxy(tmp_path: Path, trusted: tuple[str, ...]) -> None:
+    cfg = _cfg(tmp_path, web_trusted_proxies=trusted)
+    hub = Hub(cfg.hub)
+    server = ConsoleServer(cfg, hub, port=0).start()
+    try:
+        c = ConsoleClient(server.url)
+        c.get("login")
+        assert c.post("login", {"user": "ada", "password": "wrong password!"}, headers={"X-Forwarded-For": "203.0.113.9"}).status == 401
+        failed = [d["address"] for a, _s, d in _actions(hub) if a == "console.login_failed"]
+        assert failed == (["203.0.113.9"] if trusted else ["127.0.0.1"])  # a client cannot pick its address for the limiter
+    finally:
+        server.stop()
+        hub.close()

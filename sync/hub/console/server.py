@@ -66,7 +66,9 @@ class ConsoleServer:
         host = f"[{address}]" if family == socket.AF_INET6 else address
         self.url = f"{'https' if tls else 'http'}://{host}:{bound}/"
         config = uvicorn.Config(create_app(self.console), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
-                                ssl_certfile=h.web_tls_cert_file or None, ssl_keyfile=h.web_tls_key_file or None, server_header=False)
+                                ssl_certfile=h.web_tls_cert_file or None, ssl_keyfile=h.web_tls_key_file or None, server_header=False,
+                                # X-Forwarded-For only from the proxies named: anyone else could pick their own address.
+                                proxy_headers=bool(h.web_trusted_proxies), forwarded_allow_ips=list(h.web_trusted_proxies) or None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, name="hub-console", daemon=True)
 
