@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import cv2
@@ -17,7 +19,7 @@ from edge.config import CameraConfig, Config, LivenessConfig, config_from_dict
 from edge.errors import ConfigError
 from edge.eval.liveness import read_labels, run_images, run_videos
 from edge.perception.faces import Perception
-from edge.perception.liveness.checker import Liveness, threshold_for
+from edge.perception.liveness.checker import WINDOW_FRAMES, Liveness, fuse, threshold_for
 from edge.perception.liveness.model import softmax_real
 from edge.perception.runtime import open_session
 from edge.video.pipeline import Pipeline
@@ -155,6 +157,46 @@ def test_a_phone_replay_whose_best_frame_fools_the_cnn_is_spoof_by_its_weakest_w
     assert by_label["spoof"]["window_score_max"] >= 0.5  # some windows alone would have let it in
     assert by_label["spoof"]["score"] <= by_label["spoof"]["window_score_min"] + 0.01
     assert by_label["live"]["decision"] == "live", by_label["live"]
+
+
+def test_a_long_track_is_its_weakest_window_and_holds_one_windows_frames(
+    liveness: Liveness, perception: Perception, shared_data: Path
+) -> None:
+    # The phone replay's face frames, fed as one track and as separate 10-frame tracks. Every
+    # frame is a fresh array the track only references: a full window's frames must be let go.
+    cap = cv2.VideoCapture(str(shared_data / "liveness_more" / "videos" / "zubaircrackscode" / "fake.mp4"))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        faces = perception.faces(rgb, embed=False)
+        if faces:
+            frames.append((rgb, faces[0]))
+    cap.release()
+    n = len(frames) // WINDOW_FRAMES * WINDOW_FRAMES
+    assert n >= 3 * WINDOW_FRAMES
+    track, refs = liveness.new_track(), []
+    for k, (rgb, face) in enumerate(frames[:n]):
+        image = rgb.copy()
+        refs.append(weakref.ref(image))
+        track.add(image, face, k / 30.0)
+        del image
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0  # every window closed, its frames released
+    whole = track.result()
+    windows = []
+    for start in range(0, n, WINDOW_FRAMES):
+        part = liveness.new_track()
+        for k, (rgb, face) in enumerate(frames[start : start + WINDOW_FRAMES]):
+            part.add(rgb, face, k / 30.0)
+        windows.append(part.result())
+    frame_cues = [{c: w.cues[c] for c in ("passive", "glare", "moire")} for w in windows]
+    weakest = min(frame_cues, key=fuse)
+    assert max(fuse(c) for c in frame_cues) >= 0.5 > fuse(weakest)  # windows disagree; the weakest decides
+    assert whole.cues["passive"] == pytest.approx(weakest["passive"], abs=1e-6)
+    assert not whole.live
 
 
 def test_replayed_face_of_an_enrolled_person_is_never_granted(model_store, perception: Perception, shared_data: Path, tmp_path: Path) -> None:
