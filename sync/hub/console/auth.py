@@ -139,10 +139,12 @@ async def login(request: Request) -> Response:
         return render(console, "message.html", 413, title="Too large", text="")
     name, password, where = str(form.get("user", ""))[:64], str(form.get("password", "")), address(request)
     if not check_csrf(request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf")):
-        console.audit("console.login_refused", name or "-", {"address": where, "why": "csrf"})
+        if console.limiter.record_refusal("csrf", name, where):
+            console.audit("console.login_refused", name or "-", {"address": where, "why": "csrf"})
         return render(console, "message.html", 403, title="Refused", text="The sign-in form's security token is missing or wrong: reload the page.")
     if not console.limiter.allowed(name, where):
-        console.audit("console.login_refused", name or "-", {"address": where, "why": "rate limited"})
+        if console.limiter.record_refusal("rate", name, where):
+            console.audit("console.login_refused", name or "-", {"address": where, "why": "rate limited"})
         return _login_again(console, request, 429, "Too many failed sign-ins: wait a few minutes.")
     user = console.users.verify(name, password)
     if user is None:

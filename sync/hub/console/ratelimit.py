@@ -20,6 +20,7 @@ class LoginLimiter:
         self.per_user, self.per_address, self.window_s = per_user, per_address, window_s
         self._clock = clock
         self._fails: dict[str, deque[float]] = {}
+        self._told: dict[tuple[str, str, str], float] = {}  # refusals recorded lately (see `record_refusal`)
         self._lock = threading.Lock()
 
     def _recent(self, key: str) -> deque[float]:
@@ -44,3 +45,16 @@ class LoginLimiter:
     def succeeded(self, user: str) -> None:
         with self._lock:
             self._fails.pop("u:" + user, None)
+
+    def record_refusal(self, why: str, user: str, address: str, every_s: float = 60.0) -> bool:
+        """Whether to write this refusal to hub_audit: once a minute per (why, user, address), so
+        a client hammering a locked account or posting junk cannot grow the log without bound."""
+        with self._lock:
+            now = self._clock()
+            key = (why, user, address)
+            if now - self._told.get(key, -every_s) < every_s:
+                return False
+            if len(self._told) > 100_000:
+                self._told = {k: t for k, t in self._told.items() if now - t < every_s}
+            self._told[key] = now
+            return True
