@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -58,7 +59,7 @@ async def stream(ctx: Ctx) -> Response:
         quiet = 0.0
         yield "retry: 2000\n\n"
         while not stopping.is_set() and not await ctx.request.is_disconnected():
-            chunks, since = _events(ctx, since, sent)
+            chunks, since = await run_in_threadpool(_events, ctx, since, sent)  # off the event loop: the other pages go on
             for chunk in chunks:
                 yield chunk
             quiet = 0.0 if chunks else quiet + POLL_S
