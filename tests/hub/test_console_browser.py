@@ -199,6 +199,7 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     page.go("persons/new")
     page.find("#name").send_keys("Tony Blair")
     page.find("#groups").send_keys("staff")
+    page.find("input[name=consent_text]").send_keys("agreed at the front desk")
     page.find("#photos").send_keys("\n".join(str(LFW / PERSON / f) for f in ENROLL))
     page.submit("#enroll-submit")
     page.until(lambda: "Enrolled" in page.find("#result").text, 120, "the enrollment result")
@@ -206,6 +207,9 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     assert all(f in verdicts for f in ENROLL) and "accepted" in verdicts, verdicts
     page.shot("enrolled")
     uid = hub.store.find_person("Tony Blair")
+    enrolled = next(p for p in hub.store.persons() if p.uid == uid)
+    assert enrolled.profile.groups == ("staff",) and enrolled.profile.consent_text == "agreed at the front desk" and len(enrolled.embeddings) == 2
+    assert enrolled.profile.created_by == ADMIN[0]
 
     page.go("devices")
     from selenium.webdriver.support.ui import Select

@@ -52,7 +52,7 @@ async def add_person(ctx: Ctx) -> Response:
     try:
         if not name:
             raise FacegateError("name: required")
-        fields = _profile_fields(ctx)
+        fields = {**_profile_fields(ctx), "consent_text": str(form.get("consent_text", "")).strip()[:2000]}
         console = ctx.console
         result = await run_in_threadpool(lambda: enroll(console.store, console.perception, embedder_model_name(console.cfg), name, photos, fields, ctx.user.name))
     except FacegateError as exc:
