@@ -29,6 +29,8 @@ def test_bundled_config_is_the_defaults() -> None:
         ({"detect": {"max_faces": True}}, "detect.max_faces: must be int"),
         ({"quality": {"min_brightness": 200.0, "max_brightness": 100.0}}, "quality.min_brightness"),
         ({"embed": 3}, "embed: must be a table"),
+        ({"zmq": {"control": "ipc:///tmp/c", "withdraw_clients": ["kiosk1"]}}, "zmq.withdraw_clients: needs CURVE"),
+        ({"zmq": {"withdraw_clients": ["../etc/key"]}}, "zmq.withdraw_clients: '../etc/key' is not a key name"),
     ],
 )
 def test_bad_config_names_the_key(data, message) -> None:

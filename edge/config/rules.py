@@ -159,6 +159,16 @@ def _zmq_allow_list(z: Any, where: str) -> str | None:
     return None
 
 
+@rule("zmq", "withdraw_clients", "curve_secret_key_file")
+def _zmq_withdraw(z: Any, where: str) -> str | None:
+    bad = [n for n in z.withdraw_clients if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", n)]
+    if bad:
+        return f"{where}.withdraw_clients: {bad[0]!r} is not a key name (NAME of <allowed_clients_dir>/NAME.key)"
+    if z.withdraw_clients and not z.curve_secret_key_file:
+        return f"{where}.withdraw_clients: needs CURVE (curve_secret_key_file): a withdrawal token is bound to the client's key"
+    return None
+
+
 @rule("hub", "database")
 def _database(h: Any, where: str) -> str | None:
     if h.database and not h.database.startswith(("postgresql://", "postgres://", "sqlite:///")):
