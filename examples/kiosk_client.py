@@ -6,7 +6,9 @@
 Uses only the public ZeroMQ API (docs/door.md): one REQ socket, JSON requests. `identify`
 answers with the person in front of the camera, or — for a face nobody in the gallery matches —
 a `request_id`. With `--enroll-as`, the kiosk asks for consent on the terminal and, if given,
-turns that request into a new person; the next `identify` answers with their name.
+turns that request into a new person; the next `identify` answers with their name. With
+`--withdraw`, the person in front is asked to confirm, then erased (`withdraw`: this client must be
+in the daemon's `[zmq] withdraw_clients`, over CURVE).
 """
 
 from __future__ import annotations
@@ -61,11 +63,23 @@ class Kiosk:
         self.ctx.term()
 
 
+def withdraw(kiosk: Kiosk, where: dict[str, str], yes: bool) -> int:
+    """Consent withdrawal: the kiosk names who it sees, the person confirms, the token erases them."""
+    asked = kiosk.call("withdraw", wait_ms=5000, **where)  # a refusal (not_allowed, not_identified) exits with its code
+    if not (yes or input(f"Erase everything this kiosk holds about {asked['person']}? [y/N] ").strip().lower() == "y"):
+        print("nothing erased")
+        return 0
+    kiosk.call("withdraw", token=asked["token"], confirm=True)
+    print(f"erased {asked['person']} ({asked['person_uid']})")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--control", required=True, help="facegate's [zmq] control endpoint")
     ap.add_argument("--camera", default=None, help="camera name (optional with one camera)")
     ap.add_argument("--enroll-as", default=None, metavar="NAME", help="offer enrollment to an unknown face under this name")
+    ap.add_argument("--withdraw", action="store_true", help="erase the recognised person in front, after their confirmation")
     ap.add_argument("--yes", action="store_true", help="the person has already agreed (no terminal prompt)")
     ap.add_argument("--client-key", default=None, metavar="NAME.key_secret", help="this client's CURVE key pair (facegate zmq keygen)")
     ap.add_argument("--server-key", default=None, metavar="server.key", help="the daemon's CURVE public key")
@@ -73,6 +87,8 @@ def main() -> int:
     kiosk = Kiosk(args.control, args.client_key, args.server_key)
     where = {"camera": args.camera} if args.camera else {}
     try:
+        if args.withdraw:
+            return withdraw(kiosk, where, args.yes)
         answer = kiosk.call("identify", wait_ms=5000, **where)
         print(f"{answer['camera']}: {answer['status']}" + (f" — {answer['person']}" if answer.get("person") else ""), flush=True)
         if answer["status"] != "unknown" or not args.enroll_as:

@@ -109,6 +109,10 @@ def test_withdrawal_needs_the_right_the_confirmation_and_the_same_client(kiosk: 
         assert now["status"] == "withdrawn" and now["person"] is None, now
         assert one.ask({"op": "status"})["people"] == 0
         assert one.ask({"op": "withdraw"})["error"]["code"] == "not_identified"  # nobody recognised in front any more
+    example = subprocess.run([sys.executable, "examples/kiosk_client.py", "--control", served.control, "--withdraw", "--yes",
+                              "--client-key", str(keys["kiosk2"]), "--server-key", str(served.server_key)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert example.returncode != 0 and "withdraw: not_identified" in example.stderr, example  # nobody left to erase
     listed = facegate("--config", str(served.config), "gallery", "list", "--data-dir", str(data), "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
     with AuditLog.open(data) as journal:
