@@ -122,8 +122,9 @@ class DeviceControl:
             self._outbox.ack_audit(ack.audit_upto)
         if ack.enrollments:
             self._outbox.ack_enrollments(list(ack.enrollments))
-        if ack.anchor is not None:
-            self.pruner.after_ack(ack.anchor)  # the records it covers may now be pruned (when old enough)
+        pruned = None if ack.anchor is None else self.pruner.after_ack(ack.anchor)  # the records it covers may go (when old enough)
+        if pruned is not None and pruned.pruned:
+            self._outbox.checkpoint()  # their copies, deleted from the outbox by this ack, leave its WAL too
         return True
 
     def resend(self, topic: str, payload: bytes, keys: Mapping[str, Ed25519PublicKey]) -> bool:

@@ -59,6 +59,9 @@ class Outbox:
             # NORMAL: a power cut may lose the last transactions, never reorder them, and everything
             # here is rebuilt from the journal (which is FULL) past the cursor: nothing is lost.
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Acked rows are copies of audit records: zeroed when deleted, so a pruned record's
+            # body does not outlive the prune here (`checkpoint` then empties the WAL).
+            self._db.execute("PRAGMA secure_delete=ON")
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except sqlite3.Error as exc:
@@ -157,6 +160,11 @@ class Outbox:
 
     def ack_audit(self, upto: int) -> None:
         self._write([("DELETE FROM messages WHERE kind=? AND seq <= ?", (AUDIT, upto))])
+
+    def checkpoint(self) -> None:
+        """Moves the WAL into the file and truncates it: old page images of deleted rows go."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def ack_enrollments(self, uids: list[str]) -> None:
         self._write([("DELETE FROM messages WHERE kind=? AND ref=?", (ENROLLMENT, uid)) for uid in uids])

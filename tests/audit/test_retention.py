@@ -218,6 +218,21 @@ def test_the_agent_prunes_after_an_accepted_ack_paced(tmp_path: Path) -> None:
         assert log.first_seq() == 8 and log.verify(anchor=(7, read_anchor(tmp_path).hash)).ok
 
 
+def test_a_prune_after_an_ack_leaves_no_pruned_bytes_in_the_journal_or_the_outbox(tmp_path: Path) -> None:
+    with AuditLog.open(tmp_path) as log, Outbox.open(tmp_path) as outbox:
+        _append(log, 60)
+        outbox.feed_audit(log, lambda _r: None)
+        control = DeviceControl(DEVICE, outbox, log, lambda t, p, e: None)
+        control.pruner = Pruner(log, AuditConfig(retention_days=1), lambda: 0.0, lambda: _later(2))
+        assert control.ack(protocol.device_topic(DEVICE, protocol.ACK), ack_message(DEVICE, HUB, audit_upto=37, anchor=(37, log.record(37).hash)), KEYS)
+        assert log.first_seq() == 38
+        for name in ("audit.db", "outbox.db"):
+            data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(name))
+            left = [i for i in range(37) if f"{MARK}{i:04d}".encode() in data]
+            assert left == [], f"pruned records {left} are still in {name} or its WAL"
+            assert f"{MARK}{45:04d}".encode() in data
+
+
 def test_an_old_anchor_file_below_the_checkpoint_still_verifies(tmp_path: Path) -> None:
     with AuditLog.open(tmp_path) as log:
         _append(log, 6)
