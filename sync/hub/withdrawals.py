@@ -5,7 +5,9 @@ device's half is sync.withdrawals).
 the message's `device` is the topic's → the Ed25519 signature verifies with that device's
 registered key (domain `facegate/v1/withdrawal`) → the hub holds the device's audit record
 `audit_seq`, a `remove` by `kiosk-withdrawal` of that uid with hash `audit_hash` (audit batches
-travel first; a miss is `UploadNotAuditedError` and the device sends again on its ack timeout).
+travel first; a miss is `UploadNotAuditedError` and the device sends again on its ack timeout) →
+the person is one this device could have recognised: in one of its groups, or enrolled by it (a
+stolen kiosk key must not erase the rest of the fleet's people by uid).
 `apply_withdrawal` then erases the person as `admin person erase` does (crypto-erase here, an
 erasure owed to every device, a `hub_audit` entry by `kiosk-withdrawal`) and rejects a pending
 review item of that uid (its held face is crypto-erased); the service then pushes full bundles
@@ -63,6 +65,12 @@ def check_withdrawal(store: HubStore, topic_device: str, payload: bytes) -> dict
     record = found[0]
     if record.kind != "remove" or record.hash != message["audit_hash"] or record.body.get("person_uid") != uid or record.body.get("by") != BY:
         raise UploadError(f"withdrawal of {uid} does not match {topic_device}'s audit record {seq} (a {record.kind} record): forged or altered")
+    ReviewQueue(store)  # its tables (uploads: who enrolled whom) exist from here on
+    live = store.db.execute("SELECT groups_json FROM persons WHERE uid=? AND erased IS NULL", (uid,))
+    mine = store.db.execute("SELECT 1 FROM uploads WHERE device=? AND uid=?", (topic_device, uid))
+    if live and not mine and not set(json.loads(live[0][0])) & set(device.groups):
+        raise UploadError(f"withdrawal of {uid} from {topic_device}: that person is in none of its groups and was not enrolled there, "
+                          "so it cannot have recognised them: refused")
     return message
 
 

@@ -107,7 +107,14 @@ def test_forged_readdressed_and_mismatched_withdrawals_are_refused(tmp_path: Pat
         check_withdrawal(hub.store, "kiosk-1", protocol.encode(forged))
     with pytest.raises(protocol.SchemaError):
         check_withdrawal(hub.store, "kiosk-1", protocol.encode({k: v for k, v in json.loads(valid).items() if k != "sig"}))
-    assert _live(hub) == {ann.uid, bob.uid} and hub.store.erasures() == []  # nothing was erased by any of them
+    # A genuine, audited withdrawal of someone this kiosk never held (another group): refused.
+    staff = SyncPerson(new_uid(), PersonProfile(name="Carol Staff", groups=("staff",)), MODEL, ann.embeddings, (0.9,))
+    hub.store.add_person(staff)
+    elsewhere = kiosk.withdraw(staff.uid)
+    hub.store.ingest_audit("kiosk-1", kiosk.audit_batch())
+    with pytest.raises(UploadError, match="in none of its groups"):
+        check_withdrawal(hub.store, "kiosk-1", kiosk.message(elsewhere))
+    assert _live(hub) == {ann.uid, bob.uid, staff.uid} and hub.store.erasures() == []  # nothing was erased by any of them
     message = check_withdrawal(hub.store, "kiosk-1", valid)
     assert message["uid"] == ann.uid
 
@@ -181,3 +188,22 @@ def test_served_hub_refuses_a_forged_withdrawal_and_erases_on_the_valid_one(brok
         serve.terminate()
         serve.communicate(timeout=30)
         hub.close()
+
+
+def test_a_withdrawal_rejects_the_persons_held_upload(tmp_path: Path, hub: Hub) -> None:
+    from tests.hub.test_upload_trust import EMPLOYEE, _deliver, _kiosk, face
+
+    hub.store.add_person(SyncPerson(new_uid(), PersonProfile(name=EMPLOYEE, groups=("staff",)), MODEL, (face(1),), (0.9,)))
+    kiosk = _kiosk(tmp_path, hub, "kiosk-9")
+    uid, record = kiosk.enroll(EMPLOYEE, [face(66)])  # the same name as the employee: held for an admin
+    assert _deliver(hub, kiosk, uid, record).action == "review"
+    ((item, _held),) = ReviewQueue(hub.store).items()
+    withdrawn = kiosk.log.append("remove", {"person_uid": uid, "by": "kiosk-withdrawal", "client": "ab" * 8})
+    hub.store.ingest_audit(kiosk.name, kiosk.audit_batch())
+    found = withdrawal_message(kiosk.name, withdrawn, kiosk.ident.signing_key)
+    assert found is not None
+    message = check_withdrawal(hub.store, kiosk.name, found[1].encode())
+    assert not apply_withdrawal(hub.store, kiosk.name, message)  # no live person to erase ...
+    assert ReviewQueue(hub.store).items() == []  # ... but the held face is gone (rejected: key and sealed row destroyed)
+    assert hub.store.db.execute("SELECT state, wrapped_key, sealed FROM reviews WHERE id=?", (item.id,)) == [("rejected", None, None)]
+    assert [h["detail"]["by"] for h in ReviewQueue(hub.store).history() if h["action"] in ("erase", "review.rejected")] == ["kiosk-withdrawal"] * 2
