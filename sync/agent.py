@@ -45,6 +45,7 @@ from sync.apply import apply_bundle
 from sync.broker import configure_client
 from sync.bundle import open_bundle
 from sync.control import DeviceControl
+from sync.groupkeys import GroupKeyFile
 from sync.hubkeys import HubKeyring
 from sync.inbound import Inbound
 from sync.keyfiles import hub_seal_key, hub_sign_key
@@ -78,6 +79,7 @@ class SyncAgent:
         # a persistent keyring (sync.hubkeys) seeded from hub_sign_key_file and changed by rotations.
         self._keyring = HubKeyring.open(data_dir, hub_sign_key(self.sync.hub_sign_key_file))
         self._hub_keys: Mapping[str, Ed25519PublicKey] = self._keyring
+        self._group_keys = GroupKeyFile.open(data_dir)  # the group keys bundles were sealed under (sync.groupkeys)
         self._hub_seal = hub_seal_key(self.sync.hub_seal_key_file) if self.sync.hub_seal_key_file else None
         self._outbox = Outbox.open(data_dir)
         self._rejects = RejectLimiter(self._journal)  # a flood of forged messages is counted, not journalled one by one
@@ -270,7 +272,7 @@ class SyncAgent:
         scope, seq = "unknown", 0
         try:
             scope = protocol.scope_of_topic(topic)
-            content = open_bundle(payload, topic, self._hub_keys, self.device_id, self._identity.sealing_key)
+            content = open_bundle(payload, topic, self._hub_keys, self.device_id, self._identity.sealing_key, self._group_keys)
             seq = content.seq
             applied = apply_bundle(store, content, self.sync.max_bundle_ahead_s)
             version = applied.version

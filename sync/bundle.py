@@ -28,7 +28,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -60,8 +60,34 @@ class BundleContent:
     erases: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    """A scope's group key for one epoch (`sync.hub.epochs`): the content of every bundle of the
+    epoch is sealed once under `key`; `wraps` ({device: key wrapped to its X25519 key}, with the
+    ephemeral key `eph`) travel in full bundles and in the first delta of the epoch, {} otherwise."""
+
+    epoch: int
+    key: bytes
+    eph: str
+    wraps: dict[str, str]
+
+
+class MissingGroupKey(SequenceGapError):
+    """A delta sealed under a group key epoch this device was never given: it asks for a resync
+    (the full bundle carries the epoch's key wrapped to it)."""
+
+
 def _aad(scope: str, seq: int) -> bytes:
     return f"{_DOMAIN}|{scope}|{seq}".encode()
+
+
+def epoch_aad(scope: str, epoch: int) -> bytes:
+    """What a group key of `scope`'s `epoch` is wrapped under (per device: the name is appended)."""
+    return f"facegate/v1/group-key|{scope}|{epoch}".encode()
+
+
+def _content_aad(scope: str, seq: int, epoch: int) -> bytes:
+    return _aad(scope, seq) + f"|epoch {epoch}".encode()
 
 
 def enrollment_aad(device_id: str, uid: str) -> bytes:
@@ -88,17 +114,22 @@ def person_doc(person: SyncPerson) -> dict[str, Any]:
     }
 
 
-def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients: dict[str, X25519PublicKey]) -> bytes:
-    """The hub's half: seal the persons to `recipients` (device id → X25519 key), sign the whole."""
+def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients: dict[str, X25519PublicKey], group_key: GroupKey | None = None) -> bytes:
+    """The hub's half: seal the persons, sign the whole. With `group_key`, sealed once under it
+    (its wraps, if any, ride along); without, to a fresh content key wrapped to `recipients`."""
     if (content.kind == "full") != (content.base_seq is None):
         raise ValueError("a full bundle has no base_seq; an incremental one needs one")
-    inner = {"upserts": [person_doc(p) for p in content.upserts], "removes": list(content.removes), "erases": list(content.erases)}
-    eph, wrapped, blob = sealing.seal(canonical_json(inner).encode(), recipients, _aad(content.scope, content.seq))
+    inner = canonical_json({"upserts": [person_doc(p) for p in content.upserts], "removes": list(content.removes), "erases": list(content.erases)}).encode()
     message: dict[str, Any] = {
         "v": protocol.VERSION, "type": "bundle", "scope": content.scope, "kind": content.kind, "seq": content.seq,
-        "base_seq": content.base_seq, "created": content.created, "eph": eph, "recipients": wrapped,
-        "sealed": base64.b64encode(blob).decode(),
-    }
+        "base_seq": content.base_seq, "created": content.created}
+    if group_key is None:
+        eph, wrapped, blob = sealing.seal(inner, recipients, _aad(content.scope, content.seq))
+    else:
+        eph, wrapped = group_key.eph, group_key.wraps
+        blob = sealing.seal_with(group_key.key, inner, _content_aad(content.scope, content.seq, group_key.epoch))
+        message["epoch"] = group_key.epoch
+    message.update({"eph": eph, "recipients": wrapped, "sealed": base64.b64encode(blob).decode()})
     return protocol.encode(signing.sign(message, _DOMAIN, hub_key))
 
 
@@ -133,12 +164,21 @@ def person_from_doc(doc: dict[str, Any], where: str) -> SyncPerson:
     return SyncPerson(doc["uid"], profile, doc["model"], embeddings, tuple(doc["qualities"]))
 
 
+class GroupKeys(Protocol):
+    """Where a device keeps the group keys it was given, still wrapped to its own key (`sync.groupkeys`)."""
+
+    def get(self, scope: str, epoch: int) -> tuple[str, str] | None: ...
+    def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None: ...
+
+
 def open_bundle(
-    payload: bytes, topic: str, hub_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, device_id: str, device_key: X25519PrivateKey
+    payload: bytes, topic: str, hub_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, device_id: str, device_key: X25519PrivateKey,
+    group_keys: GroupKeys | None = None,
 ) -> BundleContent:
     """The verified, decrypted content of a bundle that arrived on `topic`; ProtocolError otherwise.
 
-    `hub_keys`: the trusted hub keys by key id (a device's `sync.hubkeys.HubKeyring`), or one key."""
+    `hub_keys`: the trusted hub keys by key id (a device's `sync.hubkeys.HubKeyring`), or one key.
+    `group_keys`: the device's kept group keys (a bundle sealed under an epoch, `GroupKey`)."""
     if isinstance(hub_keys, Ed25519PublicKey):
         hub_keys = {signing.key_id(hub_keys): hub_keys}
     message = protocol.decode(payload, "bundle")
@@ -152,13 +192,38 @@ def open_bundle(
         blob = base64.b64decode(message["sealed"], validate=True)
     except binascii.Error as exc:
         raise SchemaError(f"bundle.sealed: not base64 ({exc})") from exc
-    plain = sealing.unseal(device_key, device_id, message["eph"], message["recipients"], blob, _aad(scope, message["seq"]))
+    if "epoch" in message:
+        plain = _open_epoch(message, blob, scope, device_id, device_key, group_keys)
+    else:
+        plain = sealing.unseal(device_key, device_id, message["eph"], message["recipients"], blob, _aad(scope, message["seq"]))
     try:
         inner = _INNER(json.loads(plain), "bundle content")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SchemaError(f"bundle content: not JSON ({exc})") from exc
     upserts = tuple(person_from_doc(d, f"bundle content.upserts[{i}]") for i, d in enumerate(inner["upserts"]))
     return BundleContent(scope, message["kind"], message["seq"], message["base_seq"], message["created"], upserts, tuple(inner["removes"]), tuple(inner["erases"]))
+
+
+def _open_epoch(message: dict[str, Any], blob: bytes, scope: str, device_id: str, device_key: X25519PrivateKey, group_keys: GroupKeys | None) -> bytes:
+    """A bundle sealed under a group key: the key wrapped in it for this device, else the one kept
+    for its epoch. A bundle whose wraps leave this device out is not for it (it left the group:
+    the epoch was rotated so that it cannot read on); a delta of an epoch never given asks for a resync."""
+    epoch, wraps = message["epoch"], message["recipients"]
+    aad = epoch_aad(scope, epoch)
+    if wraps:
+        eph, wrapped = message["eph"], wraps.get(device_id)
+        if wrapped is None:
+            raise sealing.NotForThisKey(f"bundle {scope} seq {message['seq']}: group key epoch {epoch} is not wrapped for {device_id}")
+    else:
+        kept = group_keys.get(scope, epoch) if group_keys is not None else None
+        if kept is None:
+            raise MissingGroupKey(f"bundle {scope} seq {message['seq']}: sealed under group key epoch {epoch}, which this device was never given", scope, 0)
+        eph, wrapped = kept
+    key = sealing.unwrap_key(device_key, device_id, eph, {device_id: wrapped}, aad)
+    plain = sealing.open_with(key, blob, _content_aad(scope, message["seq"], epoch), f"bundle {scope} seq {message['seq']}")
+    if wraps and group_keys is not None:  # kept only once it opened the signed content
+        group_keys.put(scope, epoch, eph, wrapped)
+    return plain
 
 
 def check_sequence(content: BundleContent, current: int, max_ahead_s: float = MAX_AHEAD_S, now_us: int | None = None) -> None:

@@ -1,10 +1,11 @@
 """The hub: signed bundles per group / device, and the service that ingests what devices send.
 
 `Hub` holds the store and the hub's keys (`<data_dir>/hub_sign.key` signs bundles; `hub_seal.key`
-opens enrollments devices upload). `Hub.bundles(...)` builds full bundles: a group's bundle
-holds every live person of that group, sealed once for all the group's devices, plus the erases
-still owed to any of them; a device's bundle does the same for one device and its groups. Full
-bundles keep the devices simple and self-healing: a lost one is replaced by the next.
+opens enrollments devices upload). `Hub.bundles(...)` builds a group's bundle (every live person
+of that group, or only those changed since its last bundle: `sync.hub.deltas`), sealed once under
+the group's key (`sync.hub.epochs`), plus the erases still owed to any of its devices; a device's
+bundle does the same for one device and its groups. A device that cannot build on a delta asks
+for a resync and gets a full bundle, so a lost bundle still heals.
 
 `HubService` (`facegate hub serve`) subscribes through a shared subscription
 (`$share/<share_group>/facegate/v1/devices/+/<leaf>`), so several instances split the load; a
@@ -37,7 +38,7 @@ from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.broker import configure_client
 from sync.bundle import BundleContent, build_bundle
-from sync.hub import audit_prune, guard, withdrawals
+from sync.hub import audit_prune, deltas, epochs, guard, withdrawals
 from sync.hub.guard import AlertLimiter, ResyncPacer
 from sync.hub.ingest import GapWatch, ack_message, resend_message
 from sync.hub.keys import HubSigningKeys
@@ -55,8 +56,9 @@ class Outgoing:
     payload: bytes
     scope: str
     seq: int
-    persons: int
+    persons: int  # persons sent (a delta: the changed ones)
     recipients: tuple[str, ...]
+    kind: str = "full"  # or "incremental"
 
 
 class Hub:
@@ -77,40 +79,45 @@ class Hub:
         return {"hub_sign_key": raw_public(self.identity.signing_key.public_key()).hex(),
                 "hub_seal_key": raw_public(self.identity.sealing_key.public_key()).hex()}
 
-    def _build(self, scope: str, topic: str, groups: tuple[str, ...], recipients: dict[str, X25519PublicKey]) -> Outgoing:
-        persons = tuple(self.store.persons(groups))
+    def _build(self, scope: str, topic: str, groups: tuple[str, ...], recipients: dict[str, X25519PublicKey], full: bool = False) -> Outgoing:
+        plan = deltas.plan(self.store, scope, groups, list(recipients), full)
         erases = self.store.pending_erases(list(recipients))
         seq = self.store.next_seq(scope)
-        content = BundleContent(scope, "full", seq, None, int(time.time()), persons, (), tuple(erases))
-        payload = build_bundle(content, self.identity.signing_key, recipients)
-        self.store.record_bundle(scope, seq, len(persons), erases, list(recipients))
-        return Outgoing(topic, payload, scope, seq, len(persons), tuple(sorted(recipients)))
+        key = epochs.group_key(self.store, scope, recipients)
+        if plan.kind == "incremental" and plan.base_epoch == key.epoch:
+            key = dataclasses.replace(key, wraps={})  # the devices hold this epoch's key already: sealed once, no per-device bytes
+        content = BundleContent(scope, plan.kind, seq, plan.base_seq, int(time.time()), plan.upserts, plan.removes, tuple(erases))
+        payload = build_bundle(content, self.identity.signing_key, recipients, key)
+        self.store.record_bundle(scope, seq, len(plan.upserts), erases, list(recipients), plan.version, key.epoch)
+        return Outgoing(topic, payload, scope, seq, len(plan.upserts), tuple(sorted(recipients)), plan.kind)
 
-    def bundles(self, group: str | None = None, device: str | None = None) -> list[Outgoing]:
-        """Full bundles for one group, one device, or (neither) every group with devices and every
-        device in no group."""
+    def bundles(self, group: str | None = None, device: str | None = None, full: bool = False) -> list[Outgoing]:
+        """Bundles for one group, one device, or (neither) every group with devices and every
+        device in no group: deltas since each scope's last bundle where its devices can take one
+        (sync.hub.deltas), full bundles otherwise or with `full`."""
         devices = self.store.devices()
         keys = {d.id: X25519PublicKey.from_public_bytes(bytes.fromhex(d.seal_pub)) for d in devices}
         if device is not None:
             d = self.store.device(device)
-            return [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), d.groups, {d.id: keys[d.id]})]
+            return [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), d.groups, {d.id: keys[d.id]}, full)]
         groups = [group] if group is not None else self.store.groups()
         out = []
         for g in groups:
             members = {d.id: keys[d.id] for d in devices if g in d.groups}
             if members:
-                out.append(self._build(f"group:{g}", protocol.group_gallery_topic(g), (g,), members))
+                out.append(self._build(f"group:{g}", protocol.group_gallery_topic(g), (g,), members, full))
         if group is None:
-            out += [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), (), {d.id: keys[d.id]}) for d in devices if not d.groups]
+            out += [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), (), {d.id: keys[d.id]}, full) for d in devices if not d.groups]
         return out
 
     def resync(self, device_id: str, scope: str) -> Outgoing | None:
+        """A full bundle of `scope` for a device of it that asked (it could not build on the last one)."""
         kind, _, name = scope.partition(":")
         d = self.store.device(device_id)
         if kind == "device" and name == device_id:
-            return self.bundles(device=device_id)[0]
+            return self.bundles(device=device_id, full=True)[0]
         if kind == "group" and name in d.groups:
-            return self.bundles(group=name)[0]
+            return self.bundles(group=name, full=True)[0]
         return None
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from edge.gallery.records import normalise_name
 from edge.names import stored_name
 from sync import protocol
 from sync.bundle import PERSON, person_doc, person_from_doc
+from sync.hub import versions
 from sync.hub.db import HubDb
 from sync.hub.ingest import AuditIngest, IngestResult
 
@@ -105,6 +106,7 @@ class HubStore:
             for statement in _SCHEMA:
                 db.execute(statement)
             _add_enroll_groups_column(db)
+            versions.migrate(db)
             _check_kek(db, kek)
 
     def use_kek(self, kek: bytes) -> None:
@@ -184,6 +186,7 @@ class HubStore:
                 "INSERT INTO persons VALUES (?, ?, ?, ?, ?, ?, NULL)",
                 (person.uid, self._tag(person.profile.name), wrapped, sealed, json.dumps(sorted(person.profile.groups)), _now()),
             )
+            versions.bump(self.db, person.uid, person.profile.groups, True)
 
     def _open_person(self, uid: str, wrapped: bytes, sealed: bytes) -> SyncPerson:
         key = unwrap_key(self._kek, wrapped, aad("hub-person-key", uid), f"hub person {uid} key")
@@ -200,6 +203,11 @@ class HubStore:
         rows = self.db.execute("SELECT uid, wrapped_key, sealed, groups_json FROM persons WHERE erased IS NULL ORDER BY uid")
         wanted = None if groups is None else set(groups)
         return [self._open_person(r[0], r[1], r[2]) for r in rows if wanted is None or wanted & set(json.loads(r[3]))]
+
+    def persons_by_uid(self, uids: tuple[str, ...]) -> list[SyncPerson]:
+        """The live ones of `uids`, decrypted (a delta's upserts)."""
+        rows = [r for uid in uids for r in self.db.execute("SELECT uid, wrapped_key, sealed FROM persons WHERE uid=? AND erased IS NULL", (uid,))]
+        return [self._open_person(r[0], r[1], r[2]) for r in rows]
 
     def person_entries(self) -> list[PersonEntry]:
         rows = self.db.execute("SELECT uid, wrapped_key, sealed, groups_json, created, erased FROM persons ORDER BY created, uid")
@@ -219,7 +227,9 @@ class HubStore:
     def remove_person(self, name_or_uid: str) -> str:
         """Deleted from the hub; devices drop it on the next push (it leaves every scope)."""
         uid = self.find_person(name_or_uid)
-        self.db.execute("DELETE FROM persons WHERE uid=?", (uid,))
+        with self.db.transaction():
+            self.db.execute("DELETE FROM persons WHERE uid=?", (uid,))
+            versions.bump(self.db, uid, (), False)
         return uid
 
     def erase_person(self, name_or_uid: str) -> str:
@@ -227,6 +237,7 @@ class HubStore:
         uid = self.find_person(name_or_uid)
         with self.db.transaction():
             self.db.execute("UPDATE persons SET name_tag=NULL, wrapped_key=NULL, sealed=NULL, erased=? WHERE uid=?", (_now(), uid))
+            versions.bump(self.db, uid, (), False)
             for d in self.devices():
                 self.db.execute("INSERT INTO erasures VALUES (?, ?, ?, NULL) ON CONFLICT (uid, device) DO NOTHING", (uid, d.id, _now()))
         # secure_delete zeroed the old cells in the new page images; the WAL still holds the old
@@ -259,8 +270,19 @@ class HubStore:
             self.db.execute("INSERT INTO scopes VALUES (?, ?) ON CONFLICT (scope) DO UPDATE SET seq=excluded.seq", (scope, seq))
         return int(seq)
 
-    def record_bundle(self, scope: str, seq: int, persons: int, erases: list[str], recipients: list[str]) -> None:
-        self.db.execute("INSERT INTO bundles VALUES (?, ?, ?, ?, ?, ?)", (scope, seq, _now(), persons, json.dumps(erases), json.dumps(sorted(recipients))))
+    def record_bundle(self, scope: str, seq: int, persons: int, erases: list[str], recipients: list[str], version: int | None = None, epoch: int | None = None) -> None:
+        """`version`: the person version it holds everything up to (sync.hub.versions); `epoch`: its group key epoch."""
+        self.db.execute("INSERT INTO bundles (scope, seq, created, persons, erases_json, recipients_json, version, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (scope, seq, _now(), persons, json.dumps(erases), json.dumps(sorted(recipients)), version, epoch))
+
+    def last_bundle(self, scope: str) -> tuple[int, int | None, int | None] | None:
+        """(seq, version, epoch) of the scope's newest bundle, None before its first."""
+        rows = self.db.execute("SELECT seq, version, epoch FROM bundles WHERE scope=? ORDER BY seq DESC LIMIT 1", (scope,))
+        return (int(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def acked_devices(self, scope: str) -> set[str]:
+        """The devices that applied (acked ok) some bundle of `scope`: not new to it."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT device FROM gallery_acks WHERE scope=? AND ok=1", (scope,))}
 
     def record_gallery_ack(self, ack: dict[str, Any]) -> list[str]:
         """Stores a device's gallery ack; an ok ack confirms the erasures its bundle carried."""

@@ -1,0 +1,89 @@
+"""Per-person versions on the hub: what changed since a bundle, so a device gets only that.
+
+Every write of a person (`HubStore.add_person`, `remove_person`, `erase_person`; review merges
+and console edits go through `add_person` again) takes the next value of one hub-wide change
+counter (`hub_meta` row `person_version`, locked FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite) in
+the same transaction and writes the person's row in `person_versions`: (uid, version, groups,
+live). Writers therefore commit in version order, so a reader never sees version v without every
+version below it. Each bundle records the highest version it saw (`bundles.version`, read before
+its persons): a delta from that bundle is every row above it — a live person of the scope's
+groups is an upsert, anything else a remove. A person changed while a bundle was being built is
+sent again by the next delta (an upsert is idempotent), never missed.
+
+Rows hold no personal data: random uids, group names, integers (like the `erasures` table).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sync.hub.db import HubDb
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS person_versions (uid TEXT PRIMARY KEY, version BIGINT NOT NULL, groups_json TEXT NOT NULL, live INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS person_versions_version ON person_versions (version)",
+)
+_COUNTER = "person_version"  # the `hub_meta` row that counts person changes
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What changed in a scope since version `base`: uids to send, uids to drop, and `version`,
+    the highest version seen (what the bundle built from it records)."""
+
+    upserts: tuple[str, ...]
+    removes: tuple[str, ...]
+    version: int
+
+
+def migrate(db: HubDb) -> None:
+    """Tables, a `version` column on bundles (NULL: built before versions, never a delta base),
+    and version 0 for persons stored before versions existed."""
+    for statement in SCHEMA:
+        db.execute(statement)
+    _add_column(db, "bundles", "version", "BIGINT")
+    _add_column(db, "bundles", "epoch", "BIGINT")
+    db.execute("INSERT INTO person_versions SELECT uid, 0, groups_json, CASE WHEN erased IS NULL THEN 1 ELSE 0 END FROM persons"
+               " WHERE 1=1 ON CONFLICT (uid) DO NOTHING")
+
+
+def _add_column(db: HubDb, table: str, column: str, kind: str) -> None:
+    if db.kind == "postgresql":
+        db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+    elif column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def bump(db: HubDb, uid: str, groups: tuple[str, ...], live: bool) -> int:
+    """The person's next version, in the caller's transaction (which holds the counter's lock
+    until it commits)."""
+    with db.transaction():
+        rows = db.execute("SELECT value FROM hub_meta WHERE key=?" + db.for_update(), (_COUNTER,))
+        version = (int(rows[0][0]) if rows else 0) + 1
+        db.execute("INSERT INTO hub_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value", (_COUNTER, str(version)))
+        db.execute("INSERT INTO person_versions VALUES (?, ?, ?, ?) ON CONFLICT (uid) DO UPDATE SET version=excluded.version,"
+                   " groups_json=excluded.groups_json, live=excluded.live", (uid, version, json.dumps(sorted(groups)), int(live)))
+    return int(version)
+
+
+def current(db: HubDb) -> int:
+    """The highest committed version (read BEFORE a full bundle's persons)."""
+    rows = db.execute("SELECT max(version) FROM person_versions")
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def since(db: HubDb, base: int, groups: tuple[str, ...]) -> Delta:
+    """The changes above version `base` for a scope of `groups`."""
+    wanted = set(groups)
+    upserts, removes, top = [], [], base
+    for uid, version, groups_json, live in db.execute("SELECT uid, version, groups_json, live FROM person_versions WHERE version > ? ORDER BY uid", (base,)):
+        top = max(top, int(version))
+        (upserts if live and wanted & set(json.loads(groups_json)) else removes).append(uid)
+    return Delta(tuple(upserts), tuple(removes), top)
+
+
+def live_count(db: HubDb, groups: tuple[str, ...]) -> int:
+    """How many persons a full bundle of `groups` holds (no person opened)."""
+    wanted = set(groups)
+    return sum(1 for (g,) in db.execute("SELECT groups_json FROM person_versions WHERE live=1") if wanted & set(json.loads(g)))
