@@ -1,0 +1,353 @@
+"""A simulated fleet against a real mosquitto and the hub: bytes and time per change; one JSON object.
+
+    .venv/bin/python bench/fleet.py [--devices 100] [--persons 5000] [--procs 4] [--changes 5] [--batch 100]
+                                    [--dim 512] [--backend auto|sqlite|postgresql]
+
+- The hub: `HubService` (ingest, gallery acks, resyncs) in a process of its own, on PostgreSQL
+  (`bench.harness.pg_server`, when installed; `--backend auto`) or SQLite; the changes are made
+  in that process too (`HubStore.add_person`, then `Hub.bundles` + publish, as `admin push`
+  does), so its CPU and peak RSS are the hub's whole cost.
+- The devices: `--devices` paho clients over `--procs` processes, each with its own X25519 key
+  (registered on the hub, one group `staff`), persistent MQTT sessions. Each verifies, opens and
+  applies every bundle it receives with the device's own code (`sync.bundle.open_bundle` with its
+  kept group keys, `sync.bundle.check_sequence`: replays, gaps, epochs) into an in-memory gallery
+  (`MemGallery`: full / incremental semantics and erase tombstones as `edge.gallery.sync_apply`),
+  then publishes its `gallery_ack` to the hub; a gap is answered with a resync request.
+- Bootstrap: the devices start from the hub's full bundle, which is written to a file rather than
+  sent through the broker (at 1,000 devices and 50,000 persons that is ~140 GB of MQTT). Each
+  process opens it once; each device unwraps its own group key from it and acks it through MQTT,
+  so the hub knows every device is at that bundle. Its size is reported (`full_bundle_bytes`).
+- Changes: `--changes` one-person changes (a new person each), then one change of `--batch`
+  persons. Per change: the bundle kind and `bytes_per_device` (each device receives the message
+  once), build time, and the time from the start of the push until each device had applied and
+  acked it (p50 / p95 / max); afterwards the hub's stored acks are checked for every device.
+- `before_bytes_per_device_per_change`: what the previous hub sent for any change, measured on the
+  same gallery: a full bundle with the content key wrapped to every device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GROUP = "staff"
+
+
+# -- the device side ---------------------------------------------------------------------------
+
+class MemGallery:
+    """A device's gallery in memory: one shared base (the bootstrap bundle) plus its own changes."""
+
+    def __init__(self, base: dict[str, Any], seq: int) -> None:
+        self.base, self.seq = base, seq
+        self.upserts: dict[str, Any] = {}
+        self.gone: set[str] = set()
+        self.erased: set[str] = set()  # tombstones: never brought back
+
+    def apply(self, content: Any) -> None:
+        for uid in content.erases:
+            self.erased.add(uid)
+            self.gone.add(uid)
+            self.upserts.pop(uid, None)
+        if content.kind == "full":
+            self.base, self.upserts, self.gone = {}, {}, set()
+        for uid in content.removes:
+            self.gone.add(uid)
+            self.upserts.pop(uid, None)
+        for p in content.upserts:
+            if p.uid not in self.erased:
+                self.upserts[p.uid] = p
+                self.gone.discard(p.uid)
+        self.seq = content.seq
+
+    def __len__(self) -> int:
+        return len(self.base.keys() - self.gone - self.upserts.keys()) + len(self.upserts)
+
+
+class KeptKeys:
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, int], tuple[str, str]] = {}
+
+    def get(self, scope: str, epoch: int) -> tuple[str, str] | None:
+        return self.keys.get((scope, epoch))
+
+    def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None:
+        self.keys[(scope, epoch)] = (eph, wrapped)
+
+
+def _device_proc(devices: list[tuple[str, bytes]], bootstrap: str, hub_pub: str, port: int, reports: Any, ready: Any, stop: Any) -> None:
+    import paho.mqtt.client as mqtt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    from sync import protocol, sealing
+    from sync.bundle import check_sequence, epoch_aad, open_bundle
+    from sync.protocol import SequenceGapError
+
+    hub_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(hub_pub))
+    topic = protocol.group_gallery_topic(GROUP)
+    payload = Path(bootstrap).read_bytes()
+    message = json.loads(payload)
+    first = X25519PrivateKey.from_private_bytes(devices[0][1])
+    content = open_bundle(payload, topic, hub_key, devices[0][0], first)  # verified and opened once per process
+    base = {p.uid: p for p in content.upserts}
+    clients = []
+    for name, raw in devices:
+        key = X25519PrivateKey.from_private_bytes(raw)
+        kept = KeptKeys()
+        aad = epoch_aad(content.scope, message["epoch"])
+        sealing.unwrap_key(key, name, message["eph"], message["recipients"], aad)  # its own wrap opens
+        kept.put(content.scope, message["epoch"], message["eph"], message["recipients"][name])
+        gallery = MemGallery(base, content.seq)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=MQTTProtocolVersion.MQTTv5)
+        lock = threading.Lock()
+
+        def ack(c: mqtt.Client, name: str, scope: str, seq: int, ok: bool, error: str, version: int) -> None:
+            body = {"v": 1, "type": "gallery_ack", "device": name, "scope": scope, "seq": seq, "ok": ok, "gallery_version": version, "error": error[:500]}
+            c.publish(protocol.device_topic(name, protocol.GALLERY_ACK), protocol.encode(body), qos=1)
+
+        def on_message(c: mqtt.Client, _u: Any, msg: Any, name: str = name, key: Any = key, kept: KeptKeys = kept, g: MemGallery = gallery, lock: Any = lock) -> None:
+            data = bytes(msg.payload)
+            with lock:
+                try:
+                    got = open_bundle(data, msg.topic, hub_key, name, key, kept)
+                    check_sequence(got, g.seq)
+                    g.apply(got)
+                except SequenceGapError as exc:
+                    c.publish(protocol.device_topic(name, protocol.RESYNC), protocol.encode(
+                        {"v": 1, "type": "resync", "device": name, "scope": exc.scope, "have_seq": g.seq}), qos=1)
+                    reports.put(("refused", name, 0, time.time(), len(data), type(exc).__name__))
+                    return
+                except Exception as exc:  # noqa: BLE001 - reported, the bench fails on it
+                    reports.put(("refused", name, 0, time.time(), len(data), f"{type(exc).__name__}: {exc}"[:300]))
+                    return
+                ack(c, name, got.scope, got.seq, True, "", len(g))
+                reports.put(("applied", name, got.seq, time.time(), len(data), got.kind, len(g)))
+
+        client.on_message = on_message
+        client.connect("127.0.0.1", port, 60, clean_start=True)
+        client.subscribe(topic, qos=1)
+        client.loop_start()
+        ack(client, name, content.scope, content.seq, True, "", len(gallery))
+        clients.append(client)
+    ready.put(len(clients))
+    stop.wait()
+    for c in clients:
+        c.disconnect()
+        c.loop_stop()
+
+
+# -- the hub side ------------------------------------------------------------------------------
+
+def _usage() -> dict[str, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": r.ru_utime + r.ru_stime, "max_rss_mib": r.ru_maxrss / 1024}
+
+
+def _hub_proc(cfg: Any, dim: int, conn: Any) -> None:
+    from bench.harness.sync_helpers import person
+    from sync import protocol
+    from sync.bundle import BundleContent, build_bundle
+    from sync.hub.service import Hub, HubService
+
+    hub = Hub(cfg)
+    service = HubService(hub).start()
+    service.connected.wait(30)
+    conn.send("up")
+    while True:
+        if not conn.poll(1.0):
+            service.tick()
+            continue
+        cmd, *args = conn.recv()
+        if cmd == "change":  # add `n` persons from index `start`, then push
+            n, start = args
+            t0 = time.time()
+            for i in range(start, start + n):
+                hub.store.add_person(person(i, n_templates=1, dim=dim, groups=(GROUP,)))
+            t1 = time.time()
+            [out] = hub.bundles(group=GROUP)
+            t2 = time.time()
+            service.client.publish(out.topic, out.payload, qos=1)
+            conn.send({"t0": t1, "store_s": t1 - t0, "build_s": t2 - t1, "seq": out.seq, "kind": out.kind, "bytes": len(out.payload), "persons": out.persons})
+        elif cmd == "acked":
+            seq = args[0]
+            conn.send(sum(1 for a in hub.store.gallery_acks() if a[2] == seq and a[3]))
+        elif cmd == "usage":
+            conn.send(_usage())
+        elif cmd == "before":  # the previous hub's bundle for any change: everyone, content key wrapped per device
+            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+            recipients = {d.id: X25519PublicKey.from_public_bytes(bytes.fromhex(d.seal_pub)) for d in hub.store.devices()}
+            persons = tuple(hub.store.persons((GROUP,)))
+            content = BundleContent(f"group:{GROUP}", "full", 1, None, int(time.time()), persons)
+            conn.send(len(build_bundle(content, hub.identity.signing_key, recipients)))
+        elif cmd == "stop":
+            service.stop()
+            hub.close()
+            conn.send(protocol.VERSION)
+            return
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+def _setup(root: Path, url: str, port: int, devices: int, persons: int, dim: int) -> tuple[Any, list[tuple[str, bytes]], str, Path]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from bench.harness.sync_helpers import person
+    from edge.config import HubConfig
+    from edge.identity import raw_public
+    from sync.hub.service import Hub
+
+    tag = f"fleet-{time.monotonic_ns()}"
+    cfg = HubConfig(data_dir=str(root / "hub"), database=url, broker_port=port, client_id=tag, share_group=tag)
+    hub = Hub(cfg)
+    keys = []
+    for i in range(devices):
+        x, ed = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        name = f"dev-{i:05d}"
+        hub.store.add_device(name, raw_public(ed.public_key()).hex(), raw_public(x.public_key()).hex(), (GROUP,))
+        keys.append((name, x.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())))
+    for i in range(persons):
+        hub.store.add_person(person(i, n_templates=1, dim=dim, groups=(GROUP,)))
+    [full] = hub.bundles(group=GROUP)
+    path = root / "bootstrap.bundle"
+    path.write_bytes(full.payload)
+    hub_pub = raw_public(hub.identity.signing_key.public_key()).hex()
+    hub.close()
+    return cfg, keys, hub_pub, path
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def _wait_change(reports: Any, info: dict[str, Any], devices: int, timeout: float) -> dict[str, Any]:
+    lat: dict[str, float] = {}
+    refused: dict[str, str] = {}
+    deadline = time.time() + timeout
+    while len(lat) < devices and time.time() < deadline:
+        try:
+            r = reports.get(timeout=1.0)
+        except Exception:  # noqa: BLE001 - queue.Empty: look at the deadline again
+            continue
+        if r[0] == "applied" and r[2] == info["seq"]:
+            lat[r[1]] = r[3] - info["t0"]
+        elif r[0] == "refused":
+            refused[r[1]] = r[5]
+    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in info.items() if k != "t0"}
+    out.update({"bytes_per_device": info["bytes"], "devices_applied": len(lat), "refused": len(refused), "refusals": sorted(set(refused.values()))[:3]})
+    if lat:
+        v = list(lat.values())
+        out.update({"ack_p50_s": round(_percentile(v, 0.5), 3), "ack_p95_s": round(_percentile(v, 0.95), 3), "ack_max_s": round(max(v), 3)})
+    return out
+
+
+def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict[str, Any]) -> None:
+    ctx = mp.get_context("spawn")
+    t0 = time.perf_counter()
+    cfg, keys, hub_pub, bootstrap = _setup(root, url, port, args.devices, args.persons, args.dim)
+    result["setup_s"] = round(time.perf_counter() - t0, 1)
+    result["full_bundle_bytes"] = bootstrap.stat().st_size
+    parent, child = ctx.Pipe()
+    hub_proc = ctx.Process(target=_hub_proc, args=(cfg, args.dim, child))
+    hub_proc.start()
+    assert parent.recv() == "up"
+    reports, ready, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    shards = [keys[i :: args.procs] for i in range(args.procs)]
+    procs = [ctx.Process(target=_device_proc, args=(s, str(bootstrap), hub_pub, port, reports, ready, stop)) for s in shards if s]
+    for p in procs:
+        p.start()
+    assert sum(ready.get(timeout=600) for _ in procs) == args.devices
+    deadline, boot_seq = time.time() + 300, _bundle_seq(bootstrap)
+    while time.time() < deadline:  # every device's bootstrap ack stored by the hub: none is new
+        parent.send(("acked", boot_seq))
+        if parent.recv() == args.devices:
+            break
+        time.sleep(1.0)
+    parent.send(("usage",))
+    base_usage = parent.recv()
+    changes, start = [], args.persons
+    for i in range(args.changes + 1):
+        n = 1 if i < args.changes else args.batch
+        parent.send(("change", n, start))
+        start += n
+        info = parent.recv()
+        change = _wait_change(reports, info, args.devices, args.timeout)
+        time.sleep(0.5)
+        parent.send(("acked", info["seq"]))
+        change["hub_stored_acks"] = parent.recv()
+        changes.append(change)
+    parent.send(("usage",))
+    usage = parent.recv()
+    parent.send(("before",))
+    result["before_bytes_per_device_per_change"] = parent.recv()
+    result["changes"] = changes
+    result["after_bytes_per_device_per_change"] = max(c["bytes_per_device"] for c in changes[: args.changes])
+    result["hub_cpu_s_during_changes"] = round(usage["cpu_s"] - base_usage["cpu_s"], 2)
+    result["hub_max_rss_mib"] = round(usage["max_rss_mib"], 1)
+    stop.set()
+    for p in procs:
+        p.join(60)
+    parent.send(("stop",))
+    parent.recv()
+    hub_proc.join(60)
+
+
+def _bundle_seq(path: Path) -> int:
+    return int(json.loads(path.read_bytes())["seq"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--persons", type=int, default=5000)
+    ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--changes", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--backend", choices=("auto", "sqlite", "postgresql"), default="auto")
+    args = ap.parse_args()
+
+    import psycopg
+
+    from bench.harness.mqtt_broker import Broker
+    from bench.harness.pg_server import PgServer
+
+    result: dict[str, Any] = {"host": platform.node(), "python": platform.python_version(), "devices": args.devices, "persons": args.persons,
+                              "procs": args.procs, "dim": args.dim, "templates_per_person": 1}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        pg = PgServer.find() if args.backend != "sqlite" else None
+        if args.backend == "postgresql" and pg is None:
+            raise SystemExit("PostgreSQL not installed")
+        with Broker(root / "broker") as broker:
+            if pg is None:
+                result["backend"] = "sqlite"
+                _run(args, root, "", broker.port, result)
+            else:
+                with pg:
+                    with psycopg.connect(pg.url, autocommit=True) as conn:
+                        conn.execute("CREATE DATABASE fleet")
+                    result["backend"] = "postgresql"
+                    _run(args, root, pg.url.rsplit("/", 1)[0] + "/fleet", broker.port, result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
