@@ -207,3 +207,29 @@ def test_a_withdrawal_rejects_the_persons_held_upload(tmp_path: Path, hub: Hub) 
     assert ReviewQueue(hub.store).items() == []  # ... but the held face is gone (rejected: key and sealed row destroyed)
     assert hub.store.db.execute("SELECT state, wrapped_key, sealed FROM reviews WHERE id=?", (item.id,)) == [("rejected", None, None)]
     assert [h["detail"]["by"] for h in ReviewQueue(hub.store).history() if h["action"] in ("erase", "review.rejected")] == ["kiosk-withdrawal"] * 2
+
+
+def test_the_outbox_sends_the_withdrawal_after_its_record_instead_of_a_waiting_upload(tmp_path: Path) -> None:
+    """A customer who enrolled and withdrew before the hub heard of either: the enrollment upload
+    (their face, sealed) never leaves the device; the signed withdrawal follows its audit record."""
+    from sync.outbox import AUDIT, ENROLLMENT, Outbox
+    from sync.uploads import outbox_upload
+
+    data_dir, _kek, ident = new_device(tmp_path, "kiosk-1")
+    uid = new_uid()
+    with AuditLog.open(data_dir) as log, Outbox.open(data_dir) as outbox:
+        enroll = log.append("enroll", {"person_uid": uid, "templates": 1, "by": "kiosk:feedbeef"})
+
+        def upload(record: AuditRecord):
+            if record.kind == "enroll":
+                return uid, '{"type":"enrollment","sealed":"face"}'  # what enrollment_message would queue
+            return outbox_upload(None, "kiosk-1", record, None, ident.signing_key)  # type: ignore[arg-type]
+
+        outbox.feed_audit(log, upload)
+        removed = log.append("remove", {"person_uid": uid, "by": "kiosk-withdrawal", "client": "ab" * 8})
+        outbox.feed_audit(log, upload)
+        rows = outbox.pending(0, 100)
+    assert [(r.kind, r.seq) for r in rows] == [(AUDIT, enroll.seq), (AUDIT, removed.seq), (ENROLLMENT, None)]
+    message = json.loads(rows[-1].body)
+    assert message["type"] == "withdrawal" and message["uid"] == uid and message["audit_hash"] == removed.hash
+    assert rows[-1].ref == uid and "sealed" not in rows[-1].body
