@@ -22,7 +22,7 @@
   once), build time, and the time from the start of the push until each device had applied and
   acked it (p50 / p95 / max); afterwards the hub's stored acks are checked for every device.
 - `before_bytes_per_device_per_change`: what the previous hub sent for any change, measured on the
-  same gallery: a full bundle with the content key wrapped to every device.
+  same gallery before the changes: a full bundle with the content key wrapped to every device.
 """
 
 from __future__ import annotations
@@ -279,6 +279,8 @@ def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict
         if parent.recv() == args.devices:
             break
         time.sleep(1.0)
+    parent.send(("before",))  # on the gallery as it is before the changes
+    result["before_bytes_per_device_per_change"] = parent.recv()
     parent.send(("usage",))
     base_usage = parent.recv()
     changes, start = [], args.persons
@@ -294,8 +296,6 @@ def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict
         changes.append(change)
     parent.send(("usage",))
     usage = parent.recv()
-    parent.send(("before",))
-    result["before_bytes_per_device_per_change"] = parent.recv()
     result["changes"] = changes
     result["after_bytes_per_device_per_change"] = max(c["bytes_per_device"] for c in changes[: args.changes])
     result["hub_cpu_s_during_changes"] = round(usage["cpu_s"] - base_usage["cpu_s"], 2)

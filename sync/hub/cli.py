@@ -172,10 +172,10 @@ def cmd_push(args: argparse.Namespace, cfg: Config) -> int:
     from sync.hub.service import publish
 
     hub = _hub(cfg)
-    out = hub.bundles(group=args.group, device=args.device)
+    out = hub.bundles(group=args.group, device=args.device, full=args.full)
     publish(cfg.hub, out)
-    rows = [{"scope": o.scope, "seq": o.seq, "persons": o.persons, "devices": list(o.recipients), "bytes": len(o.payload)} for o in out]
-    print(json.dumps(rows) if args.json else "\n".join(f"{r['scope']} seq {r['seq']}: {r['persons']} person(s) → {','.join(r['devices'])}" for r in rows))
+    rows = [{"scope": o.scope, "seq": o.seq, "kind": o.kind, "persons": o.persons, "devices": list(o.recipients), "bytes": len(o.payload)} for o in out]
+    print(json.dumps(rows) if args.json else "\n".join(f"{r['scope']} seq {r['seq']} {r['kind']}: {r['persons']} person(s) → {','.join(r['devices'])}" for r in rows))
     return 0
 
 
@@ -314,10 +314,11 @@ def _add_person_commands(admin: argparse._SubParsersAction, run: Wrap) -> None:
 
 
 def _add_push_command(admin: argparse._SubParsersAction, run: Wrap) -> None:
-    p = admin.add_parser("push", help="sign and publish full bundles: every group (default), one group or one device")
+    p = admin.add_parser("push", help="sign and publish bundles (the changes since the last one, or full): every group (default), one group or one device")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--group", default=None)
     target.add_argument("--device", default=None)
+    p.add_argument("--full", action="store_true", help="full bundles even where the devices could take a delta")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run(cmd_push))
 

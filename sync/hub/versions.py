@@ -23,6 +23,7 @@ from sync.hub.db import HubDb
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS person_versions (uid TEXT PRIMARY KEY, version BIGINT NOT NULL, groups_json TEXT NOT NULL, live INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS person_versions_version ON person_versions (version)",
+    "CREATE INDEX IF NOT EXISTS gallery_acks_scope ON gallery_acks (scope, ok, device)",  # acked_devices: which devices are new to a scope
 )
 _COUNTER = "person_version"  # the `hub_meta` row that counts person changes
 
