@@ -233,6 +233,10 @@ class Daemon:
         enrollment = EnrollmentService(self.cfg.zmq.unknown_ttl_s, lambda: pipeline.gallery, self._audit_enrollment)
         pipeline.hold_unknown = enrollment.hold
         presence = Presence()  # consent withdrawal: the erasure runs on the inference thread (Kiosk.on_tick)
+        # The control socket answers from here on, before the cameras' first frame: a kiosk that
+        # asks right after "ready" must get "no face yet", not "unknown camera".
+        for camera in self.options.cameras:
+            presence.add_camera(camera.name)
         withdrawals = Withdrawals(presence, lambda pid, uid: erase_withdrawn(pipeline.gallery, pid, uid), journal.append, lambda: self.cfg.zmq,
                                   lambda: pipeline.gallery.verify_threshold)
         kiosk = Kiosk(enrollment, self.status, self.request_reload, self.cfg.zmq.unknown_ttl_s, policy=lambda: self.cfg.zmq,

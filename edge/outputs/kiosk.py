@@ -241,7 +241,7 @@ class Kiosk(Observer):
             name=_checked_name(field_of(request, "name", str)),
             groups=self._groups(request, policy),
             consent_text=field_of(request, "consent_text", str, ""),
-            retention_days=field_of(request, "retention_days", (int, type(None)), None),
+            retention_days=self._retention_days(request, policy),
             valid_until=self._valid_until(request, policy),
         )
         request_id = asked.request_id
@@ -274,6 +274,20 @@ class Kiosk(Observer):
         if asked > latest:
             raise ApiError("validity_too_long", f"valid_until: at most {policy.enroll_max_valid_days} days from now "
                            f"([zmq] enroll_max_valid_days), i.e. <= {latest}")
+        return asked
+
+    @staticmethod
+    def _retention_days(request: dict[str, Any], policy: ZmqConfig) -> int | None:
+        asked = field_of(request, "retention_days", (int, type(None)), None)
+        if asked is None:
+            return None  # the site's [privacy] group_retention_days, bounded by valid_until anyway
+        if isinstance(asked, bool) or asked < 1:
+            raise ApiError("bad_request", "retention_days: a whole number of days, at least 1")
+        # valid_until already ends a kiosk enrollment within enroll_max_valid_days; a longer
+        # retention would be a promise to the customer the device does not keep.
+        if asked > policy.enroll_max_valid_days:
+            raise ApiError("retention_too_long", f"retention_days: at most {policy.enroll_max_valid_days} "
+                           "([zmq] enroll_max_valid_days)")
         return asked
 
     def withdraw(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -125,6 +125,12 @@ def test_kiosk_identify_unknown_enroll_then_recognised(shared_data: Path, percep
         assert staff["error"]["code"] == "group_not_allowed" and "staff" in staff["error"]["message"]
         decades = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True, valid_until=int(time.time()) + 30 * 365 * 86400)
         assert decades["error"]["code"] == "validity_too_long"
+        # Nor can it promise a retention its validity would not keep, or a nonsense one.
+        forever = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True, retention_days=100 * 365)
+        assert forever["error"]["code"] == "retention_too_long"
+        for bad in (0, -5, True):
+            nonsense = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True, retention_days=bad)
+            assert nonsense["error"]["code"] == "bad_request", (bad, nonsense)
         enrolled = client.call(op="enroll", request_id=request_id, name="Kiosk Visitor", consent=True,
                                consent_text="I agree to be recognised at this kiosk", groups=["visitors"])
         assert enrolled["ok"] and enrolled["person"] == "Kiosk Visitor" and enrolled["templates"] >= 1, enrolled
