@@ -29,11 +29,11 @@ from bench.harness.mqtt_broker import Broker, free_port
 from bench.harness.sync_helpers import new_device
 from edge.config import load_config
 from sync.hub.service import Hub
-from tests.conftest import unavailable
+from tests.conftest import DATA, unavailable
 from tests.support.console import ConsoleClient
 
 REPO = Path(__file__).resolve().parents[2]
-LFW = Path("/work/shared/data/lfw/images")
+LFW = DATA / "lfw" / "images"
 PERSON, ENROLL, PROBE = "Tony_Blair", ("Tony_Blair_0018.jpg", "Tony_Blair_0032.jpg"), "Tony_Blair_0064.jpg"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("FACEGATE_SCREENSHOTS", REPO / "build" / "screenshots" / "console"))

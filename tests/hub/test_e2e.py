@@ -23,10 +23,10 @@ from bench.harness.mqtt_broker import SecureBroker
 from bench.harness.sync_helpers import new_device
 from edge.config import load_config
 from sync.hub.service import Hub
-from tests.conftest import unavailable
+from tests.conftest import DATA, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
-LFW = Path("/work/shared/data/lfw/images")
+LFW = DATA / "lfw" / "images"
 # Four photos each to enroll from (Colin Powell's include a two-face and a turned photo, which
 # the report must reject), and one held-out photo each that the devices are shown.
 PEOPLE = {"Tony_Blair": "Tony_Blair_0064.jpg", "Colin_Powell": "Colin_Powell_0133.jpg"}

@@ -23,12 +23,12 @@ from edge.config import load_config
 from edge.outputs.zmq_auth import allow_client, write_keypair
 from sync.hub.service import Hub
 from tests.attacks.test_zmq_control import Client, Served
-from tests.conftest import unavailable
+from tests.conftest import DATA, unavailable
 from tests.support.mjpeg_server import MjpegServer, free_port
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-LFW = Path("/work/shared/data/lfw/images/Tony_Blair")
+LFW = DATA / "lfw" / "images" / "Tony_Blair"
 ENROLL = ("Tony_Blair_0018.jpg", "Tony_Blair_0032.jpg", "Tony_Blair_0048.jpg")
 IN_FRONT = "Tony_Blair_0064.jpg"
 
