@@ -1,7 +1,7 @@
 """A simulated fleet against a real mosquitto and the hub: bytes and time per change; one JSON object.
 
     .venv/bin/python bench/fleet.py [--devices 100] [--persons 5000] [--procs 4] [--changes 5] [--batch 100]
-                                    [--dim 512] [--backend auto|sqlite|postgresql]
+                                    [--dim 512] [--backend auto|sqlite|postgresql] [--audit-rate 0] [--audit-s 30]
 
 - The hub: `HubService` (ingest, gallery acks, resyncs) in a process of its own, on PostgreSQL
   (`bench.harness.pg_server`, when installed; `--backend auto`) or SQLite; the changes are made
@@ -21,6 +21,11 @@
   persons. Per change: the bundle kind and `bytes_per_device` (each device receives the message
   once), build time, and the time from the start of the push until each device had applied and
   acked it (p50 / p95 / max); afterwards the hub's stored acks are checked for every device.
+- Audit (`--audit-rate R --audit-s S`, after the changes): every device streams R/N decision
+  records/s for S s — a real hash chain signed by its Ed25519 key, one batch per device every
+  0.2 s, QoS 1 — into the hub's ingest (chain and signature checks, stored once per (device, seq));
+  it checks each signed ack. Reports records sent and stored, devices whose stored rows are
+  exactly 1..n (nothing lost or duplicated), ack latency per batch (p50 / p99 / max), hub CPU.
 - `before_bytes_per_device_per_change`: what the previous hub sent for any change, measured on the
   same gallery before the changes: a full bundle with the content key wrapped to every device.
 """
@@ -31,6 +36,7 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
+import queue
 import resource
 import sys
 import tempfile
@@ -87,13 +93,62 @@ class KeptKeys:
         self.keys[(scope, epoch)] = (eph, wrapped)
 
 
-def _device_proc(devices: list[tuple[str, bytes]], bootstrap: str, hub_pub: str, port: int, reports: Any, ready: Any, stop: Any) -> None:
+class AuditStream:
+    """One device's audit trail: a real hash chain signed by its Ed25519 key, sent in batches;
+    the hub's signed acks (audit_upto) give each batch's ack latency."""
+
+    def __init__(self, name: str, key: Any) -> None:
+        self.name, self.key = name, key
+        self.seq, self.prev = 0, "0" * 64
+        self.sent: list[tuple[int, float]] = []  # (last seq of a batch, time sent), not yet acked
+        self.latencies: list[float] = []
+        self.acked = 0
+        self.lock = threading.Lock()
+
+    def batch(self, n: int) -> bytes:
+        from edge.audit.records import canonical_json, record_hash, sign_hash
+
+        records = []
+        for _ in range(n):
+            self.seq += 1
+            ts, body = time.time_ns() // 1000, {"camera": "front", "decision": "unknown", "score": 0.2, "i": self.seq}
+            digest = record_hash(self.seq, ts, "decision", canonical_json(body), self.prev)
+            records.append({"seq": self.seq, "ts_us": ts, "kind": "decision", "body": body, "prev": self.prev, "hash": digest, "sig": sign_hash(self.key, digest)})
+            self.prev = digest
+        with self.lock:
+            self.sent.append((self.seq, time.time()))
+        return json.dumps({"v": 1, "type": "audit", "device": self.name, "records": records}).encode()
+
+    def on_ack(self, upto: int) -> None:
+        now = time.time()
+        with self.lock:
+            self.acked = max(self.acked, upto)
+            while self.sent and self.sent[0][0] <= upto:
+                self.latencies.append(now - self.sent.pop(0)[1])
+
+
+def _audit_loop(clients: list[Any], streams: list[AuditStream], rate: float, seconds: float, tick: float = 0.2) -> None:
+    """`rate` records/s per device for `seconds`, one batch per device per tick (what a device's outbox does)."""
+    from sync import protocol
+
+    owed, t0 = 0.0, time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        owed += rate * tick
+        n = int(owed)
+        owed -= n
+        if n:
+            for c, st in zip(clients, streams, strict=True):
+                c.publish(protocol.device_topic(st.name, protocol.AUDIT), st.batch(n), qos=1)
+        time.sleep(max(0.0, t0 + tick * (1 + int((time.monotonic() - t0) / tick)) - time.monotonic()))
+
+
+def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pub: str, port: int, reports: Any, ready: Any, stop: Any, audit: Any) -> None:
     import paho.mqtt.client as mqtt
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    from sync import protocol, sealing
+    from sync import protocol, sealing, signing
     from sync.bundle import check_sequence, epoch_aad, open_bundle
     from sync.protocol import SequenceGapError
 
@@ -104,9 +159,11 @@ def _device_proc(devices: list[tuple[str, bytes]], bootstrap: str, hub_pub: str,
     first = X25519PrivateKey.from_private_bytes(devices[0][1])
     content = open_bundle(payload, topic, hub_key, devices[0][0], first)  # verified and opened once per process
     base = {p.uid: p for p in content.upserts}
-    clients = []
-    for name, raw in devices:
+    clients, streams = [], []
+    for name, raw, sign_raw in devices:
         key = X25519PrivateKey.from_private_bytes(raw)
+        stream = AuditStream(name, Ed25519PrivateKey.from_private_bytes(sign_raw))
+        streams.append(stream)
         kept = KeptKeys()
         aad = epoch_aad(content.scope, message["epoch"])
         sealing.unwrap_key(key, name, message["eph"], message["recipients"], aad)  # its own wrap opens
@@ -119,8 +176,15 @@ def _device_proc(devices: list[tuple[str, bytes]], bootstrap: str, hub_pub: str,
             body = {"v": 1, "type": "gallery_ack", "device": name, "scope": scope, "seq": seq, "ok": ok, "gallery_version": version, "error": error[:500]}
             c.publish(protocol.device_topic(name, protocol.GALLERY_ACK), protocol.encode(body), qos=1)
 
-        def on_message(c: mqtt.Client, _u: Any, msg: Any, name: str = name, key: Any = key, kept: KeptKeys = kept, g: MemGallery = gallery, lock: Any = lock) -> None:
+        def on_message(c: mqtt.Client, _u: Any, msg: Any, name: str = name, key: Any = key, kept: KeptKeys = kept, g: MemGallery = gallery, lock: Any = lock,
+                       stream: AuditStream = stream) -> None:
             data = bytes(msg.payload)
+            if msg.topic.endswith("/" + protocol.ACK):  # the hub's signed audit ack, checked as the agent does
+                hub_ack = json.loads(data)
+                signing.verify(hub_ack, protocol.ACK_DOMAIN, {signing.key_id(hub_key): hub_key}, f"ack for {name}")
+                if hub_ack.get("device") == name and "audit_upto" in hub_ack:
+                    stream.on_ack(int(hub_ack["audit_upto"]))
+                return
             with lock:
                 try:
                     got = open_bundle(data, msg.topic, hub_key, name, key, kept)
@@ -139,11 +203,23 @@ def _device_proc(devices: list[tuple[str, bytes]], bootstrap: str, hub_pub: str,
 
         client.on_message = on_message
         client.connect("127.0.0.1", port, 60, clean_start=True)
-        client.subscribe(topic, qos=1)
+        client.subscribe([(topic, 1), (protocol.device_topic(name, protocol.ACK), 1)])
         client.loop_start()
         ack(client, name, content.scope, content.seq, True, "", len(gallery))
         clients.append(client)
     ready.put(len(clients))
+    while not stop.is_set():
+        try:
+            rate, seconds = audit.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if rate > 0:
+            _audit_loop(clients, streams, rate, seconds)
+            deadline = time.time() + 120
+            while time.time() < deadline and any(st.acked < st.seq for st in streams):
+                time.sleep(0.2)
+        reports.put(("audit", [(st.name, st.seq, st.acked) for st in streams], [x for st in streams for x in st.latencies]))
+        break
     stop.wait()
     for c in clients:
         c.disconnect()
@@ -185,6 +261,9 @@ def _hub_proc(cfg: Any, dim: int, conn: Any) -> None:
         elif cmd == "acked":
             seq = args[0]
             conn.send(sum(1 for a in hub.store.gallery_acks() if a[2] == seq and a[3]))
+        elif cmd == "audit_stored":  # per device: (rows, highest seq), and the alerts raised
+            rows = hub.store.db.execute("SELECT device, count(*), max(seq) FROM audit GROUP BY device")
+            conn.send(({r[0]: (int(r[1]), int(r[2])) for r in rows}, len(hub.store.alerts(100000)), service.refused))
         elif cmd == "usage":
             conn.send(_usage())
         elif cmd == "before":  # the previous hub's bundle for any change: everyone, content key wrapped per device
@@ -202,7 +281,7 @@ def _hub_proc(cfg: Any, dim: int, conn: Any) -> None:
 
 # -- the run -----------------------------------------------------------------------------------
 
-def _setup(root: Path, url: str, port: int, devices: int, persons: int, dim: int) -> tuple[Any, list[tuple[str, bytes]], str, Path]:
+def _setup(root: Path, url: str, port: int, devices: int, persons: int, dim: int) -> tuple[Any, list[tuple[str, bytes, bytes]], str, Path]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -220,7 +299,7 @@ def _setup(root: Path, url: str, port: int, devices: int, persons: int, dim: int
         x, ed = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
         name = f"dev-{i:05d}"
         hub.store.add_device(name, raw_public(ed.public_key()).hex(), raw_public(x.public_key()).hex(), (GROUP,))
-        keys.append((name, x.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())))
+        keys.append((name, x.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()), ed.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())))
     for i in range(persons):
         hub.store.add_person(person(i, n_templates=1, dim=dim, groups=(GROUP,)))
     [full] = hub.bundles(group=GROUP)
@@ -267,11 +346,28 @@ def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict
     hub_proc = ctx.Process(target=_hub_proc, args=(cfg, args.dim, child))
     hub_proc.start()
     assert parent.recv() == "up"
-    reports, ready, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    reports, ready, stop, audit = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Queue()
     shards = [keys[i :: args.procs] for i in range(args.procs)]
-    procs = [ctx.Process(target=_device_proc, args=(s, str(bootstrap), hub_pub, port, reports, ready, stop)) for s in shards if s]
+    procs = [ctx.Process(target=_device_proc, args=(s, str(bootstrap), hub_pub, port, reports, ready, stop, audit)) for s in shards if s]
     for p in procs:
         p.start()
+    try:
+        _measure(args, parent, procs, reports, ready, audit, bootstrap, result)
+    finally:  # a failed run must not leave simulated devices or the hub behind
+        stop.set()
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.terminate()
+        parent.send(("stop",))
+        if parent.poll(60):
+            parent.recv()
+        hub_proc.join(30)
+        if hub_proc.is_alive():
+            hub_proc.terminate()
+
+
+def _measure(args: argparse.Namespace, parent: Any, procs: list[Any], reports: Any, ready: Any, audit: Any, bootstrap: Path, result: dict[str, Any]) -> None:
     assert sum(ready.get(timeout=600) for _ in procs) == args.devices
     deadline, boot_seq = time.time() + 300, _bundle_seq(bootstrap)
     while time.time() < deadline:  # every device's bootstrap ack stored by the hub: none is new
@@ -300,12 +396,42 @@ def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict
     result["after_bytes_per_device_per_change"] = max(c["bytes_per_device"] for c in changes[: args.changes])
     result["hub_cpu_s_during_changes"] = round(usage["cpu_s"] - base_usage["cpu_s"], 2)
     result["hub_max_rss_mib"] = round(usage["max_rss_mib"], 1)
-    stop.set()
-    for p in procs:
-        p.join(60)
-    parent.send(("stop",))
-    parent.recv()
-    hub_proc.join(60)
+    for _ in procs:
+        audit.put((args.audit_rate / args.devices, args.audit_s))
+    if args.audit_rate > 0:
+        result["audit"] = _audit_phase(args, parent, reports, len(procs), usage)
+
+
+def _audit_phase(args: argparse.Namespace, parent: Any, reports: Any, procs: int, usage: dict[str, float]) -> dict[str, Any]:
+    """`--audit-rate` records/s over the fleet for `--audit-s`: every one stored once, acked, how fast."""
+    t0 = time.time()
+    sent: dict[str, int] = {}
+    acked: dict[str, int] = {}
+    lat: list[float] = []
+    got = 0
+    while got < procs and time.time() < t0 + args.audit_s + 300:
+        try:
+            r = reports.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if r[0] == "audit":
+            got += 1
+            sent.update({name: seq for name, seq, _a in r[1]})
+            acked.update({name: a for name, _s, a in r[1]})
+            lat += r[2]
+    elapsed = time.time() - t0
+    parent.send(("audit_stored",))
+    stored, alerts, refused = parent.recv()
+    parent.send(("usage",))
+    after = parent.recv()
+    total = sum(sent.values())
+    exact = sum(1 for d, n in sent.items() if stored.get(d) == (n, n))
+    return {"rate_asked_per_s": args.audit_rate, "seconds": args.audit_s, "records_sent": total, "records_stored": sum(c for c, _m in stored.values()),
+            "devices_stored_exactly": exact, "devices_fully_acked": sum(1 for d, n in sent.items() if acked.get(d) == n),
+            "achieved_per_s": round(total / args.audit_s, 1), "batches_acked": len(lat), "elapsed_s": round(elapsed, 1),
+            "ack_p50_s": round(_percentile(lat, 0.5), 3) if lat else None, "ack_p99_s": round(_percentile(lat, 0.99), 3) if lat else None,
+            "ack_max_s": round(max(lat), 3) if lat else None, "hub_alerts": alerts, "hub_refused": refused,
+            "hub_cpu_s": round(after["cpu_s"] - usage["cpu_s"], 2), "hub_max_rss_mib": round(after["max_rss_mib"], 1)}
 
 
 def _bundle_seq(path: Path) -> int:
@@ -322,6 +448,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--backend", choices=("auto", "sqlite", "postgresql"), default="auto")
+    ap.add_argument("--audit-rate", type=float, default=0.0, help="audit records/s over the whole fleet after the changes (0: none)")
+    ap.add_argument("--audit-s", type=float, default=30.0)
     args = ap.parse_args()
 
     import psycopg
