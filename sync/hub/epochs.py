@@ -8,8 +8,11 @@ one-person change costs each device that person's bytes plus a header, not a wra
 A new epoch (a new random key) starts whenever the scope's recipients change — a device leaves
 the group, joins it, or is re-keyed (its X25519 public key is part of the recorded membership) —
 so a device removed from a group cannot open any later bundle of it, and a device that joins
-cannot open bundles captured before it joined. The key is stored wrapped by the hub's KEK
-(`group_epochs`); one that no longer unwraps (the KEK was rotated) just starts a new epoch.
+cannot open bundles captured before it joined. A person's erasure starts a new epoch too: the
+hub then no longer holds a key that opens captured bundles that carried the person (devices keep
+only wraps that need their own private key, as before group keys). The key is stored wrapped by
+the hub's KEK (`group_epochs`); one that no longer unwraps (the KEK was rotated) just starts a
+new epoch.
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from sync.bundle import GroupKey, epoch_aad
 from sync.hub.db import HubDb
 from sync.hub.store import HubStore
 
-SCHEMA = ("CREATE TABLE IF NOT EXISTS group_epochs (scope TEXT PRIMARY KEY, epoch BIGINT NOT NULL, key_wrapped BLOB NOT NULL,"
-          " members_json TEXT NOT NULL, eph TEXT NOT NULL, wraps_json TEXT NOT NULL)")
 _NONCE = 12
 
 
@@ -36,14 +37,20 @@ def _aad(scope: str, epoch: int) -> bytes:
     return b"facegate-hub-group-key|" + epoch_aad(scope, epoch)
 
 
+def _erased_since(db: HubDb, epoch: int) -> bool:
+    """A person erased since the epoch began (to the second, so erring towards a new epoch): the
+    key that could open the bundles that carried them must not stay on the hub."""
+    rows = db.execute("SELECT max(requested) FROM erasures")
+    return bool(rows and rows[0][0] is not None and (int(rows[0][0]) + 1) * 1_000_000 > epoch)
+
+
 def group_key(store: HubStore, scope: str, recipients: dict[str, X25519PublicKey]) -> GroupKey:
     """The scope's current group key, a new epoch if the recipients are not the epoch's."""
     db: HubDb = store.db
     members = json.dumps({d: raw_public(k).hex() for d, k in sorted(recipients.items())}, sort_keys=True)
     with db.transaction():
-        db.execute(SCHEMA)
         rows = db.execute("SELECT epoch, key_wrapped, members_json, eph, wraps_json FROM group_epochs WHERE scope=?" + db.for_update(), (scope,))
-        if rows and rows[0][2] == members:
+        if rows and rows[0][2] == members and not _erased_since(db, int(rows[0][0])):
             epoch, blob = int(rows[0][0]), bytes(rows[0][1])
             try:
                 key = store._kek.decrypt(blob[:_NONCE], blob[_NONCE:], _aad(scope, epoch))

@@ -25,6 +25,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS person_versions_version ON person_versions (version)",
     "CREATE INDEX IF NOT EXISTS gallery_acks_scope ON gallery_acks (scope, ok, device)",  # acked_devices: which devices are new to a scope
 )
+EPOCHS_SCHEMA = ("CREATE TABLE IF NOT EXISTS group_epochs (scope TEXT PRIMARY KEY, epoch BIGINT NOT NULL, key_wrapped BLOB NOT NULL,"
+                 " members_json TEXT NOT NULL, eph TEXT NOT NULL, wraps_json TEXT NOT NULL)")  # sync.hub.epochs's table
 _COUNTER = "person_version"  # the `hub_meta` row that counts person changes
 
 
@@ -41,7 +43,7 @@ class Delta:
 def migrate(db: HubDb) -> None:
     """Tables, a `version` column on bundles (NULL: built before versions, never a delta base),
     and version 0 for persons stored before versions existed."""
-    for statement in SCHEMA:
+    for statement in (*SCHEMA, EPOCHS_SCHEMA):
         db.execute(statement)
     _add_column(db, "bundles", "version", "BIGINT")
     _add_column(db, "bundles", "epoch", "BIGINT")

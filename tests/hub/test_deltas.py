@@ -261,3 +261,19 @@ def test_out_of_order_deltas_apply_only_in_order(hub: Hub, tmp_path: Path) -> No
     with pytest.raises(ReplayError):
         door.receive(first)
     assert len(door.uids()) == 5
+
+
+def test_an_erasure_starts_a_new_group_key_epoch(hub: Hub, tmp_path: Path) -> None:
+    """The hub must not keep a key that opens captured bundles which carried an erased person."""
+    door = Door(hub, tmp_path, "door-1")
+    alice, *_ = _staff(hub, 3)
+    full = hub.bundles(group="staff")[0]
+    door.receive(full)
+    old_epoch = json.loads(full.payload)["epoch"]
+    hub.store.erase_person(alice)
+    [delta] = hub.bundles(group="staff")
+    message = json.loads(delta.payload)
+    assert delta.kind == "incremental" and message["epoch"] > old_epoch and set(message["recipients"]) == {"door-1"}
+    assert [r[0] for r in hub.store.db.execute("SELECT epoch FROM group_epochs WHERE scope=?", (SCOPE,))] == [message["epoch"]]
+    door.receive(delta)
+    assert alice not in door.uids()
