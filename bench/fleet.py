@@ -3,7 +3,9 @@
     .venv/bin/python bench/fleet.py [--devices 100] [--persons 5000] [--procs 4] [--changes 5] [--batch 100]
                                     [--dim 512] [--backend auto|sqlite|postgresql] [--audit-rate 0] [--audit-s 30]
 
-- The hub: `HubService` (ingest, gallery acks, resyncs) in a process of its own, on PostgreSQL
+- The hub: `HubService` (ingest, gallery acks, resyncs) in a process of its own (`--hubs K`: K
+  processes in one MQTT shared-subscription group on one database, as `hub serve` instances
+  scale out; the first makes the changes; CPU is summed over them), on PostgreSQL
   (`bench.harness.pg_server`, when installed; `--backend auto`) or SQLite; the changes are made
   in that process too (`HubStore.add_person`, then `Hub.bundles` + publish, as `admin push`
   does), so its CPU and peak RSS are the hub's whole cost.
@@ -24,7 +26,9 @@
 - Audit (`--audit-rate R --audit-s S`, after the changes): every device streams R/N decision
   records/s for S s — a real hash chain signed by its Ed25519 key, one batch per device every
   0.2 s, QoS 1 — into the hub's ingest (chain and signature checks, stored once per (device, seq));
-  it checks each signed ack. Reports records sent and stored, devices whose stored rows are
+  it checks each signed ack, and sends every unacked batch again after 5 s without an ack (the
+  agent's ack-timeout go-back; with several hubs a device's batches can be taken out of order and
+  the later one refused as a gap until it comes again). Reports records sent and stored, devices whose stored rows are
   exactly 1..n (nothing lost or duplicated), ack latency per batch (p50 / p99 / max), hub CPU.
 - `before_bytes_per_device_per_change`: what the previous hub sent for any change, measured on the
   same gallery before the changes: a full bundle with the content key wrapped to every device.
@@ -100,7 +104,8 @@ class AuditStream:
     def __init__(self, name: str, key: Any) -> None:
         self.name, self.key = name, key
         self.seq, self.prev = 0, "0" * 64
-        self.sent: list[tuple[int, float]] = []  # (last seq of a batch, time sent), not yet acked
+        self.sent: list[tuple[int, float, bytes]] = []  # (last seq of a batch, time first sent, payload), not yet acked
+        self.resent = 0
         self.latencies: list[float] = []
         self.acked = 0
         self.lock = threading.Lock()
@@ -115,9 +120,20 @@ class AuditStream:
             digest = record_hash(self.seq, ts, "decision", canonical_json(body), self.prev)
             records.append({"seq": self.seq, "ts_us": ts, "kind": "decision", "body": body, "prev": self.prev, "hash": digest, "sig": sign_hash(self.key, digest)})
             self.prev = digest
+        payload = json.dumps({"v": 1, "type": "audit", "device": self.name, "records": records}).encode()
         with self.lock:
-            self.sent.append((self.seq, time.time()))
-        return json.dumps({"v": 1, "type": "audit", "device": self.name, "records": records}).encode()
+            self.sent.append((self.seq, time.time(), payload))
+        return payload
+
+    def overdue(self, after_s: float) -> list[bytes]:
+        """Every unacked batch again once the oldest waited `after_s` (the agent's ack timeout go-back:
+        with several hubs a device's batches can be taken out of order, the later one refused as a gap)."""
+        with self.lock:
+            if not self.sent or time.time() - self.sent[0][1] < after_s:
+                return []
+            self.resent += len(self.sent)
+            self.sent = [(seq, time.time(), p) for seq, _t, p in self.sent]  # waits again; latency counts from the resend
+            return [p for _s, _t, p in self.sent]
 
     def on_ack(self, upto: int) -> None:
         now = time.time()
@@ -125,6 +141,13 @@ class AuditStream:
             self.acked = max(self.acked, upto)
             while self.sent and self.sent[0][0] <= upto:
                 self.latencies.append(now - self.sent.pop(0)[1])
+
+    def resend(self, client: Any, topic: str, after_s: float) -> None:
+        for payload in self.overdue(after_s):
+            client.publish(topic, payload, qos=1)
+
+
+RESEND_AFTER_S = 5.0  # the simulated agent's ack timeout
 
 
 def _audit_loop(clients: list[Any], streams: list[AuditStream], rate: float, seconds: float, tick: float = 0.2) -> None:
@@ -136,9 +159,10 @@ def _audit_loop(clients: list[Any], streams: list[AuditStream], rate: float, sec
         owed += rate * tick
         n = int(owed)
         owed -= n
-        if n:
-            for c, st in zip(clients, streams, strict=True):
+        for c, st in zip(clients, streams, strict=True):
+            if n:
                 c.publish(protocol.device_topic(st.name, protocol.AUDIT), st.batch(n), qos=1)
+            st.resend(c, protocol.device_topic(st.name, protocol.AUDIT), RESEND_AFTER_S)
         time.sleep(max(0.0, t0 + tick * (1 + int((time.monotonic() - t0) / tick)) - time.monotonic()))
 
 
@@ -217,8 +241,10 @@ def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pu
             _audit_loop(clients, streams, rate, seconds)
             deadline = time.time() + 120
             while time.time() < deadline and any(st.acked < st.seq for st in streams):
+                for c, st in zip(clients, streams, strict=True):
+                    st.resend(c, protocol.device_topic(st.name, protocol.AUDIT), RESEND_AFTER_S)
                 time.sleep(0.2)
-        reports.put(("audit", [(st.name, st.seq, st.acked) for st in streams], [x for st in streams for x in st.latencies]))
+        reports.put(("audit", [(st.name, st.seq, st.acked, st.resent) for st in streams], [x for st in streams for x in st.latencies]))
         break
     stop.wait()
     for c in clients:
@@ -336,16 +362,55 @@ def _wait_change(reports: Any, info: dict[str, Any], devices: int, timeout: floa
     return out
 
 
+class Hubs:
+    """`n` hub processes sharing the devices' messages (one MQTT shared-subscription group, one
+    database); the first also makes the changes and answers the queries."""
+
+    def __init__(self, ctx: Any, cfg: Any, dim: int, n: int) -> None:
+        import dataclasses
+
+        self.procs, self.conns = [], []
+        for i in range(n):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_hub_proc, args=(dataclasses.replace(cfg, client_id=f"{cfg.client_id}-{i}"), dim, theirs))
+            proc.start()
+            self.procs.append(proc)
+            self.conns.append(mine)
+        for conn in self.conns:
+            assert conn.recv() == "up"
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.conns[0].send(message)
+
+    def recv(self) -> Any:
+        return self.conns[0].recv()
+
+    def usage(self) -> dict[str, float]:
+        """CPU summed over the hub processes; peak RSS of the largest."""
+        got = []
+        for conn in self.conns:
+            conn.send(("usage",))
+            got.append(conn.recv())
+        return {"cpu_s": sum(u["cpu_s"] for u in got), "max_rss_mib": max(u["max_rss_mib"] for u in got)}
+
+    def stop(self) -> None:
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            if proc.is_alive():
+                conn.send(("stop",))
+                if conn.poll(60):
+                    conn.recv()
+            proc.join(30)
+            if proc.is_alive():
+                proc.terminate()
+
+
 def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict[str, Any]) -> None:
     ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
     cfg, keys, hub_pub, bootstrap = _setup(root, url, port, args.devices, args.persons, args.dim)
     result["setup_s"] = round(time.perf_counter() - t0, 1)
     result["full_bundle_bytes"] = bootstrap.stat().st_size
-    parent, child = ctx.Pipe()
-    hub_proc = ctx.Process(target=_hub_proc, args=(cfg, args.dim, child))
-    hub_proc.start()
-    assert parent.recv() == "up"
+    parent = Hubs(ctx, cfg, args.dim, args.hubs)
     reports, ready, stop, audit = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Queue()
     shards = [keys[i :: args.procs] for i in range(args.procs)]
     procs = [ctx.Process(target=_device_proc, args=(s, str(bootstrap), hub_pub, port, reports, ready, stop, audit)) for s in shards if s]
@@ -359,15 +424,10 @@ def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict
             p.join(30)
             if p.is_alive():
                 p.terminate()
-        parent.send(("stop",))
-        if parent.poll(60):
-            parent.recv()
-        hub_proc.join(30)
-        if hub_proc.is_alive():
-            hub_proc.terminate()
+        parent.stop()
 
 
-def _measure(args: argparse.Namespace, parent: Any, procs: list[Any], reports: Any, ready: Any, audit: Any, bootstrap: Path, result: dict[str, Any]) -> None:
+def _measure(args: argparse.Namespace, parent: Hubs, procs: list[Any], reports: Any, ready: Any, audit: Any, bootstrap: Path, result: dict[str, Any]) -> None:
     assert sum(ready.get(timeout=600) for _ in procs) == args.devices
     deadline, boot_seq = time.time() + 300, _bundle_seq(bootstrap)
     while time.time() < deadline:  # every device's bootstrap ack stored by the hub: none is new
@@ -377,8 +437,7 @@ def _measure(args: argparse.Namespace, parent: Any, procs: list[Any], reports: A
         time.sleep(1.0)
     parent.send(("before",))  # on the gallery as it is before the changes
     result["before_bytes_per_device_per_change"] = parent.recv()
-    parent.send(("usage",))
-    base_usage = parent.recv()
+    base_usage = parent.usage()
     changes, start = [], args.persons
     for i in range(args.changes + 1):
         n = 1 if i < args.changes else args.batch
@@ -390,8 +449,7 @@ def _measure(args: argparse.Namespace, parent: Any, procs: list[Any], reports: A
         parent.send(("acked", info["seq"]))
         change["hub_stored_acks"] = parent.recv()
         changes.append(change)
-    parent.send(("usage",))
-    usage = parent.recv()
+    usage = parent.usage()
     result["changes"] = changes
     result["after_bytes_per_device_per_change"] = max(c["bytes_per_device"] for c in changes[: args.changes])
     result["hub_cpu_s_during_changes"] = round(usage["cpu_s"] - base_usage["cpu_s"], 2)
@@ -402,13 +460,13 @@ def _measure(args: argparse.Namespace, parent: Any, procs: list[Any], reports: A
         result["audit"] = _audit_phase(args, parent, reports, len(procs), usage)
 
 
-def _audit_phase(args: argparse.Namespace, parent: Any, reports: Any, procs: int, usage: dict[str, float]) -> dict[str, Any]:
+def _audit_phase(args: argparse.Namespace, parent: Hubs, reports: Any, procs: int, usage: dict[str, float]) -> dict[str, Any]:
     """`--audit-rate` records/s over the fleet for `--audit-s`: every one stored once, acked, how fast."""
     t0 = time.time()
     sent: dict[str, int] = {}
     acked: dict[str, int] = {}
     lat: list[float] = []
-    got = 0
+    got = resent = 0
     while got < procs and time.time() < t0 + args.audit_s + 300:
         try:
             r = reports.get(timeout=1.0)
@@ -416,19 +474,19 @@ def _audit_phase(args: argparse.Namespace, parent: Any, reports: Any, procs: int
             continue
         if r[0] == "audit":
             got += 1
-            sent.update({name: seq for name, seq, _a in r[1]})
-            acked.update({name: a for name, _s, a in r[1]})
+            sent.update({name: seq for name, seq, _a, _r in r[1]})
+            acked.update({name: a for name, _s, a, _r in r[1]})
+            resent += sum(x for *_n, x in r[1])
             lat += r[2]
     elapsed = time.time() - t0
     parent.send(("audit_stored",))
     stored, alerts, refused = parent.recv()
-    parent.send(("usage",))
-    after = parent.recv()
+    after = parent.usage()
     total = sum(sent.values())
     exact = sum(1 for d, n in sent.items() if stored.get(d) == (n, n))
     return {"rate_asked_per_s": args.audit_rate, "seconds": args.audit_s, "records_sent": total, "records_stored": sum(c for c, _m in stored.values()),
             "devices_stored_exactly": exact, "devices_fully_acked": sum(1 for d, n in sent.items() if acked.get(d) == n),
-            "achieved_per_s": round(total / args.audit_s, 1), "batches_acked": len(lat), "elapsed_s": round(elapsed, 1),
+            "achieved_per_s": round(total / args.audit_s, 1), "batches_acked": len(lat), "batches_resent": resent, "elapsed_s": round(elapsed, 1),
             "ack_p50_s": round(_percentile(lat, 0.5), 3) if lat else None, "ack_p99_s": round(_percentile(lat, 0.99), 3) if lat else None,
             "ack_max_s": round(max(lat), 3) if lat else None, "hub_alerts": alerts, "hub_refused": refused,
             "hub_cpu_s": round(after["cpu_s"] - usage["cpu_s"], 2), "hub_max_rss_mib": round(after["max_rss_mib"], 1)}
@@ -448,6 +506,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--backend", choices=("auto", "sqlite", "postgresql"), default="auto")
+    ap.add_argument("--hubs", type=int, default=1, help="hub serve processes sharing the work (MQTT shared subscription, one database)")
     ap.add_argument("--audit-rate", type=float, default=0.0, help="audit records/s over the whole fleet after the changes (0: none)")
     ap.add_argument("--audit-s", type=float, default=30.0)
     args = ap.parse_args()
@@ -457,7 +516,7 @@ def main() -> None:
     from bench.harness.mqtt_broker import Broker
     from bench.harness.pg_server import PgServer
 
-    result: dict[str, Any] = {"host": platform.node(), "python": platform.python_version(), "devices": args.devices, "persons": args.persons,
+    result: dict[str, Any] = {"host": platform.node(), "python": platform.python_version(), "devices": args.devices, "persons": args.persons, "hubs": args.hubs,
                               "procs": args.procs, "dim": args.dim, "templates_per_person": 1}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
