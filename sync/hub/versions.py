@@ -2,13 +2,17 @@
 
 Every write of a person (`HubStore.add_person`, `remove_person`, `erase_person`; review merges
 and console edits go through `add_person` again) takes the next value of one hub-wide change
-counter (`hub_meta` row `person_version`, locked FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite) in
-the same transaction and writes the person's row in `person_versions`: (uid, version, groups,
-live). Writers therefore commit in version order, so a reader never sees version v without every
-version below it. Each bundle records the highest version it saw (`bundles.version`, read before
-its persons): a delta from that bundle is every row above it — a live person of the scope's
-groups is an upsert, anything else a remove. A person changed while a bundle was being built is
-sent again by the next delta (an upsert is idempotent), never missed.
+counter (`hub_meta` row `person_version`, locked FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on
+SQLite) in the same transaction and appends (uid, version, groups, live) to `person_log`. Writers
+therefore commit in version order, so a reader never sees version v without every version below
+it. Each bundle records the highest version it saw (`bundles.version`, read before its persons).
+A delta from that bundle looks at the persons with a row above it: live now in one of the
+scope's groups → upsert; in the scope at the base version (their newest row at or below it) or
+at any version above it, but not now → remove; neither → nothing (a change in another group is
+not this scope's business). "Above it" matters: a full bundle read its version before its
+persons, so it may hold a person added just after, who must still be removed later.
+A person changed while a bundle was being built is sent again by the next delta (an upsert is
+idempotent), never missed.
 
 Rows hold no personal data: random uids, group names, integers (like the `erasures` table).
 """
@@ -21,8 +25,9 @@ from dataclasses import dataclass
 from sync.hub.db import HubDb
 
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS person_versions (uid TEXT PRIMARY KEY, version BIGINT NOT NULL, groups_json TEXT NOT NULL, live INTEGER NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS person_versions_version ON person_versions (version)",
+    ("CREATE TABLE IF NOT EXISTS person_log (uid TEXT NOT NULL, version BIGINT NOT NULL, groups_json TEXT NOT NULL, live INTEGER NOT NULL,"
+     " PRIMARY KEY (uid, version))"),
+    "CREATE INDEX IF NOT EXISTS person_log_version ON person_log (version)",
     "CREATE INDEX IF NOT EXISTS gallery_acks_scope ON gallery_acks (scope, ok, device)",  # acked_devices: which devices are new to a scope
 )
 EPOCHS_SCHEMA = ("CREATE TABLE IF NOT EXISTS group_epochs (scope TEXT PRIMARY KEY, epoch BIGINT NOT NULL, key_wrapped BLOB NOT NULL,"
@@ -47,8 +52,8 @@ def migrate(db: HubDb) -> None:
         db.execute(statement)
     _add_column(db, "bundles", "version", "BIGINT")
     _add_column(db, "bundles", "epoch", "BIGINT")
-    db.execute("INSERT INTO person_versions SELECT uid, 0, groups_json, CASE WHEN erased IS NULL THEN 1 ELSE 0 END FROM persons"
-               " WHERE 1=1 ON CONFLICT (uid) DO NOTHING")
+    db.execute("INSERT INTO person_log SELECT uid, 0, groups_json, CASE WHEN erased IS NULL THEN 1 ELSE 0 END FROM persons"
+               " WHERE NOT EXISTS (SELECT 1 FROM person_log l WHERE l.uid = persons.uid)")
 
 
 def _add_column(db: HubDb, table: str, column: str, kind: str) -> None:
@@ -65,28 +70,40 @@ def bump(db: HubDb, uid: str, groups: tuple[str, ...], live: bool) -> int:
         rows = db.execute("SELECT value FROM hub_meta WHERE key=?" + db.for_update(), (_COUNTER,))
         version = (int(rows[0][0]) if rows else 0) + 1
         db.execute("INSERT INTO hub_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value", (_COUNTER, str(version)))
-        db.execute("INSERT INTO person_versions VALUES (?, ?, ?, ?) ON CONFLICT (uid) DO UPDATE SET version=excluded.version,"
-                   " groups_json=excluded.groups_json, live=excluded.live", (uid, version, json.dumps(sorted(groups)), int(live)))
+        db.execute("INSERT INTO person_log VALUES (?, ?, ?, ?)", (uid, version, json.dumps(sorted(groups)), int(live)))
     return int(version)
 
 
 def current(db: HubDb) -> int:
     """The highest committed version (read BEFORE a full bundle's persons)."""
-    rows = db.execute("SELECT max(version) FROM person_versions")
+    rows = db.execute("SELECT max(version) FROM person_log")
     return int(rows[0][0] or 0) if rows else 0
 
 
 def since(db: HubDb, base: int, groups: tuple[str, ...]) -> Delta:
     """The changes above version `base` for a scope of `groups`."""
     wanted = set(groups)
-    upserts, removes, top = [], [], base
-    for uid, version, groups_json, live in db.execute("SELECT uid, version, groups_json, live FROM person_versions WHERE version > ? ORDER BY uid", (base,)):
-        top = max(top, int(version))
-        (upserts if live and wanted & set(json.loads(groups_json)) else removes).append(uid)
-    return Delta(tuple(upserts), tuple(removes), top)
+    latest: dict[str, tuple[int, bool]] = {}
+    ever: set[str] = set()  # in the scope at some version above base: a full bundle built then may have carried them
+    for uid, version, groups_json, live in db.execute("SELECT uid, version, groups_json, live FROM person_log WHERE version > ? ORDER BY version", (base,)):
+        latest[uid] = (int(version), bool(live and wanted & set(json.loads(groups_json))))
+        if latest[uid][1]:
+            ever.add(uid)
+    upserts, removes = [], []
+    for uid in sorted(latest):
+        if latest[uid][1]:
+            upserts.append(uid)
+            continue
+        if uid in ever:  # a remove the device may not need costs nothing; a missing one keeps a person at the door
+            removes.append(uid)
+            continue
+        before = db.execute("SELECT groups_json, live FROM person_log WHERE uid=? AND version <= ? ORDER BY version DESC LIMIT 1", (uid, base))
+        if before and before[0][1] and wanted & set(json.loads(before[0][0])):
+            removes.append(uid)
+    return Delta(tuple(upserts), tuple(removes), max([base, *(v for v, _in in latest.values())]))
 
 
 def live_count(db: HubDb, groups: tuple[str, ...]) -> int:
     """How many persons a full bundle of `groups` holds (no person opened)."""
     wanted = set(groups)
-    return sum(1 for (g,) in db.execute("SELECT groups_json FROM person_versions WHERE live=1") if wanted & set(json.loads(g)))
+    return sum(1 for (g,) in db.execute("SELECT groups_json FROM persons WHERE erased IS NULL") if wanted & set(json.loads(g)))

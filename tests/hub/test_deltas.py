@@ -5,6 +5,7 @@ delta, and a re-add of an erased uid; a device removed from a group cannot open 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from bench.harness.pg_server import PgServer
 from bench.harness.sync_helpers import new_device, person
 from edge.config import HubConfig
+from edge.gallery.changes import SyncPerson
 from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity
 from sync import protocol
@@ -277,3 +279,38 @@ def test_an_erasure_starts_a_new_group_key_epoch(hub: Hub, tmp_path: Path) -> No
     assert [r[0] for r in hub.store.db.execute("SELECT epoch FROM group_epochs WHERE scope=?", (SCOPE,))] == [message["epoch"]]
     door.receive(delta)
     assert alice not in door.uids()
+
+
+def test_a_change_in_another_group_is_not_in_this_groups_delta_but_a_move_out_is(hub: Hub, tmp_path: Path) -> None:
+    door = Door(hub, tmp_path, "door-1")
+    staff = _staff(hub, 3)
+    door.receive(hub.bundles(group="staff")[0])
+    lobby = person(200, groups=("lobby",))
+    hub.store.add_person(lobby)  # nothing to do with this door
+    moved = next(p for p in hub.store.persons() if p.uid == staff[0])
+    hub.store.db.execute("DELETE FROM persons WHERE uid=?", (moved.uid,))  # moved out of staff, as a console edit does
+    hub.store.add_person(SyncPerson(moved.uid, dataclasses.replace(moved.profile, groups=("lobby",)), moved.model, moved.embeddings, moved.qualities))
+    [delta] = hub.bundles(group="staff")
+    content = door.open(delta)
+    assert content.kind == "incremental" and content.upserts == () and content.removes == (staff[0],)
+    door.receive(delta)
+    assert door.uids() == sorted(staff[1:])
+
+
+def test_a_person_added_while_a_full_bundle_was_built_and_removed_after_is_removed(hub: Hub, tmp_path: Path) -> None:
+    """The full bundle read its version before its persons: the person added in between is in it."""
+    door = Door(hub, tmp_path, "door-1")
+    _staff(hub, 2)
+    from sync.hub import versions
+
+    before = versions.current(hub.store.db)
+    [late] = _staff(hub, 1, start=300)
+    [full] = hub.bundles(group="staff")
+    hub.store.db.execute("UPDATE bundles SET version=? WHERE seq=?", (before, full.seq))  # as if read before the add committed
+    door.receive(full)
+    assert late in door.uids()
+    hub.store.remove_person(late)
+    [delta] = hub.bundles(group="staff")
+    assert door.open(delta).removes == (late,)
+    door.receive(delta)
+    assert late not in door.uids()
