@@ -281,8 +281,7 @@ class HubService:
                 status = protocol.decode(payload, "status")
                 if status["device"] != device:
                     raise ProtocolError(f"status on {device}'s topic claims {status['device']!r}")
-                if device in {d.id for d in store.devices()}:
-                    store.record_status(device, status)
+                store.record_status(device, status)  # UPDATE … WHERE id: an unregistered device's status changes no row
         elif leaf == protocol.AUDIT:
             result = store.ingest_audit(device, payload)
             if result.problem and not result.gap:

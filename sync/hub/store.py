@@ -144,10 +144,12 @@ class HubStore:
         return [Device(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], _status(r[6]), r[7], tuple(json.loads(r[8]))) for r in rows]
 
     def device(self, device_id: str) -> Device:
-        for d in self.devices():
-            if d.id == device_id:
-                return d
-        raise HubStoreError(f"no device {device_id!r} on this hub (admin device add)")
+        """One device by id (one row: every gallery ack and resync asks, so not a scan of the fleet)."""
+        rows = self.db.execute("SELECT id, sign_pub, seal_pub, groups_json, added, audit_seq, status_json, last_seen, enroll_groups_json FROM devices WHERE id=?", (device_id,))
+        if not rows:
+            raise HubStoreError(f"no device {device_id!r} on this hub (admin device add)")
+        r = rows[0]
+        return Device(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], _status(r[6]), r[7], tuple(json.loads(r[8])))
 
     def add_group(self, name: str) -> None:
         protocol.check_id(name, "group")
