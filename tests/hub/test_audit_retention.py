@@ -4,15 +4,12 @@ checkpoints are caught."""
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.harness.pg_server import PgServer
 from bench.harness.sync_helpers import new_device
 from edge.audit.journal import AuditLog
 from edge.audit.records import AuditRecord
@@ -27,37 +24,8 @@ from sync.hub.audit_prune import (
     verify_chain,
 )
 from sync.hub.service import Hub
-from tests.conftest import unavailable
 
-_names = itertools.count()
 MARK = "hub-pruned-marker-"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer | None]:
-    server = PgServer.find()
-    if server is None:
-        yield None
-        return
-    with server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def hub(request: pytest.FixtureRequest, tmp_path: Path, pg: PgServer | None) -> Iterator[Hub]:
-    url = ""
-    if request.param == "postgresql":
-        if pg is None:
-            unavailable("PostgreSQL not installed (apt-get install postgresql)")
-        import psycopg
-
-        name = f"hub_retention_{next(_names)}"
-        with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[union-attr]
-            conn.execute(f"CREATE DATABASE {name}")
-        url = pg.url.rsplit("/", 1)[0] + f"/{name}"  # type: ignore[union-attr]
-    h = Hub(HubConfig(data_dir=str(tmp_path / "hub"), database=url))
-    yield h
-    h.close()
 
 
 class _Device:

@@ -30,8 +30,8 @@ from sync.hub.console.server import ConsoleServer, check_listen
 from sync.hub.console.sessions import Sessions, check_csrf
 from sync.hub.console.users import UserError, UserStore, check_password, hash_password
 from sync.hub.service import Hub
-from tests.conftest import unavailable
 from tests.support.console import ConsoleClient
+from tests.support.databases import new_database
 
 PASSWORDS = {"ada": "admin password 1", "otto": "operator password", "vera": "viewer password 1"}
 
@@ -296,27 +296,9 @@ def test_tls_from_config_and_secure_cookies(tmp_path: Path) -> None:
         hub.close()
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer | None]:
-    server = PgServer.find()
-    if server is None:
-        yield None
-        return
-    with server:
-        yield server
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_users_and_sessions_on_both_databases(kind: str, tmp_path: Path, pg: PgServer | None) -> None:
-    url = ""
-    if kind == "postgresql":
-        if pg is None:
-            unavailable("PostgreSQL not installed (apt-get install postgresql)")
-        import psycopg
-
-        with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[union-attr]
-            conn.execute("CREATE DATABASE console_users")
-        url = pg.url.rsplit("/", 1)[0] + "/console_users"  # type: ignore[union-attr]
+    url = new_database(pg, "console_users") if kind == "postgresql" else ""
     hub = Hub(HubConfig(data_dir=str(tmp_path / "hub"), database=url))
     try:
         users = UserStore(hub.store.db)

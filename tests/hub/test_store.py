@@ -4,15 +4,12 @@ device can open."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.harness.pg_server import PgServer
 from bench.harness.sync_helpers import new_device, person
 from edge.audit.journal import AuditLog
 from edge.config import HubConfig
@@ -28,36 +25,6 @@ from sync.hub.review import ReviewQueue
 from sync.hub.service import Hub
 from sync.hub.store import HubStoreError
 from sync.hub.verify import verify_device_chain
-from tests.conftest import unavailable
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer | None]:
-    server = PgServer.find()
-    if server is None:
-        yield None
-        return
-    with server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def hub(request: pytest.FixtureRequest, tmp_path: Path, pg: PgServer | None) -> Iterator[Hub]:
-    url = ""
-    if request.param == "postgresql":
-        if pg is None:
-            unavailable("PostgreSQL not installed (apt-get install postgresql)")
-        import psycopg
-
-        name = f"hub_{next(_names)}"
-        with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[union-attr]
-            conn.execute(f"CREATE DATABASE {name}")
-        url = pg.url.rsplit("/", 1)[0] + f"/{name}"  # type: ignore[union-attr]
-    h = Hub(HubConfig(data_dir=str(tmp_path / "hub"), database=url))
-    yield h
-    h.close()
 
 
 def _audit(device: str, records: list) -> bytes:
