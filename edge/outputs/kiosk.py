@@ -69,6 +69,14 @@ class Presence:
         with self._lock:
             return list(self._views)
 
+    def asked_camera(self, request: dict[str, Any]) -> str:
+        """The request's `camera` (may be left out when there is one), or `unknown_camera`."""
+        cameras = self.cameras()
+        camera = field_of(request, "camera", str, cameras[0] if len(cameras) == 1 else ...)
+        if camera not in cameras:
+            raise ApiError("unknown_camera", f"camera {camera!r}: one of {', '.join(cameras)}")
+        return camera
+
     def add_camera(self, camera: str) -> None:
         with self._lock:
             self._views.setdefault(camera, [])
@@ -207,15 +215,8 @@ class Kiosk(Observer):
 
     # -- control thread --------------------------------------------------------------------
 
-    def _camera(self, request: dict[str, Any]) -> str:
-        cameras = self.presence.cameras()
-        camera = field_of(request, "camera", str, cameras[0] if len(cameras) == 1 else ...)
-        if camera not in cameras:
-            raise ApiError("unknown_camera", f"camera {camera!r}: one of {', '.join(cameras)}")
-        return camera
-
     def identify(self, request: dict[str, Any]) -> dict[str, Any]:
-        camera = self._camera(request)
+        camera = self.presence.asked_camera(request)
         wait_ms = field_of(request, "wait_ms", int, 0)
         view = self.presence.identify(camera, min(max(wait_ms, 0), MAX_IDENTIFY_WAIT_MS) / 1000.0)
         if view is None:

@@ -97,7 +97,7 @@ class Withdrawals:
         return self._ask(request, client, policy)
 
     def _ask(self, request: dict[str, Any], client: str, policy: ZmqConfig) -> dict[str, Any]:
-        camera = self._camera(request)
+        camera = self.presence.asked_camera(request)
         wait_s = min(max(field_of(request, "wait_ms", int, 0), 0), MAX_WAIT_MS) / 1000.0
         view = self.presence.identify(camera, wait_s)
         who = None if view is None else view.who
@@ -136,13 +136,6 @@ class Withdrawals:
             raise ApiError("face_changed", "withdraw: that person is no longer in the gallery")
         self.presence.withdrawn(token.camera, token.track_id)
         return {"erased": True, "person_uid": token.uid}
-
-    def _camera(self, request: dict[str, Any]) -> str:
-        cameras = self.presence.cameras()
-        camera = field_of(request, "camera", str, cameras[0] if len(cameras) == 1 else ...)
-        if camera not in cameras:
-            raise ApiError("unknown_camera", f"camera {camera!r}: one of {', '.join(cameras)}")
-        return camera
 
     def run_pending(self) -> None:
         """Erasures confirmed since the last call, on the thread that owns the gallery; each one audited."""
