@@ -6,6 +6,7 @@
 # Prints ONE JSON object of step times and exit codes. Needs root, debootstrap and a Debian mirror.
 #
 #   sudo bench/newcomer_chroot.sh [PYTEST_ARGS...]
+#   sudo bench/newcomer_chroot.sh --make-test     # the README's `make test` itself, with CI=true
 #
 # ../shared beside the clone is a bind mount of this checkout's ../shared (the tests' data).
 # Behind a proxy that re-signs TLS, set PIP_CERT to its CA bundle: it is copied into the root.
@@ -58,6 +59,10 @@ step() {  # step NAME COMMAND...: its time and exit code, output to the log
     step readme_apt "apt-get install -y -qq python3-venv make"; echo ,
     step make_demo "cd /src/facegate && make demo"; echo ,
     step system_packages_test "cd /src/facegate && scripts/system-packages.sh test"; echo ,
-    step pytest "cd /src/facegate && .venv/bin/python -m pytest -q -p no:cacheprovider $*"
+    if [ "$*" = --make-test ]; then
+        step make_test "cd /src/facegate && CI=true make test"
+    else
+        step pytest "cd /src/facegate && .venv/bin/python -m pytest -q -p no:cacheprovider $*"
+    fi
     echo "}"
 } | python3 -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read())))'
