@@ -1,6 +1,6 @@
 """A simulated fleet against a real mosquitto and the hub: bytes and time per change; one JSON object.
 
-    .venv/bin/python bench/fleet.py [--devices 100] [--persons 5000] [--procs 4] [--changes 5] [--batch 100]
+    .venv/bin/python bench/fleet.py [--devices 100] [--persons 5000] [--procs 4] [--changes 5] [--batch 100] [--erase 0]
                                     [--dim 512] [--backend auto|sqlite|postgresql] [--audit-rate 0] [--audit-s 30]
 
 - The hub: `HubService` (ingest, gallery acks, resyncs) in a process of its own (`--hubs K`: K
@@ -20,7 +20,8 @@
   process opens it once; each device unwraps its own group key from it and acks it through MQTT,
   so the hub knows every device is at that bundle. Its size is reported (`full_bundle_bytes`).
 - Changes: `--changes` one-person changes (a new person each), then one change of `--batch`
-  persons. Per change: the bundle kind and `bytes_per_device` (each device receives the message
+  persons, then `--erase` one-person erasures (`HubStore.erase_person` of gallery persons 0, 1, …;
+  each delta also carries the erase owed). Per change: the bundle kind and `bytes_per_device` (each device receives the message
   once), build time, and the time from the start of the push until each device had applied and
   acked it (p50 / p95 / max); afterwards the hub's stored acks are checked for every device.
 - Audit (`--audit-rate R --audit-s S`, after the changes): every device streams R/N decision
@@ -93,8 +94,14 @@ class KeptKeys:
     def get(self, scope: str, epoch: int) -> tuple[str, str] | None:
         return self.keys.get((scope, epoch))
 
-    def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None:
-        self.keys[(scope, epoch)] = (eph, wrapped)
+    def newest(self, scope: str) -> tuple[int, str, str] | None:
+        epochs = [e for s, e in self.keys if s == scope]
+        return (max(epochs), *self.keys[(scope, max(epochs))]) if epochs else None
+
+    def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None:  # only the newest, as sync.groupkeys
+        self.keys = {k: v for k, v in self.keys.items() if k[0] != scope or k[1] > epoch}
+        if not any(k[0] == scope for k in self.keys):
+            self.keys[(scope, epoch)] = (eph, wrapped)
 
 
 class AuditStream:
@@ -274,11 +281,14 @@ def _hub_proc(cfg: Any, dim: int, conn: Any) -> None:
             service.tick()
             continue
         cmd, *args = conn.recv()
-        if cmd == "change":  # add `n` persons from index `start`, then push
+        if cmd in ("change", "erase"):  # add `n` persons from index `start` (or erase person `start`), then push
             n, start = args
             t0 = time.time()
             for i in range(start, start + n):
-                hub.store.add_person(person(i, n_templates=1, dim=dim, groups=(GROUP,)))
+                if cmd == "erase":
+                    hub.store.erase_person(person(i).uid)
+                else:
+                    hub.store.add_person(person(i, n_templates=1, dim=dim, groups=(GROUP,)))
             t1 = time.time()
             [out] = hub.bundles(group=GROUP)
             t2 = time.time()
@@ -449,6 +459,14 @@ def _measure(args: argparse.Namespace, parent: Hubs, procs: list[Any], reports: 
         parent.send(("acked", info["seq"]))
         change["hub_stored_acks"] = parent.recv()
         changes.append(change)
+    for i in range(args.erase):  # one-person erasures of gallery persons 0, 1, …: a ratchet step each (sync.ratchet)
+        parent.send(("erase", 1, i))
+        info = parent.recv()
+        change = _wait_change(reports, info, args.devices, args.timeout)
+        time.sleep(0.5)
+        parent.send(("acked", info["seq"]))
+        change["hub_stored_acks"] = parent.recv()
+        changes.append(dict(change, erase=True))
     usage = parent.usage()
     result["changes"] = changes
     result["after_bytes_per_device_per_change"] = max(c["bytes_per_device"] for c in changes[: args.changes])
@@ -502,6 +520,7 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=5000)
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--changes", type=int, default=5)
+    ap.add_argument("--erase", type=int, default=0, help="one-person erasures after the changes")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--timeout", type=float, default=300.0)

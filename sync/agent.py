@@ -272,7 +272,7 @@ class SyncAgent:
         scope, seq = "unknown", 0
         try:
             scope = protocol.scope_of_topic(topic)
-            content = open_bundle(payload, topic, self._hub_keys, self.device_id, self._identity.sealing_key, self._group_keys)
+            content = open_bundle(payload, topic, self._hub_keys, self.device_id, self._identity.sealing_key, self._group_keys, store.sync_state().scopes.get(scope, 0))
             seq = content.seq
             applied = apply_bundle(store, content, self.sync.max_bundle_ahead_s)
             version = applied.version

@@ -39,7 +39,7 @@ from edge.errors import GalleryError
 from edge.gallery.changes import SyncPerson
 from edge.gallery.records import PersonProfile
 from edge.names import MAX_NAME_CHARS
-from sync import protocol, sealing, signing
+from sync import protocol, ratchet, sealing, signing
 from sync.protocol import FutureSequenceError, ReplayError, SchemaError, SequenceGapError
 
 _DOMAIN = "facegate/v1/bundle"
@@ -64,12 +64,15 @@ class BundleContent:
 class GroupKey:
     """A scope's group key for one epoch (`sync.hub.epochs`): the content of every bundle of the
     epoch is sealed once under `key`; `wraps` ({device: key wrapped to its X25519 key}, with the
-    ephemeral key `eph`) travel in full bundles and in the first delta of the epoch, {} otherwise."""
+    ephemeral key `eph`) travel in full bundles and in the first delta of a fresh epoch, {} otherwise.
+    `ratchet_base`: None for a fresh random key; else the fresh epoch whose key `sync.ratchet`
+    stepped forward to this one (a member holding any epoch of the chain derives it)."""
 
     epoch: int
     key: bytes
     eph: str
     wraps: dict[str, str]
+    ratchet_base: int | None = None
 
 
 class MissingGroupKey(SequenceGapError):
@@ -129,6 +132,8 @@ def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients:
         eph, wrapped = group_key.eph, group_key.wraps
         blob = sealing.seal_with(group_key.key, inner, _content_aad(content.scope, content.seq, group_key.epoch))
         message["epoch"] = group_key.epoch
+        if group_key.ratchet_base is not None:
+            message["ratchet_base"] = group_key.ratchet_base
     message.update({"eph": eph, "recipients": wrapped, "sealed": base64.b64encode(blob).decode()})
     return protocol.encode(signing.sign(message, _DOMAIN, hub_key))
 
@@ -168,17 +173,20 @@ class GroupKeys(Protocol):
     """Where a device keeps the group keys it was given, still wrapped to its own key (`sync.groupkeys`)."""
 
     def get(self, scope: str, epoch: int) -> tuple[str, str] | None: ...
+    def newest(self, scope: str) -> tuple[int, str, str] | None: ...
     def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None: ...
 
 
 def open_bundle(
     payload: bytes, topic: str, hub_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, device_id: str, device_key: X25519PrivateKey,
-    group_keys: GroupKeys | None = None,
+    group_keys: GroupKeys | None = None, applied_seq: int | None = None,
 ) -> BundleContent:
     """The verified, decrypted content of a bundle that arrived on `topic`; ProtocolError otherwise.
 
     `hub_keys`: the trusted hub keys by key id (a device's `sync.hubkeys.HubKeyring`), or one key.
-    `group_keys`: the device's kept group keys (a bundle sealed under an epoch, `GroupKey`)."""
+    `group_keys`: the device's kept group keys (a bundle sealed under an epoch, `GroupKey`).
+    `applied_seq`: the scope's last applied sequence, if known: a replay is refused as such on its
+    signed header, before the key lookup (its epoch's key may be deleted since: not a gap)."""
     if isinstance(hub_keys, Ed25519PublicKey):
         hub_keys = {signing.key_id(hub_keys): hub_keys}
     message = protocol.decode(payload, "bundle")
@@ -188,6 +196,8 @@ def open_bundle(
     signing.verify(message, _DOMAIN, hub_keys, f"bundle {scope} seq {message['seq']}")
     if (message["kind"] == "full") != (message["base_seq"] is None) or (message["base_seq"] or 0) >= message["seq"]:
         raise SchemaError(f"bundle {scope} seq {message['seq']}: kind {message['kind']} with base_seq {message['base_seq']}")
+    if applied_seq is not None and message["seq"] <= applied_seq:
+        raise ReplayError(f"bundle {scope} seq {message['seq']}: this device is at seq {applied_seq}; replayed or downgraded bundle refused")
     try:
         blob = base64.b64decode(message["sealed"], validate=True)
     except binascii.Error as exc:
@@ -206,24 +216,40 @@ def open_bundle(
 
 def _open_epoch(message: dict[str, Any], blob: bytes, scope: str, device_id: str, device_key: X25519PrivateKey, group_keys: GroupKeys | None) -> bytes:
     """A bundle sealed under a group key: the key wrapped in it for this device, else the one kept
-    for its epoch. A bundle whose wraps leave this device out is not for it (it left the group:
-    the epoch was rotated so that it cannot read on); a delta of an epoch never given asks for a resync."""
-    epoch, wraps = message["epoch"], message["recipients"]
-    aad = epoch_aad(scope, epoch)
+    for its epoch, else the newest kept one ratcheted forward (`sync.ratchet`) when the signed
+    bundle says its key is a ratchet step of a chain that one is on. A bundle whose wraps leave
+    this device out is not for it (it left the group: the epoch was rotated so that it cannot read
+    on); a delta of an epoch it neither holds nor can derive asks for a resync."""
+    epoch, wraps, what = message["epoch"], message["recipients"], f"bundle {scope} seq {message['seq']}"
     if wraps:
-        eph, wrapped = message["eph"], wraps.get(device_id)
-        if wrapped is None:
-            raise sealing.NotForThisKey(f"bundle {scope} seq {message['seq']}: group key epoch {epoch} is not wrapped for {device_id}")
+        if device_id not in wraps:
+            raise sealing.NotForThisKey(f"{what}: group key epoch {epoch} is not wrapped for {device_id}")
+        key = sealing.unwrap_key(device_key, device_id, message["eph"], {device_id: wraps[device_id]}, epoch_aad(scope, epoch))
     else:
-        kept = group_keys.get(scope, epoch) if group_keys is not None else None
-        if kept is None:
-            raise MissingGroupKey(f"bundle {scope} seq {message['seq']}: sealed under group key epoch {epoch}, which this device was never given", scope, 0)
-        eph, wrapped = kept
-    key = sealing.unwrap_key(device_key, device_id, eph, {device_id: wrapped}, aad)
-    plain = sealing.open_with(key, blob, _content_aad(scope, message["seq"], epoch), f"bundle {scope} seq {message['seq']}")
-    if wraps and group_keys is not None:  # kept only once it opened the signed content
-        group_keys.put(scope, epoch, eph, wrapped)
+        key = _kept_key(message, scope, device_id, device_key, group_keys, what)
+    plain = sealing.open_with(key, blob, _content_aad(scope, message["seq"], epoch), what)
+    if group_keys is None:  # kept below only once it opened the signed content
+        pass
+    elif wraps:
+        group_keys.put(scope, epoch, message["eph"], wraps[device_id])
+    elif group_keys.get(scope, epoch) is None:  # a derived key: kept wrapped to this device's own key, like the others
+        eph, mine = sealing.wrap_key(key, {device_id: device_key.public_key()}, epoch_aad(scope, epoch))
+        group_keys.put(scope, epoch, eph, mine[device_id])
     return plain
+
+
+def _kept_key(message: dict[str, Any], scope: str, device_id: str, device_key: X25519PrivateKey, group_keys: GroupKeys | None, what: str) -> bytes:
+    epoch, base = message["epoch"], message.get("ratchet_base")
+    kept = group_keys.get(scope, epoch) if group_keys is not None else None
+    held = None
+    if kept is None and base is not None and group_keys is not None:
+        newest = group_keys.newest(scope)
+        if newest is not None and base <= newest[0] < epoch <= newest[0] + ratchet.MAX_STEPS:
+            held, kept = newest[0], newest[1:]
+    if kept is None:
+        raise MissingGroupKey(f"{what}: sealed under group key epoch {epoch}, which this device was never given and cannot derive", scope, 0)
+    key = sealing.unwrap_key(device_key, device_id, kept[0], {device_id: kept[1]}, epoch_aad(scope, held if held is not None else epoch))
+    return key if held is None else ratchet.forward(key, scope, held, epoch)
 
 
 def check_sequence(content: BundleContent, current: int, max_ahead_s: float = MAX_AHEAD_S, now_us: int | None = None) -> None:

@@ -1,14 +1,17 @@
 """The group keys a device was given, kept across restarts: `<data_dir>/group_keys.json`.
 
 A bundle sealed under a scope's group key (`sync.bundle.GroupKey`) either carries the key
-wrapped to this device (full bundles, the first delta of an epoch) or names only its epoch
-(every other delta). `sync.bundle.open_bundle` keeps each wrap it opened a signed bundle with,
-here, and looks the epoch up for a delta. Only the wrapped form is stored — readable with this
-device's X25519 private key alone, which lives next to it — so the file adds no secret at rest.
-The newest `KEEP` epochs per scope are kept; a delta of an older or unknown epoch asks for a
-resync. Written atomically, mode 0600. An unreadable file counts as empty (the next full bundle
-brings the key back): it can cost a resync, never a wrong key, since every wrap is bound to its
-scope, epoch and device and checked by AES-GCM.
+wrapped to this device (full bundles, the first delta of a fresh epoch) or names only its epoch
+(every other delta, and the deltas of an epoch the hub ratcheted forward after an erasure:
+`sync.ratchet`). `sync.bundle.open_bundle` keeps each wrap it opened a signed bundle with, here,
+looks the epoch up for a delta, and keeps a key it derived by the ratchet wrapped to this
+device's own X25519 key. Only wrapped forms are stored — readable with this device's X25519
+private key alone, which lives next to it — so the file adds no secret at rest. Only the newest
+epoch per scope is kept (`KEEP`): an older key would open captured bundles that carried a person
+erased since, and every later epoch of its chain can be derived from the newest. A delta of an
+older or unknown epoch asks for a resync. Written atomically, mode 0600. An unreadable file
+counts as empty (the next full bundle brings the key back): it can cost a resync, never a wrong
+key, since every wrap is bound to its scope, epoch and device and checked by AES-GCM.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from edge.atomic_file import write_atomic
 
 FILE = "group_keys.json"
-KEEP = 3
+KEEP = 1
 _HEX = re.compile(r"^[0-9a-f]{1,256}$")
 _LOG = logging.getLogger(__name__)
 
@@ -50,6 +53,14 @@ class GroupKeyFile:
     def get(self, scope: str, epoch: int) -> tuple[str, str] | None:
         kept = self._keys.get(scope, {}).get(str(epoch))
         return (kept[0], kept[1]) if kept else None
+
+    def newest(self, scope: str) -> tuple[int, str, str] | None:
+        """(epoch, eph, wrapped) of the newest epoch kept for `scope`."""
+        epochs = self._keys.get(scope, {})
+        if not epochs:
+            return None
+        epoch = max(epochs, key=int)
+        return int(epoch), epochs[epoch][0], epochs[epoch][1]
 
     def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None:
         epochs = self._keys.setdefault(scope, {})

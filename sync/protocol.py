@@ -238,10 +238,11 @@ SCHEMAS: dict[str, Check] = {
             "recipients": mapping(text(64), text(256, re.compile(r"^[0-9a-f]+$"))),
             "sealed": text(MAX_PAYLOAD),
             "epoch": integer(1),  # sealed under the scope's group key of this epoch (sync.bundle.GroupKey)
+            "ratchet_base": integer(1),  # that key is the one of this fresh epoch ratcheted forward (sync.ratchet)
             "key_id": KEY_ID,
             "sig": text(128, re.compile(r"^[0-9a-f]{128}$")),
         },
-        optional_keys=("epoch",),  # absent: a content key of its own, wrapped to every recipient
+        optional_keys=("epoch", "ratchet_base"),  # no epoch: a content key of its own, wrapped to every recipient
     ),
     # Signed by a hub key the device already trusts (sync.hubkeys): trust `new_key`, revoke `revoke`.
     "key_rotation": obj(

@@ -156,7 +156,7 @@ def test_forbidden_imports(owners: tuple[str, ...], forbidden: tuple[str, ...], 
 HUB_MAY_USE = (
     "edge.errors", "edge.atomic_file", "edge.names", "edge.config", "edge.access.schedule", "edge.identity", "edge.gallery.crypto", "edge.gallery.records", "edge.gallery.changes",
     "edge.gallery.retention_policy",
-    "edge.audit.records", "edge.perception", "sync.protocol", "sync.bundle", "sync.sealing", "sync.keyfiles", "sync.broker", "sync.rejects", "sync.signing", "sync.hubkeys", "sync.hub",
+    "edge.audit.records", "edge.perception", "sync.protocol", "sync.bundle", "sync.sealing", "sync.ratchet", "sync.keyfiles", "sync.broker", "sync.rejects", "sync.signing", "sync.hubkeys", "sync.hub",
 )
 PACKAGE_INITS = ("edge", "sync", "edge.gallery", "edge.audit")
 

@@ -37,7 +37,7 @@ from edge.gallery.crypto import generate_kek_file, read_kek_file
 from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.broker import configure_client
-from sync.bundle import BundleContent, build_bundle
+from sync.bundle import BundleContent, GroupKey, build_bundle
 from sync.hub import audit_prune, deltas, epochs, guard, withdrawals
 from sync.hub.guard import AlertLimiter, ResyncPacer
 from sync.hub.ingest import GapWatch, ack_message, resend_message
@@ -84,8 +84,8 @@ class Hub:
         erases = self.store.pending_erases(list(recipients))
         seq = self.store.next_seq(scope)
         key = epochs.group_key(self.store, scope, recipients)
-        if plan.kind == "incremental" and plan.base_epoch == key.epoch:
-            key = dataclasses.replace(key, wraps={})  # the devices hold this epoch's key already: sealed once, no per-device bytes
+        if plan.kind == "incremental" and plan.base_epoch is not None and _held(key, plan.base_epoch):
+            key = dataclasses.replace(key, wraps={})  # the devices hold or derive this epoch's key: sealed once, no per-device bytes
         content = BundleContent(scope, plan.kind, seq, plan.base_seq, int(time.time()), plan.upserts, plan.removes, tuple(erases))
         payload = build_bundle(content, self.identity.signing_key, recipients, key)
         self.store.record_bundle(scope, seq, len(plan.upserts), erases, list(recipients), plan.version, key.epoch)
@@ -122,6 +122,11 @@ class Hub:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _held(key: GroupKey, base_epoch: int) -> bool:
+    """Whether devices at a bundle of `base_epoch` hold `key` already or derive it by the ratchet."""
+    return base_epoch == key.epoch or (key.ratchet_base is not None and key.ratchet_base <= base_epoch < key.epoch)
 
 
 def mqtt_client(cfg: HubConfig, client_id: str, clean: bool = False) -> mqtt.Client:

@@ -52,6 +52,8 @@ def migrate(db: HubDb) -> None:
         db.execute(statement)
     _add_column(db, "bundles", "version", "BIGINT")
     _add_column(db, "bundles", "epoch", "BIGINT")
+    _add_column(db, "group_epochs", "ratchet_base", "BIGINT")  # NULL: a fresh random key (sync.hub.epochs)
+    _add_column(db, "group_epochs", "erased_mark", "BIGINT")  # NULL: unknown, the next bundle starts a new epoch
     db.execute("INSERT INTO person_log SELECT uid, 0, groups_json, CASE WHEN erased IS NULL THEN 1 ELSE 0 END FROM persons"
                " WHERE NOT EXISTS (SELECT 1 FROM person_log l WHERE l.uid = persons.uid)")
 
