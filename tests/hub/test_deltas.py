@@ -6,16 +6,12 @@ delta, and a re-add of an erased uid; a device removed from a group cannot open 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.harness.pg_server import PgServer
 from bench.harness.sync_helpers import new_device, person
-from edge.config import HubConfig
 from edge.gallery.changes import SyncPerson
 from edge.gallery.store import GalleryStore
 from edge.identity import DeviceIdentity
@@ -26,38 +22,9 @@ from sync.groupkeys import GroupKeyFile
 from sync.hub.service import Hub, Outgoing
 from sync.protocol import ReplayError, SequenceGapError, SignatureError
 from sync.sealing import NotForThisKey
-from tests.conftest import unavailable
 
-_names = itertools.count()
 TOPIC = protocol.group_gallery_topic("staff")
 SCOPE = "group:staff"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer | None]:
-    server = PgServer.find()
-    if server is None:
-        yield None
-        return
-    with server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def hub(request: pytest.FixtureRequest, tmp_path: Path, pg: PgServer | None) -> Iterator[Hub]:
-    url = ""
-    if request.param == "postgresql":
-        if pg is None:
-            unavailable("PostgreSQL not installed (apt-get install postgresql)")
-        import psycopg
-
-        name = f"hub_delta_{next(_names)}"
-        with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[union-attr]
-            conn.execute(f"CREATE DATABASE {name}")
-        url = pg.url.rsplit("/", 1)[0] + f"/{name}"  # type: ignore[union-attr]
-    h = Hub(HubConfig(data_dir=str(tmp_path / "hub"), database=url))
-    yield h
-    h.close()
 
 
 class Door:
