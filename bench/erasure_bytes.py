@@ -26,29 +26,12 @@ sys.path.insert(0, str(REPO))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bench.harness.sync_helpers import person
+from bench.harness.sync_helpers import KeptKeys, person
 from edge.config import HubConfig
 from edge.identity import raw_public
 from sync import protocol
 from sync.bundle import open_bundle
 from sync.hub.service import Hub
-
-
-class Kept:
-    """A device's kept group keys in memory (the interface of `sync.groupkeys.GroupKeyFile`)."""
-
-    def __init__(self) -> None:
-        self.keys: dict[tuple[str, int], tuple[str, str]] = {}
-
-    def get(self, scope: str, epoch: int) -> tuple[str, str] | None:
-        return self.keys.get((scope, epoch))
-
-    def newest(self, scope: str) -> tuple[int, str, str] | None:
-        epochs = [e for s, e in self.keys if s == scope]
-        return (max(epochs), *self.keys[(scope, max(epochs))]) if epochs else None
-
-    def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None:
-        self.keys[(scope, epoch)] = (eph, wrapped)
 
 
 def main() -> None:
@@ -66,7 +49,7 @@ def main() -> None:
         people = [person(i, n_templates=1, dim=args.dim) for i in range(args.persons)]
         for p in people:
             hub.store.add_person(p)
-        topic, one, kept = protocol.group_gallery_topic("staff"), "door-0000", Kept()
+        topic, one, kept = protocol.group_gallery_topic("staff"), "door-0000", KeptKeys()
         verify = hub.identity.signing_key.public_key()
 
         def build() -> tuple[dict, float]:

@@ -87,23 +87,6 @@ class MemGallery:
         return len(self.base.keys() - self.gone - self.upserts.keys()) + len(self.upserts)
 
 
-class KeptKeys:
-    def __init__(self) -> None:
-        self.keys: dict[tuple[str, int], tuple[str, str]] = {}
-
-    def get(self, scope: str, epoch: int) -> tuple[str, str] | None:
-        return self.keys.get((scope, epoch))
-
-    def newest(self, scope: str) -> tuple[int, str, str] | None:
-        epochs = [e for s, e in self.keys if s == scope]
-        return (max(epochs), *self.keys[(scope, max(epochs))]) if epochs else None
-
-    def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None:  # only the newest, as sync.groupkeys
-        self.keys = {k: v for k, v in self.keys.items() if k[0] != scope or k[1] > epoch}
-        if not any(k[0] == scope for k in self.keys):
-            self.keys[(scope, epoch)] = (eph, wrapped)
-
-
 class AuditStream:
     """One device's audit trail: a real hash chain signed by its Ed25519 key, sent in batches;
     the hub's signed acks (audit_upto) give each batch's ack latency."""
@@ -179,6 +162,7 @@ def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pu
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+    from bench.harness.sync_helpers import KeptKeys
     from sync import protocol, sealing, signing
     from sync.bundle import check_sequence, epoch_aad, open_bundle
     from sync.protocol import SequenceGapError

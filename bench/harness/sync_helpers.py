@@ -91,3 +91,22 @@ def make_device(root: Path, port: int, device_id: str = DEVICE, **sync: object) 
         + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
     )
     return Device(data_dir, kek, identity, hub, hub_seal, config_from_dict({"sync": table}), config_file)
+
+
+class KeptKeys:
+    """A simulated device's kept group keys in memory (the interface of `sync.groupkeys.GroupKeyFile`)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, int], tuple[str, str]] = {}
+
+    def get(self, scope: str, epoch: int) -> tuple[str, str] | None:
+        return self.keys.get((scope, epoch))
+
+    def newest(self, scope: str) -> tuple[int, str, str] | None:
+        epochs = [e for s, e in self.keys if s == scope]
+        return (max(epochs), *self.keys[(scope, max(epochs))]) if epochs else None
+
+    def put(self, scope: str, epoch: int, eph: str, wrapped: str) -> None:  # only the newest, as sync.groupkeys
+        self.keys = {k: v for k, v in self.keys.items() if k[0] != scope or k[1] > epoch}
+        if not any(k[0] == scope for k in self.keys):
+            self.keys[(scope, epoch)] = (eph, wrapped)
