@@ -49,9 +49,10 @@ from sync.groupkeys import GroupKeyFile
 from sync.hubkeys import HubKeyring
 from sync.inbound import Inbound
 from sync.keyfiles import hub_seal_key, hub_sign_key
-from sync.outbox import AUDIT, Outbox, OutboxRow
+from sync.outbox import AUDIT, Outbox, OutboxRow, leading_group
 from sync.protocol import SequenceGapError
 from sync.rejects import RejectLimiter
+from sync.reports import DeviceReports
 from sync.uploads import Upload, outbox_upload
 
 _LOG = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class SyncAgent:
         self._outbox = Outbox.open(data_dir)
         self._rejects = RejectLimiter(self._journal)  # a flood of forged messages is counted, not journalled one by one
         self._control = DeviceControl(self.device_id, self._outbox, audit_log, self._reject, audit=cfg.audit)  # signed acks, resends, prunes
+        self._reports = DeviceReports(self.device_id, audit_log, cfg.match.keep_probes_h, cfg.match.keep_probes_max, self._reject, self._publish)
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._inbound = Inbound(self.device_id, self.sync.max_bundle_mib * 1024 * 1024, self._events)
         self.errors = 0  # unexpected worker faults, contained (logged once per LOG_EVERY)
@@ -227,7 +229,7 @@ class SyncAgent:
                 return
 
     def _on_connected(self) -> None:
-        topics = [protocol.device_topic(self.device_id, leaf) for leaf in (protocol.GALLERY, protocol.ACK, protocol.RESEND)]
+        topics = [protocol.device_topic(self.device_id, leaf) for leaf in (protocol.GALLERY, protocol.ACK, protocol.RESEND, protocol.REPORT)]
         topics += [protocol.group_gallery_topic(g) for g in self.sync.groups]
         topics.append(protocol.HUB_KEYS_FILTER)  # retained hub key rotations (sync.hubkeys)
         result, _mid = self._client.subscribe([(t, 1) for t in topics])
@@ -252,6 +254,9 @@ class SyncAgent:
         if topic == protocol.device_topic(self.device_id, protocol.RESEND):
             if self._control.resend(topic, payload, self._hub_keys):
                 self._sent_upto, self._inflight = 0, deque()  # publish again from the oldest row: the re-fed records
+            return
+        if topic == protocol.device_topic(self.device_id, protocol.REPORT):  # "not this person" (sync.reports): signed, once
+            self._reports.handle(store, topic, payload, self._hub_keys)
             return
         if topic.startswith(protocol.HUB_KEYS_TOPIC + "/"):
             self._key_rotation(topic, payload)
@@ -350,7 +355,7 @@ class SyncAgent:
             rows = self._outbox.pending(self._sent_upto, self.sync.batch)
             if not rows:
                 return
-            group = _leading_group(rows)
+            group = leading_group(rows)
             topic, payload = self._message(group)
             if not self._inflight:
                 self._last_progress = time.monotonic()
@@ -389,10 +394,3 @@ class SyncAgent:
         state = {**self._ha_state, "gallery_version": self._gallery.get("version", 0), "queue": self.queue_depth()}
         self._client.publish(protocol.device_topic(self.device_id, status.HA_STATE), protocol.encode(state), qos=0, retain=True)
 
-
-def _leading_group(rows: list[OutboxRow]) -> list[OutboxRow]:
-    """The first message's rows: consecutive audit records, or one enrollment."""
-    if rows[0].kind != AUDIT:
-        return rows[:1]
-    end = next((i for i, r in enumerate(rows) if r.kind != AUDIT), len(rows))
-    return rows[:end]

@@ -172,3 +172,11 @@ class Outbox:
     def depth(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+def leading_group(rows: list[OutboxRow]) -> list[OutboxRow]:
+    """The first message's rows: consecutive audit records, or one enrollment."""
+    if rows[0].kind != AUDIT:
+        return rows[:1]
+    end = next((i for i, r in enumerate(rows) if r.kind != AUDIT), len(rows))
+    return rows[:end]

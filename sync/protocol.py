@@ -9,6 +9,8 @@ Topics (all under `facegate/v1/`; `<id>` is a device id, `<g>` a group name):
 | `devices/<id>/enroll` | device → hub, from the outbox | 1 | `enrollment`, `withdrawal` |
 | `devices/<id>/ack` | hub → device, signed | 1 | `ack` (audit records + anchor, enrollments) |
 | `devices/<id>/resend` | hub → device, signed | 1 | `resend` (audit records from a seq: the hub saw a gap) |
+| `devices/<id>/report` | hub → device, signed | 1 | `report` ("not this person": reject that decision's match) |
+| `devices/<id>/report/status` | device → hub | 1 | `report_status` (applied or refused, why) |
 | `devices/<id>/gallery` | hub → device | 1 | `bundle` |
 | `groups/<g>/gallery` | hub → devices of the group | 1 | `bundle` |
 | `devices/<id>/gallery/ack` | device → hub | 1 | `gallery_ack` |
@@ -90,6 +92,8 @@ STATUS, AUDIT, ENROLL, ACK, GALLERY, GALLERY_ACK, RESYNC, EVENTS = (
 RESEND = "resend"  # hub → device: send your audit records again from `from_seq` (sync.control)
 # sync.signing domains of the hub's control messages (a signature for one never verifies as another)
 ACK_DOMAIN, RESEND_DOMAIN = "facegate/v1/ack", "facegate/v1/resend"
+# hub → device "not this person" report (sync.reports) and the device's answer to it
+REPORT, REPORT_STATUS, REPORT_DOMAIN = "report", "report/status", "facegate/v1/report"
 # Hub signing-key rotations (sync.hubkeys), retained, one topic per announced key id: a device
 # that was away through several rotations still finds the whole chain when it subscribes.
 HUB_KEYS_TOPIC = f"{PREFIX}/hub/keys"
@@ -97,7 +101,7 @@ HUB_KEYS_FILTER = f"{HUB_KEYS_TOPIC}/+"
 # What a device takes on each hub → device topic, checked before parsing (sync.agent): each far
 # above the largest message the schema below allows (an ack of 100,000 enrollment uids is 3.6 MB).
 # Bundles grow with the gallery and are bounded by `[sync] max_bundle_mib` instead.
-DEVICE_MAX_BYTES: dict[str, int] = {ACK: 4 * 1024 * 1024, RESEND: 16 * 1024, HUB_KEYS_TOPIC: 64 * 1024}
+DEVICE_MAX_BYTES: dict[str, int] = {ACK: 4 * 1024 * 1024, RESEND: 16 * 1024, REPORT: 16 * 1024, HUB_KEYS_TOPIC: 64 * 1024}
 
 
 def scope_of_topic(topic: str) -> str:
@@ -225,6 +229,13 @@ SCHEMAS: dict[str, Check] = {
          "key_id": KEY_ID, "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))},
         optional_keys=("key_id", "sig"),
     ),
+    # Signed by the hub (domain facegate/v1/report): an operator says decision `event_id` of this
+    # `device` did not show `person_uid`; `report_id` is unique (the device keeps those it took).
+    "report": obj(
+        {"v": integer(1, 1), "type": one_of("report"), "device": text(64), "report_id": UID, "event_id": text(64, re.compile(r"^[0-9a-f]{8,64}$")),
+         "person_uid": UID, "reason": text(500), "created": integer(), "key_id": KEY_ID, "sig": text(128, re.compile(r"^[0-9a-f]{128}$"))},
+        optional_keys=("key_id", "sig"),
+    ),
     "bundle": obj(
         {
             "v": integer(1, 1),
@@ -266,6 +277,11 @@ SCHEMAS: dict[str, Check] = {
     "gallery_ack": obj(
         {"v": integer(1, 1), "type": one_of("gallery_ack"), "device": text(64), "scope": text(80), "seq": integer(0),
          "ok": boolean, "gallery_version": integer(), "error": text(1000)}
+    ),
+    # The device's answer to a report (sync.reports): `code` is edge.gallery.negatives.RejectError's, or a refusal's.
+    "report_status": obj(
+        {"v": integer(1, 1), "type": one_of("report_status"), "device": text(64), "report_id": UID, "state": one_of("applied", "refused"),
+         "code": text(32), "reason": text(1000), "at": integer()}
     ),
     "resync": obj({"v": integer(1, 1), "type": one_of("resync"), "device": text(64), "scope": text(80), "have_seq": integer()}),
     # Retained device status (sync.status); the LWT form has only v, type, device, online.

@@ -22,6 +22,7 @@ from edge.errors import AuditError, FacegateError
 from edge.gallery import negatives
 from edge.gallery.keys import data_dir_for, load_key
 from edge.gallery.negatives import RejectError
+from edge.gallery.reject_match import reject_match
 from edge.gallery.store import GalleryStore
 
 
@@ -38,17 +39,9 @@ def _audited_decision(data_dir: Path, event_id: str) -> dict[str, object] | None
 
 
 def _reject(args: argparse.Namespace, cfg: Config, data_dir: Path) -> tuple[negatives.Rejected, str]:
-    event_id, match = negatives.check_event_id(args.event_id), cfg.match
-    if match.keep_probes_h <= 0:
-        raise RejectError(
-            "probes_off", "keeping probes is off ([match] keep_probes_h = 0), so no decision's probe can be rejected; "
-            "set keep_probes_h (e.g. 24) and restart the daemon to report wrong matches from then on",
-        )
+    match = cfg.match
     with _store(data_dir, cfg) as store:
-        negatives.prune_probes(store, match.keep_probes_h * 3600.0, match.keep_probes_max)
-        done = negatives.reject(store, event_id)
-        if done is None:
-            raise negatives.missing_probe(store, event_id, _audited_decision(data_dir, event_id), match.keep_probes_h)
+        done = reject_match(store, args.event_id, match.keep_probes_h, match.keep_probes_max, lambda e: _audited_decision(data_dir, e))
         person = store.person(done.person_id)
     return done, person.profile.name if person is not None else done.person_uid
 

@@ -28,6 +28,7 @@ MAX_BYTES: dict[str, int] = {
     protocol.STATUS: 64 * 1024,
     protocol.GALLERY_ACK: 16 * 1024,
     protocol.RESYNC: 4 * 1024,
+    protocol.REPORT_STATUS: 4 * 1024,
     protocol.ENROLL: 8 * 1024 * 1024,  # 16 persons (one per model) of up to a few hundred templates
     protocol.AUDIT: 32 * 1024 * 1024,  # up to [sync] batch = 5000 records
 }

@@ -42,11 +42,12 @@ from sync.hub import audit_prune, deltas, epochs, guard, withdrawals
 from sync.hub.guard import AlertLimiter, ResyncPacer
 from sync.hub.ingest import GapWatch, ack_message, resend_message
 from sync.hub.keys import HubSigningKeys
+from sync.hub.reports import MatchReports
 from sync.hub.review import accept_upload
 from sync.hub.store import HubStore
 
 log = logging.getLogger("facegate.hub")
-LEAVES = (protocol.AUDIT, protocol.ENROLL, protocol.GALLERY_ACK, protocol.RESYNC)
+LEAVES = (protocol.AUDIT, protocol.ENROLL, protocol.GALLERY_ACK, protocol.RESYNC, protocol.REPORT_STATUS)
 AUDIT_PRUNE_INTERVAL_S = 3600.0  # [hub] audit_retention_days is in days: an hourly prune keeps within an hour of it
 
 
@@ -187,6 +188,7 @@ class HubService:
         self.resyncs = ResyncPacer(self.cfg.resync_min_interval_s)
         self._last_prune: float | None = None  # monotonic time of the last audit prune
         self.gaps = GapWatch(self.cfg.audit_gap_grace_s, self.cfg.resync_min_interval_s)  # audit gaps: one alert each, paced resend requests
+        self.reports = MatchReports(hub.store)  # "not this person" reports: the devices' answers
         self.client = mqtt_client(self.cfg, self.client_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -314,6 +316,10 @@ class HubService:
             store.device(device)  # unregistered: refused before any bundle is built
             if self.resyncs.request(request["scope"], device):
                 self._answer_resync(client, device, request["scope"])
+        elif leaf == protocol.REPORT_STATUS:
+            report = self.reports.record_status(device, payload)
+            if report is not None:
+                log.info("device %s: report %s %s %s", device, report.id, report.state, report.code)
         elif leaf == protocol.ENROLL and withdrawals.is_withdrawal(payload):
             self._withdrawal(client, device, payload)
         elif leaf == protocol.ENROLL:

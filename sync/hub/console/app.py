@@ -1,4 +1,4 @@
-"""The console's Starlette application: sign-in, then persons, review, devices, audit, live view.
+"""The console's Starlette application: sign-in, then persons, review, reports, devices, audit, live view.
 
 Starlette (with Jinja2 templates, served by uvicorn) because it is a small, maintained ASGI
 toolkit: plain server-rendered pages, multipart uploads, streaming responses for the live view
@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sync.hub.console import audit, fleet, live, persons, review
+from sync.hub.console import audit, fleet, live, persons, reports, review
 from sync.hub.console.auth import HEADERS, Ctx, login, login_form, logout, page, render
 from sync.hub.console.context import TEMPLATES, Console
 
@@ -31,7 +31,7 @@ async def not_found(request: Request, _exc: Exception) -> Response:
 def create_app(console: Console) -> Starlette:
     routes = [
         Route("/", home), Route("/login", login_form), Route("/login", login, methods=["POST"]), Route("/logout", logout, methods=["POST"]),
-        *persons.ROUTES, *review.ROUTES, *fleet.ROUTES, *audit.ROUTES, *live.ROUTES,
+        *persons.ROUTES, *review.ROUTES, *reports.ROUTES, *fleet.ROUTES, *audit.ROUTES, *live.ROUTES,
         Mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found})

@@ -32,6 +32,7 @@ class Row:
     score: object
     person_uid: str
     person: str
+    event_id: str = ""  # a decision's: what a "not this person" report names (console.reports)
 
 
 def _moment(text: str, field: str) -> int:
@@ -63,7 +64,7 @@ def search(ctx: Ctx) -> tuple[dict[str, str], list[Row]]:
             continue
         person_uid = str(body.get("person_uid") or "") if ctx.names else ""
         rows.append(Row(r.ts_us / 1e6, device, r.seq, r.kind, str(body.get("door") or ""), str(body.get("camera") or ""),
-                        str(body.get("decision") or ""), body.get("score"), person_uid, names.get(person_uid, "")))
+                        str(body.get("decision") or ""), body.get("score"), person_uid, names.get(person_uid, ""), str(body.get("event_id") or "")))
     return q, rows
 
 

@@ -14,6 +14,7 @@ from edge.config import Config
 from sync.hub.console.ratelimit import LoginLimiter
 from sync.hub.console.sessions import Sessions
 from sync.hub.console.users import User, UserStore
+from sync.hub.reports import MatchReports
 from sync.hub.review import ReviewQueue
 from sync.hub.service import Hub
 
@@ -55,6 +56,7 @@ class Console:
         self.users = UserStore(self.hub.store.db)
         self.sessions = Sessions(self.hub.store.db, self.cfg.hub.web_session_idle_s)
         self.review = ReviewQueue(self.hub.store)
+        self.reports = MatchReports(self.hub.store)
 
     @property
     def store(self):
