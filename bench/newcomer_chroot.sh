@@ -28,7 +28,9 @@ fi
 ROOT=$(mktemp -d /tmp/facegate-newcomer.XXXXXX)
 tar -C "$ROOT" -xf "$BASE"
 chmod 0755 "$ROOT"
+# The root shares this host's network and name: its name resolves as the host's does.
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+cp /etc/hosts "$ROOT/etc/hosts"
 mkdir -p "$ROOT/mnt/checkout" "$ROOT/src/shared"
 cleanup() {
     for m in dev/shm dev/pts dev sys proc src/shared mnt/checkout; do umount "$ROOT/$m" 2>/dev/null || true; done

@@ -123,24 +123,29 @@ def _denied(log: str, client_id: str, topic: str) -> bool:
 
 
 def test_device_cannot_publish_on_another_devices_topics(secure_broker: SecureBroker, clients: list[mqtt.Client]) -> None:
-    victim = ("audit", "status", "enroll", "gallery/ack", "gallery/resync")
+    victim = ("audit", "status", "enroll", "gallery/ack", "gallery/resync", "report/status")
+    from_hub = ("gallery", "ack", "report")
     hub, hub_sees = _connected(secure_broker, clients, "hub", "hub-watch", tuple(protocol.device_topic(d, leaf) for d in ("door-a", "door-b") for leaf in victim))
-    door_b, door_b_sees = _connected(secure_broker, clients, "door-b", "door-b", (protocol.device_topic("door-b", "gallery"), protocol.device_topic("door-b", "ack")))
+    door_b, door_b_sees = _connected(secure_broker, clients, "door-b", "door-b", tuple(protocol.device_topic("door-b", leaf) for leaf in from_hub))
     attacker, attacker_sees = _connected(secure_broker, clients, "door-a", "door-a")
 
     # door-a, taken over, speaks for door-b towards the hub and for the hub towards door-b.
-    for leaf in (*victim, "gallery", "ack"):
+    for leaf in (*victim, *from_hub):
         assert _publish(attacker, attacker_sees, protocol.device_topic("door-b", leaf), b'{"forged": true}') == NOT_AUTHORIZED, leaf
     # The same client on its own topic is let through: the refusals were the ACL, not the client.
     assert _publish(attacker, attacker_sees, protocol.device_topic("door-a", "audit"), b"door-a's own") == 0
+    assert _publish(attacker, attacker_sees, protocol.device_topic("door-a", "report/status"), b"door-a's answer") == 0
     assert _publish(hub, hub_sees, protocol.device_topic("door-b", "gallery"), b"the hub's bundle") == 0
+    assert _publish(hub, hub_sees, protocol.device_topic("door-b", "report"), b"the hub's report") == 0
 
     assert wait_for(lambda: hub_sees.got(protocol.device_topic("door-a", "audit")) == [b"door-a's own"], 10)
+    assert wait_for(lambda: hub_sees.got(protocol.device_topic("door-a", "report/status")) == [b"door-a's answer"], 10)
     assert wait_for(lambda: door_b_sees.got(protocol.device_topic("door-b", "gallery")) == [b"the hub's bundle"], 10)
+    assert wait_for(lambda: door_b_sees.got(protocol.device_topic("door-b", "report")) == [b"the hub's report"], 10)
     assert all(hub_sees.got(protocol.device_topic("door-b", leaf)) == [] for leaf in victim)
     assert door_b_sees.got(protocol.device_topic("door-b", "ack")) == []
     log = _broker_log(secure_broker)
-    assert all(_denied(log, "door-a", protocol.device_topic("door-b", leaf)) for leaf in (*victim, "gallery", "ack"))
+    assert all(_denied(log, "door-a", protocol.device_topic("door-b", leaf)) for leaf in (*victim, *from_hub))
 
 
 def test_device_cannot_publish_a_group_gallery(secure_broker: SecureBroker, clients: list[mqtt.Client]) -> None:
@@ -267,9 +272,10 @@ def _loopback_name() -> str:
 
 
 def test_agent_refuses_a_broker_off_this_host_without_tls(broker: Broker, tmp_path: Path) -> None:
-    # A name that is not loopback as written, so the rule refuses it, but resolves to 127.x: were
-    # the rule broken, the agent would connect to the test broker, never to another machine.
-    host = _loopback_name()
+    # A name that is not loopback as written, so the rule refuses it, and that never resolves
+    # (RFC 6761 .invalid): were the rule broken, the agent would fail to connect anywhere — and
+    # exit otherwise than with the refusal.
+    host = "facegate-broker.invalid"
     device = make_device(tmp_path, broker.port, "door-a", broker_host=host)
     proc = _sync_run(device.config_file)
     err = _exited(proc)
