@@ -13,8 +13,8 @@ unverified message must not be able to change what the hub shows for a real repo
 A verified report then runs `edge.gallery.reject_match` (a kept probe becomes a negative of its
 person, `[match] negative_margin`), is audited `match_rejected` with `by: hub` and the report id,
 and is answered on `devices/<id>/report/status`: applied, or refused with the RejectError code
-(probes_off, probe_expired, unknown_event…) or `person_mismatch` (the audited decision named
-someone else than the report).
+(probes_off, probe_expired, unknown_event…), `person_mismatch` (the audited decision named
+someone else than the report) or `gallery_error` (the gallery could not be written: nothing changed).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.atomic_file import write_atomic
 from edge.audit.journal import AuditLog
-from edge.errors import AuditError
+from edge.errors import AuditError, FacegateError
 from edge.gallery.negatives import RejectError
 from edge.gallery.reject_match import reject_match
 from edge.gallery.store import GalleryStore
@@ -108,6 +108,9 @@ class DeviceReports:
         except RejectError as exc:
             _LOG.warning("hub report %s on decision %s refused: %s", report["report_id"], event_id, exc)
             return exc.code, str(exc)
+        except FacegateError as exc:  # a gallery locked or full disk: nothing changed; the operator may report again
+            _LOG.error("hub report %s on decision %s not applied: %s", report["report_id"], event_id, exc)
+            return "gallery_error", f"{type(exc).__name__}: {exc}"
         if done.person_uid != uid:  # the probe was kept for someone else than the audit says: undone by nobody, say so
             _LOG.error("hub report %s: decision %s's probe was of %s, the report named %s", report["report_id"], event_id, done.person_uid, uid)
         if not done.already:

@@ -18,8 +18,10 @@ from edge.gallery import negatives
 from edge.gallery.crypto import new_key
 from edge.gallery.search import Gallery, PersonProfile
 from edge.gallery.store import GalleryStore
+from edge.identity import raw_public
 from sync import protocol, signing
 from sync.hub.ingest import resend_message
+from sync.hubkeys import ROTATION_DOMAIN, HubKeyring
 from sync.protocol import REPORT_DOMAIN
 from sync.rejects import RejectLimiter
 from sync.reports import MAX_AGE_S, SEEN_FILE, DeviceReports
@@ -121,6 +123,20 @@ def test_unsigned_foreign_misaddressed_replayed_and_stale_reports_are_refused_an
     assert "ab" * 16 in again.seen.ids
 
 
+def test_a_report_signed_by_a_revoked_hub_key_is_refused(site: Site, tmp_path: Path) -> None:
+    """The agent checks against its keyring (sync.hubkeys): once a rotation revoked HUB, a report
+    that HUB signed is refused like one from a stranger."""
+    new = Ed25519PrivateKey.generate()
+    ring = HubKeyring.open(tmp_path / "ring", HUB.public_key())
+    rotation = {"v": 1, "type": "key_rotation", "new_key": raw_public(new.public_key()).hex(), "new_key_id": signing.key_id(new.public_key()),
+                "revoke": [signing.key_id(HUB.public_key())], "created": int(time.time())}
+    ring.receive(protocol.encode(signing.sign(rotation, ROTATION_DOMAIN, HUB)))
+    topic = protocol.device_topic(DEVICE, protocol.REPORT)
+    assert site.reports.handle(site.store, topic, report(site.uid), ring) is None
+    assert [b["error"] for b in site.kinds("rejected_message")] == ["SignatureError"] and site.negatives() == 0 and site.answers == []
+    assert site.reports.handle(site.store, topic, report(site.uid, key=new), ring) == "applied"
+
+
 def test_a_report_without_a_kept_probe_or_for_someone_else_is_refused_with_why(tmp_path: Path) -> None:
     off = Site(tmp_path / "off", keep_h=0.0)
     try:
@@ -137,3 +153,20 @@ def test_a_report_without_a_kept_probe_or_for_someone_else_is_refused_with_why(t
         assert gone.kinds("match_rejected") == []
     finally:
         gone.close()
+
+
+def test_a_report_on_a_gallery_locked_elsewhere_is_answered_refused_and_changes_nothing(site: Site) -> None:
+    """A bulk `gallery enroll` holding the write lock past SQLite's wait: the report is answered
+    `gallery_error` (the operator reports again), never left unanswered, and nothing is written."""
+    import sqlite3
+
+    from edge.gallery.db import GALLERY_FILE
+
+    other = sqlite3.connect(Path(site.log.path).parent / GALLERY_FILE, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        assert site.handle(report(site.uid)) == "refused"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert site.answers[-1][1]["code"] == "gallery_error" and site.negatives() == 0 and site.kinds("match_rejected") == []
