@@ -6,6 +6,7 @@ run` device daemon on an image-folder source showing a held-out LFW photo of Ton
 browser: a wrong password is refused; the admin signs in, enrolls Tony Blair from two LFW photos
 (each photo's verdict shown), pushes to the group `staff`, sees the device's ack on the devices
 page, sees its grant arrive in the live view (server-sent events), finds it in the audit search,
+reports it "not this person" and sees the device's answer on the Reports page,
 erases him and watches the device's confirmation arrive; a form posted without its CSRF token is
 refused; a viewer cannot enroll. A screenshot of every page is kept under
 build/screenshots/console/ (or $FACEGATE_SCREENSHOTS)."""
@@ -238,6 +239,15 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     page.go("devices")
     assert "main" in page.find("#doors").text and "grant" in page.find("#doors").text
 
+    # "Not this person" on that grant (docs/hub.md "Reports"): signed to door-a, which makes its
+    # kept probe a negative of Tony Blair (so he is no longer granted there) and answers.
+    page.go("audit?decision=grant")
+    page.find("#audit .report-form input[name=reason]").send_keys("the camera shows someone else")
+    page.submit("#audit .report-form button")
+    assert "sent" in page.find("#made").text
+    page.until(lambda: "applied" in page.find("#reports").text, 90, "door-a's answer to the report", reload="reports")
+    page.shot("reports")
+
     # The push form without its CSRF token (a forged cross-site post): refused, nothing pushed.
     bundles = hub.store.db.execute("SELECT COUNT(*) FROM bundles")[0][0]
     page.go("devices")
@@ -257,7 +267,7 @@ def _browser_flow(page: Page, hub: Hub) -> None:
     assert [c is not None for _u, _d, _r, c in hub.store.erasures(uid)] == [True]
     actions = {r[0] for r in hub.store.db.execute("SELECT action FROM hub_audit WHERE subject='ada'")}
     assert {"console.login", "console.view", "console.enroll", "console.enrolled", "console.push", "console.pushed", "console.live",
-            "console.erase", "console.erased", "console.refused"} <= actions, actions
+            "console.report", "console.reported", "console.erase", "console.erased", "console.refused"} <= actions, actions
     for path, name, marker in (("persons?erased=1", "persons", uid), ("review", "review", "nothing to review"),
                                ("audit/verify", "verify", "ok"), ("hub-log", "hub-log", "console.erased")):
         page.go(path)
