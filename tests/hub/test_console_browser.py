@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -31,7 +30,9 @@ from bench.harness.sync_helpers import new_device
 from edge.config import load_config
 from sync.hub.service import Hub
 from tests.conftest import DATA, unavailable
+from tests.support.cli import facegate_cli
 from tests.support.console import ConsoleClient
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LFW = DATA / "lfw" / "images"
@@ -39,22 +40,6 @@ PERSON, ENROLL, PROBE = "Tony_Blair", ("Tony_Blair_0018.jpg", "Tony_Blair_0032.j
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("FACEGATE_SCREENSHOTS", REPO / "build" / "screenshots" / "console"))
 ADMIN, VIEWER = ("ada", "admin password 1"), ("vera", "viewer password 1")
-
-
-def _cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, f"facegate {' '.join(args)}: {proc.stderr[-2000:]}"
-    return proc
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _frames(folder: Path) -> None:
@@ -104,7 +89,7 @@ class Page:
             if reload:  # a GET of the page (a refresh after a POST would post again)
                 self.go(reload)
             return bool(condition())
-        _wait(check, timeout, what)
+        wait_until(check, timeout, what)
 
     def sign_in(self, user: str, password: str) -> None:
         self.go("login")
@@ -139,13 +124,13 @@ def _run(tmp_path: Path, broker: Broker) -> None:
     port = free_port()
     hub_cfg = tmp_path / "hub.toml"
     hub_cfg.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\nclient_id = "hub-1"\nbroker_port = {broker.port}\nweb_port = {port}\n')
-    _cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys"))
+    facegate_cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys"))
     data_dir, _kek, identity = new_device(tmp_path, "door-a")
     (tmp_path / "door-a.json").write_text(json.dumps(identity.public()))
-    _cli(hub_cfg, "admin", "device", "add", "door-a", "--identity", str(tmp_path / "door-a.json"), "--group", "staff")
-    _cli(hub_cfg, "admin", "user", "add", ADMIN[0], "--role", "admin", "--password-stdin", stdin=ADMIN[1] + "\n")
-    _cli(hub_cfg, "admin", "user", "add", VIEWER[0], "--role", "viewer", "--password-stdin", stdin=VIEWER[1] + "\n")
-    assert [u["role"] for u in json.loads(_cli(hub_cfg, "admin", "user", "list", "--json").stdout)] == ["admin", "viewer"]
+    facegate_cli(hub_cfg, "admin", "device", "add", "door-a", "--identity", str(tmp_path / "door-a.json"), "--group", "staff")
+    facegate_cli(hub_cfg, "admin", "user", "add", ADMIN[0], "--role", "admin", "--password-stdin", stdin=ADMIN[1] + "\n")
+    facegate_cli(hub_cfg, "admin", "user", "add", VIEWER[0], "--role", "viewer", "--password-stdin", stdin=VIEWER[1] + "\n")
+    assert [u["role"] for u in json.loads(facegate_cli(hub_cfg, "admin", "user", "list", "--json").stdout)] == ["admin", "viewer"]
     frames = tmp_path / "frames"
     _frames(frames)
     device_cfg = tmp_path / "door-a.toml"
@@ -164,8 +149,8 @@ def _run(tmp_path: Path, broker: Broker) -> None:
     base = f"http://127.0.0.1:{port}/"
     driver = None
     try:
-        _wait(lambda: ConsoleClient(base).get("login").status == 200 if _listening(port) else False, 60, "the console")
-        _wait(lambda: all(d.status.get("online") for d in hub.store.devices()), 90, "the device online at the hub")
+        wait_until(lambda: ConsoleClient(base).get("login").status == 200 if _listening(port) else False, 60, "the console")
+        wait_until(lambda: all(d.status.get("online") for d in hub.store.devices()), 90, "the device online at the hub")
         driver = _browser()
         page = Page(driver, base)
         _browser_flow(page, hub)

@@ -24,6 +24,8 @@ from bench.harness.sync_helpers import new_device
 from edge.config import load_config
 from sync.hub.service import Hub
 from tests.conftest import DATA, unavailable
+from tests.support.cli import facegate_cli
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LFW = DATA / "lfw" / "images"
@@ -31,13 +33,6 @@ LFW = DATA / "lfw" / "images"
 # the report must reject), and one held-out photo each that the devices are shown.
 PEOPLE = {"Tony_Blair": "Tony_Blair_0064.jpg", "Colin_Powell": "Colin_Powell_0133.jpg"}
 DEVICES = ("door-a", "door-b")
-
-
-def _cli(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), *args], cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"facegate {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return proc
 
 
 def _frames(folder: Path, cycles: int) -> None:
@@ -53,15 +48,6 @@ def _frames(folder: Path, cycles: int) -> None:
             for src in [LFW / name / probe] * 4 + [black] * 2:
                 (folder / f"{n:05d}{src.suffix}").symlink_to(src)
                 n += 1
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _toml(table: dict[str, object]) -> str:
@@ -81,13 +67,13 @@ def test_enroll_push_grant_audit_erase(secure_broker: SecureBroker, tmp_path: Pa
     procs: list[subprocess.Popen[str]] = []
     hub_cfg = tmp_path / "hub.toml"
     hub_cfg.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\nclient_id = "hub-1"\n' + _toml(secure_broker.config("hub")))
-    keys = json.loads(_cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys")).stdout)
+    keys = json.loads(facegate_cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys")).stdout)
     assert len(keys["hub_sign_key"]) == 64
     configs = {}
     for device in DEVICES:
         data_dir, _kek, identity = new_device(tmp_path, device)
         (tmp_path / f"{device}.json").write_text(json.dumps(identity.public()))
-        _cli(hub_cfg, "admin", "device", "add", device, "--identity", str(tmp_path / f"{device}.json"), "--group", "staff")
+        facegate_cli(hub_cfg, "admin", "device", "add", device, "--identity", str(tmp_path / f"{device}.json"), "--group", "staff")
         configs[device] = tmp_path / f"{device}.toml"
         configs[device].write_text(
             f'[gallery]\ndata_dir = "{data_dir}"\nkey_file = "{data_dir / "kek.key"}"\n[liveness]\nenabled = false\n'
@@ -97,7 +83,7 @@ def test_enroll_push_grant_audit_erase(secure_broker: SecureBroker, tmp_path: Pa
             + _toml(secure_broker.config(device))
         )
     # Bulk enrollment with the per-photo report.
-    added = json.loads(_cli(hub_cfg, "admin", "person", "add", "--from-dir", str(enroll), "--group", "staff", "--json").stdout)
+    added = json.loads(facegate_cli(hub_cfg, "admin", "person", "add", "--from-dir", str(enroll), "--group", "staff", "--json").stdout)
     uids = {e["person"]: e["uid"] for e in added}
     assert all(uids.values()), added
     rejected = [p for e in added for p in e["photos"] if not p["accepted"]]
@@ -112,11 +98,11 @@ def test_enroll_push_grant_audit_erase(secure_broker: SecureBroker, tmp_path: Pa
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
             ))
         # The devices are subscribed once their retained status reached the hub.
-        _wait(lambda: all(d.status.get("online") for d in hub.store.devices()), 90, "both devices online at the hub")
-        pushed = json.loads(_cli(hub_cfg, "admin", "push", "--json").stdout)
+        wait_until(lambda: all(d.status.get("online") for d in hub.store.devices()), 90, "both devices online at the hub")
+        pushed = json.loads(facegate_cli(hub_cfg, "admin", "push", "--json").stdout)
         assert [(p["scope"], p["persons"], sorted(p["devices"])) for p in pushed] == [("group:staff", 2, list(DEVICES))]
         seq = pushed[0]["seq"]
-        _wait(lambda: {a[0] for a in hub.store.gallery_acks() if a[1] == "group:staff" and a[2] == seq and a[3]} == set(DEVICES), 60, "both gallery acks")
+        wait_until(lambda: {a[0] for a in hub.store.gallery_acks() if a[1] == "group:staff" and a[2] == seq and a[3]} == set(DEVICES), 60, "both gallery acks")
         assert hub.store.pending_acks() == []
 
         def granted(uid: str, device: str, after_us: int = 0) -> list[int]:
@@ -125,24 +111,24 @@ def test_enroll_push_grant_audit_erase(secure_broker: SecureBroker, tmp_path: Pa
 
         for device in DEVICES:
             for name, uid in uids.items():
-                _wait(lambda uid=uid, device=device: bool(granted(uid, device)), 60, f"{device} granting {name}")
-        verify = json.loads(_cli(hub_cfg, "admin", "audit", "verify", "--json").stdout)
+                wait_until(lambda uid=uid, device=device: bool(granted(uid, device)), 60, f"{device} granting {name}")
+        verify = json.loads(facegate_cli(hub_cfg, "admin", "audit", "verify", "--json").stdout)
         assert [d["ok"] for d in verify["devices"]] == [True, True] and all(d["records"] > 3 for d in verify["devices"])
         assert verify["alerts"] == []
 
         # Erase Tony Blair: pushed at once, confirmed by each device.
         erased = uids["Tony Blair"]
-        _cli(hub_cfg, "admin", "person", "erase", "Tony Blair")
-        _wait(lambda: all(c is not None for _u, _d, _r, c in hub.store.erasures(erased)) and len(hub.store.erasures(erased)) == 2, 60, "both erasure confirmations")
+        facegate_cli(hub_cfg, "admin", "person", "erase", "Tony Blair")
+        wait_until(lambda: all(c is not None for _u, _d, _r, c in hub.store.erasures(erased)) and len(hub.store.erasures(erased)) == 2, 60, "both erasure confirmations")
         confirmed_us = int(time.time() * 1e6)
         # Two more cycles of both photos on both devices: Colin Powell still granted, Tony Blair never again.
         for device in DEVICES:
-            _wait(lambda device=device: len(granted(uids["Colin Powell"], device, confirmed_us)) >= 2, 60, f"{device} granting Colin Powell after the erase")
+            wait_until(lambda device=device: len(granted(uids["Colin Powell"], device, confirmed_us)) >= 2, 60, f"{device} granting Colin Powell after the erase")
             assert granted(erased, device, confirmed_us) == []
             after = hub.store.audit_query(device=device, kind="decision", since_us=confirmed_us)
             assert any(r.body.get("decision") == "unknown" for _d, r in after), "the erased person's photo was not decided as unknown"
-        assert "Tony Blair" not in _cli(hub_cfg, "admin", "person", "list").stdout
-        assert _cli(hub_cfg, "admin", "audit", "verify").returncode == 0
+        assert "Tony Blair" not in facegate_cli(hub_cfg, "admin", "person", "list").stdout
+        assert facegate_cli(hub_cfg, "admin", "audit", "verify").returncode == 0
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -32,7 +31,9 @@ from sync import protocol
 from sync.hub.reports import MatchReports
 from sync.hub.service import Hub, publish_raw
 from tests.conftest import DATA, unavailable
+from tests.support.cli import facegate_cli
 from tests.support.console import ConsoleClient
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LFW = DATA / "lfw" / "images"
@@ -41,22 +42,6 @@ ENROLL = LFW / "Arianna_Huffington" / "Arianna_Huffington_0001.jpg"
 CAMERAS = {"look": [LFW / "Caroline_Kennedy" / "Caroline_Kennedy_0001.jpg"],
            "self": [LFW / "Arianna_Huffington" / "Arianna_Huffington_0002.jpg", LFW / "Arianna_Huffington" / "Arianna_Huffington_0003.jpg"]}
 OPERATOR = ("otto", "operator password")
-
-
-def _cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"facegate {' '.join(args)}: {proc.stderr[-2000:]}"
-    return proc
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _frames(folder: Path, photos: list[Path]) -> None:
@@ -82,14 +67,14 @@ def test_a_console_report_stops_the_lookalike_on_the_device_and_keeps_the_person
 def _setup(tmp_path: Path, broker: Broker, web_port: int) -> tuple[Path, Path]:
     hub_cfg = tmp_path / "hub.toml"
     hub_cfg.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\nclient_id = "hub-1"\nbroker_port = {broker.port}\nweb_port = {web_port}\n')
-    _cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys"))
+    facegate_cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys"))
     data_dir, _kek, identity = new_device(tmp_path, "door-a")
     (tmp_path / "door-a.json").write_text(json.dumps(identity.public()))
-    _cli(hub_cfg, "admin", "device", "add", "door-a", "--identity", str(tmp_path / "door-a.json"), "--group", "staff")
-    _cli(hub_cfg, "admin", "user", "add", OPERATOR[0], "--role", "operator", "--password-stdin", stdin=OPERATOR[1] + "\n")
+    facegate_cli(hub_cfg, "admin", "device", "add", "door-a", "--identity", str(tmp_path / "door-a.json"), "--group", "staff")
+    facegate_cli(hub_cfg, "admin", "user", "add", OPERATOR[0], "--role", "operator", "--password-stdin", stdin=OPERATOR[1] + "\n")
     (tmp_path / "enroll").mkdir()
     (tmp_path / "enroll" / ENROLL.name).symlink_to(ENROLL)
-    _cli(hub_cfg, "admin", "person", "add", A, "--photos", str(tmp_path / "enroll"), "--group", "staff")
+    facegate_cli(hub_cfg, "admin", "person", "add", A, "--photos", str(tmp_path / "enroll"), "--group", "staff")
     cameras = ""
     for name, photos in CAMERAS.items():
         _frames(tmp_path / name, photos)
@@ -129,12 +114,12 @@ def _decisions(hub: Hub, camera: str, since_us: int = 0) -> list[dict]:
 
 
 def _flow(hub: Hub, hub_cfg: Path, base: str) -> None:
-    _wait(lambda: all(d.status.get("online") for d in hub.store.devices()), 120, "the device online at the hub")
-    _wait(lambda: ConsoleClient(base).get("login").status == 200, 60, "the console")
+    wait_until(lambda: all(d.status.get("online") for d in hub.store.devices()), 120, "the device online at the hub")
+    wait_until(lambda: ConsoleClient(base).get("login").status == 200, 60, "the console")
     uid = hub.store.find_person(A)
-    seq = json.loads(_cli(hub_cfg, "admin", "push", "--json").stdout)[0]["seq"]
-    _wait(lambda: any(a[1] == "group:staff" and a[2] == seq and a[3] for a in hub.store.gallery_acks("door-a")), 90, "the gallery ack")
-    _wait(lambda: any(b.get("decision") == "grant" and b.get("person_uid") == uid for b in _decisions(hub, "look")), 180,
+    seq = json.loads(facegate_cli(hub_cfg, "admin", "push", "--json").stdout)[0]["seq"]
+    wait_until(lambda: any(a[1] == "group:staff" and a[2] == seq and a[3] for a in hub.store.gallery_acks("door-a")), 90, "the gallery ack")
+    wait_until(lambda: any(b.get("decision") == "grant" and b.get("person_uid") == uid for b in _decisions(hub, "look")), 180,
           "the look-alike granted as A at the lowered threshold")
     wrong = next(b for b in _decisions(hub, "look") if b.get("decision") == "grant" and b.get("person_uid") == uid)
 
@@ -161,26 +146,26 @@ def _report(hub: Hub, hub_cfg: Path, base: str, uid: str, wrong: dict, captured:
     made = otto.post("reports", {"device": "door-a", "event_id": wrong["event_id"], "person_uid": uid, "reason": "her look-alike"})
     assert made.status == 200 and "/reports?made=" in made.url, made.text[-500:]
     report_id = made.url.rsplit("=", 1)[1]
-    _wait(lambda: len(captured) == 1, 30, "the signed report on the device's topic")
+    wait_until(lambda: len(captured) == 1, 30, "the signed report on the device's topic")
     reports = MatchReports(hub.store)
-    _wait(lambda: reports.get(report_id).state != "sent", 90, "the device's answer to the report")
+    wait_until(lambda: reports.get(report_id).state != "sent", 90, "the device's answer to the report")
     done = reports.get(report_id)
     assert (done.state, done.code) == ("applied", ""), done
     assert f'id="report-{report_id}"' in otto.get("reports?state=applied").text
 
     # From a little after the device applied it: the look-alike is refused, the person still granted.
     after_us = int((done.answered + 2) * 1e6)
-    _wait(lambda: any(b.get("reason") == "rejected_lookalike" for b in _decisions(hub, "look", after_us)), 120, "the look-alike refused")
-    _wait(lambda: any(b.get("decision") == "grant" and b.get("person_uid") == uid for b in _decisions(hub, "self", after_us)), 120,
+    wait_until(lambda: any(b.get("reason") == "rejected_lookalike" for b in _decisions(hub, "look", after_us)), 120, "the look-alike refused")
+    wait_until(lambda: any(b.get("decision") == "grant" and b.get("person_uid") == uid for b in _decisions(hub, "self", after_us)), 120,
           "the person still granted")
     assert [b for b in _decisions(hub, "look", after_us) if b.get("decision") == "grant"] == []
-    _wait(lambda: bool(hub.store.audit_query(device="door-a", kind="match_rejected")), 60, "the device's match_rejected record at the hub")
+    wait_until(lambda: bool(hub.store.audit_query(device="door-a", kind="match_rejected")), 60, "the device's match_rejected record at the hub")
     [(_device, rejected)] = hub.store.audit_query(device="door-a", kind="match_rejected")
     assert (rejected.body["by"], rejected.body["report_id"], rejected.body["event_id"], rejected.body["person_uid"]) == ("hub", report_id, wrong["event_id"], uid)
 
     # The very same signed report, published again on the device's topic: refused as a replay
     # (audited on the device, so at the hub), not applied or answered again.
     publish_raw(load_config(hub_cfg).hub, [(protocol.device_topic("door-a", protocol.REPORT), captured[0])], name="replay")
-    _wait(lambda: any(r.body.get("error") == "ReplayError" for _d, r in hub.store.audit_query(device="door-a", kind="rejected_message")), 60,
+    wait_until(lambda: any(r.body.get("error") == "ReplayError" for _d, r in hub.store.audit_query(device="door-a", kind="rejected_message")), 60,
           "the replay refused and audited")
     assert len(hub.store.audit_query(device="door-a", kind="match_rejected")) == 1 and reports.get(report_id).answered == done.answered

@@ -24,6 +24,7 @@ from edge.outputs.zmq_auth import allow_client, write_keypair
 from sync.hub.service import Hub
 from tests.attacks.test_zmq_control import Client, Served
 from tests.conftest import DATA, unavailable
+from tests.support.cli import facegate_cli
 from tests.support.mjpeg_server import MjpegServer, free_port
 from tests.support.waiting import wait_for
 
@@ -31,12 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 LFW = DATA / "lfw" / "images" / "Tony_Blair"
 ENROLL = ("Tony_Blair_0018.jpg", "Tony_Blair_0032.jpg", "Tony_Blair_0048.jpg")
 IN_FRONT = "Tony_Blair_0064.jpg"
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge.cli.main", "--config", str(config), *args], cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"facegate {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}"
-    return proc
 
 
 def test_a_kiosk_withdrawal_reaches_the_hub_and_a_second_device(broker: Broker, model_store, tmp_path: Path) -> None:
@@ -47,7 +42,7 @@ def test_a_kiosk_withdrawal_reaches_the_hub_and_a_second_device(broker: Broker, 
         (tmp_path / "enroll" / "Tony_Blair" / f).symlink_to(LFW / f)
     hub_cfg = tmp_path / "hub.toml"
     hub_cfg.write_text(f'[hub]\ndata_dir = "{tmp_path / "hub"}"\nbroker_port = {broker.port}\nclient_id = "hub-1"\n')
-    _cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys"))
+    facegate_cli(hub_cfg, "hub", "identity", "--write", str(tmp_path / "hubkeys"))
     server_pub, server_secret, _ = write_keypair(tmp_path / "server")
     client_secret = write_keypair(tmp_path / "kiosk1")[1]
     allow_client(tmp_path / "allowed", client_secret)
@@ -56,7 +51,7 @@ def test_a_kiosk_withdrawal_reaches_the_hub_and_a_second_device(broker: Broker, 
     for device in ("kiosk-a", "door-b"):
         data_dirs[device], _kek, identity = new_device(tmp_path, device)
         (tmp_path / f"{device}.json").write_text(json.dumps(identity.public()))
-        _cli(hub_cfg, "admin", "device", "add", device, "--identity", str(tmp_path / f"{device}.json"), "--group", "shop")
+        facegate_cli(hub_cfg, "admin", "device", "add", device, "--identity", str(tmp_path / f"{device}.json"), "--group", "shop")
         zmq = (f'[zmq]\ncontrol = "{control}"\ncurve_secret_key_file = "{server_secret}"\nallowed_clients_dir = "{tmp_path / "allowed"}"\n'
                'withdraw_clients = ["kiosk1"]\n') if device == "kiosk-a" else ""
         configs[device] = tmp_path / f"{device}.toml"
@@ -65,7 +60,7 @@ def test_a_kiosk_withdrawal_reaches_the_hub_and_a_second_device(broker: Broker, 
             f'[metrics]\nenabled = false\n{zmq}[sync]\nbroker_port = {broker.port}\nbroker_host = "127.0.0.1"\ndevice_id = "{device}"\ngroups = ["shop"]\n'
             f'hub_sign_key_file = "{tmp_path / "hubkeys" / "hub_sign.pub"}"\nreconnect_min_s = 1\nreconnect_max_s = 2\nack_timeout_s = 2.0\n'
         )
-    added = json.loads(_cli(hub_cfg, "admin", "person", "add", "--from-dir", str(tmp_path / "enroll"), "--group", "shop", "--json").stdout)
+    added = json.loads(facegate_cli(hub_cfg, "admin", "person", "add", "--from-dir", str(tmp_path / "enroll"), "--group", "shop", "--json").stdout)
     uid = added[0]["uid"]
     # The face for 10 s, then 1 s of black: a track decided before the bundle arrived ends, and the next one is recognised.
     face = (LFW / IN_FRONT).read_bytes()
@@ -84,7 +79,7 @@ def test_a_kiosk_withdrawal_reaches_the_hub_and_a_second_device(broker: Broker, 
     served = Served(procs[1], control, "", server_pub, client_secret, client_secret, configs["kiosk-a"])
     try:
         assert wait_for(lambda: all(d.status.get("online") for d in hub.store.devices()), 120), "both devices online at the hub"
-        seq = json.loads(_cli(hub_cfg, "admin", "push", "--json").stdout)[0]["seq"]
+        seq = json.loads(facegate_cli(hub_cfg, "admin", "push", "--json").stdout)[0]["seq"]
         assert wait_for(lambda: {a[0] for a in hub.store.gallery_acks() if a[1] == "group:shop" and a[2] == seq and a[3]} == {"kiosk-a", "door-b"}, 90)
         with Client(served, client_secret) as kiosk:
             answer: dict = {}
@@ -112,11 +107,11 @@ def test_a_kiosk_withdrawal_reaches_the_hub_and_a_second_device(broker: Broker, 
         assert wait_for(lambda: uid not in {p.uid for p in hub.store.persons()}, 60), "the hub did not erase the withdrawn person"
         assert wait_for(lambda: sorted((d, c is not None) for _u, d, _r, c in hub.store.erasures(uid)) == [("door-b", True), ("kiosk-a", True)], 90), \
             hub.store.erasures(uid)
-        history = [h["detail"] for h in json.loads(_cli(hub_cfg, "admin", "review", "history", "--json").stdout) if h["action"] == "erase"]
+        history = [h["detail"] for h in json.loads(facegate_cli(hub_cfg, "admin", "review", "history", "--json").stdout) if h["action"] == "erase"]
         assert [(h["by"], h["device"]) for h in history] == [("kiosk-withdrawal", "kiosk-a")], history
-        listed = json.loads(_cli(configs["door-b"], "gallery", "list", "--json").stdout)
+        listed = json.loads(facegate_cli(configs["door-b"], "gallery", "list", "--json").stdout)
         assert listed == [], listed
-        verify = json.loads(_cli(hub_cfg, "admin", "audit", "verify", "--json").stdout)
+        verify = json.loads(facegate_cli(hub_cfg, "admin", "audit", "verify", "--json").stdout)
         assert all(d["ok"] for d in verify["devices"]), verify
     finally:
         for proc in procs:

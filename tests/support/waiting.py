@@ -14,3 +14,9 @@ def wait_for(predicate: Callable[[], object], timeout: float, every: float = 0.0
             return True
         time.sleep(every)
     return bool(predicate())
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, every: float = 0.5) -> None:
+    """Returns as soon as `condition()` is truthy; fails the test naming `what` after `timeout` s."""
+    if not wait_for(condition, timeout, every):
+        raise AssertionError(f"timed out waiting for {what}")
