@@ -59,32 +59,42 @@ GROUP = "staff"
 # -- the device side ---------------------------------------------------------------------------
 
 class MemGallery:
-    """A device's gallery in memory: one shared base (the bootstrap bundle) plus its own changes."""
+    """A device's gallery in memory: one shared base (the bootstrap bundle) plus its own changes.
+    The live count is kept as it changes: at 50,000 base persons, recounting with set
+    arithmetic at every ack would cost the 1,000 simulated devices seconds per change."""
 
     def __init__(self, base: dict[str, Any], seq: int) -> None:
         self.base, self.seq = base, seq
         self.upserts: dict[str, Any] = {}
         self.gone: set[str] = set()
         self.erased: set[str] = set()  # tombstones: never brought back
+        self.count = len(base)
+
+    def _has(self, uid: str) -> bool:
+        return uid in self.upserts or (uid in self.base and uid not in self.gone)
+
+    def _drop(self, uid: str) -> None:
+        self.count -= self._has(uid)
+        self.gone.add(uid)
+        self.upserts.pop(uid, None)
 
     def apply(self, content: Any) -> None:
         for uid in content.erases:
             self.erased.add(uid)
-            self.gone.add(uid)
-            self.upserts.pop(uid, None)
+            self._drop(uid)
         if content.kind == "full":
-            self.base, self.upserts, self.gone = {}, {}, set()
+            self.base, self.upserts, self.gone, self.count = {}, {}, set(), 0
         for uid in content.removes:
-            self.gone.add(uid)
-            self.upserts.pop(uid, None)
+            self._drop(uid)
         for p in content.upserts:
             if p.uid not in self.erased:
+                self.count += not self._has(p.uid)
                 self.upserts[p.uid] = p
                 self.gone.discard(p.uid)
         self.seq = content.seq
 
     def __len__(self) -> int:
-        return len(self.base.keys() - self.gone - self.upserts.keys()) + len(self.upserts)
+        return self.count
 
 
 class AuditStream:
