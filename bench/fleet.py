@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/fleet.py [--devices 100] [--persons 5000] [--procs 4] [--changes 5] [--batch 100] [--erase 0]
                                     [--dim 512] [--backend auto|sqlite|postgresql] [--audit-rate 0] [--audit-s 30]
+                                    [--hubs 1] [--loop select|threads]
 
 - The hub: `HubService` (ingest, gallery acks, resyncs) in a process of its own (`--hubs K`: K
   processes in one MQTT shared-subscription group on one database, as `hub serve` instances
@@ -9,7 +10,8 @@
   (`bench.harness.pg_server`, when installed; `--backend auto`) or SQLite; the changes are made
   in that process too (`HubStore.add_person`, then `Hub.bundles` + publish, as `admin push`
   does), so its CPU and peak RSS are the hub's whole cost.
-- The devices: `--devices` paho clients over `--procs` processes, each with its own X25519 key
+- The devices: `--devices` paho clients over `--procs` processes (one network thread per process
+  serving all its clients, `NetLoop`; `--loop threads` gives each client paho's own thread), each with its own X25519 key
   (registered on the hub, one group `staff`), persistent MQTT sessions. Each verifies, opens and
   applies every bundle it receives with the device's own code (`sync.bundle.open_bundle` with its
   kept group keys, `sync.bundle.check_sequence`: replays, gaps, epochs) into an in-memory gallery
@@ -150,6 +152,64 @@ class AuditStream:
 RESEND_AFTER_S = 5.0  # the simulated agent's ack timeout
 
 
+class NetLoop(threading.Thread):
+    """One network thread for all the clients of a process, through paho's external-loop API.
+
+    With a `loop_start()` thread per client, 250 threads per process contend for the GIL each
+    time a bundle reaches them all at once; real devices each have a core of their own, so that
+    contention is the simulation's cost, not the fleet's. Here the sockets sit in one epoll
+    selector; publishes from other threads only queue (`on_socket_register_write`) and wake the
+    loop, which alone reads and writes the sockets (paho's writes are not safe from two threads)."""
+
+    def __init__(self) -> None:
+        import selectors
+        import socket
+
+        super().__init__(daemon=True)
+        self.sel = selectors.DefaultSelector()
+        self.clients: list[Any] = []
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.stopping = threading.Event()
+
+    def add(self, client: Any) -> None:
+        import selectors
+
+        client.on_socket_register_write = lambda *_a: self._wake()
+        self.sel.register(client.socket(), selectors.EVENT_READ, client)
+        self.clients.append(client)
+
+    def _wake(self) -> None:
+        try:
+            self.wake_w.send(b"x")
+        except BlockingIOError:
+            pass
+
+    def run(self) -> None:
+        last_misc = time.monotonic()
+        while not self.stopping.is_set():
+            for key, _ev in self.sel.select(0.05):
+                if key.data is None:
+                    try:
+                        self.wake_r.recv(65536)
+                    except BlockingIOError:
+                        pass
+                else:
+                    key.data.loop_read(10)
+            for c in self.clients:
+                if c.want_write():
+                    c.loop_write()
+            if time.monotonic() - last_misc > 1.0:  # keepalives and QoS retries
+                last_misc = time.monotonic()
+                for c in self.clients:
+                    c.loop_misc()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
 def _audit_loop(clients: list[Any], streams: list[AuditStream], rate: float, seconds: float, tick: float = 0.2) -> None:
     """`rate` records/s per device for `seconds`, one batch per device per tick (what a device's outbox does)."""
     from sync import protocol
@@ -166,7 +226,8 @@ def _audit_loop(clients: list[Any], streams: list[AuditStream], rate: float, sec
         time.sleep(max(0.0, t0 + tick * (1 + int((time.monotonic() - t0) / tick)) - time.monotonic()))
 
 
-def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pub: str, port: int, reports: Any, ready: Any, stop: Any, audit: Any) -> None:
+def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pub: str, port: int, reports: Any, ready: Any, stop: Any, audit: Any,
+                 threads: bool = False) -> None:
     import paho.mqtt.client as mqtt
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -185,6 +246,7 @@ def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pu
     content = open_bundle(payload, topic, hub_key, devices[0][0], first)  # verified and opened once per process
     base = {p.uid: p for p in content.upserts}
     clients, streams = [], []
+    net = NetLoop()
     for name, raw, sign_raw in devices:
         key = X25519PrivateKey.from_private_bytes(raw)
         stream = AuditStream(name, Ed25519PrivateKey.from_private_bytes(sign_raw))
@@ -229,9 +291,14 @@ def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pu
         client.on_message = on_message
         client.connect("127.0.0.1", port, 60, clean_start=True)
         client.subscribe([(topic, 1), (protocol.device_topic(name, protocol.ACK), 1)])
-        client.loop_start()
+        if threads:  # --loop threads: paho's own thread per client (what this bench did before NetLoop)
+            client.loop_start()
+        else:
+            net.add(client)
         ack(client, name, content.scope, content.seq, True, "", len(gallery))
         clients.append(client)
+    if not threads:
+        net.start()
     ready.put(len(clients))
     while not stop.is_set():
         try:
@@ -250,7 +317,11 @@ def _device_proc(devices: list[tuple[str, bytes, bytes]], bootstrap: str, hub_pu
     stop.wait()
     for c in clients:
         c.disconnect()
-        c.loop_stop()
+        if threads:
+            c.loop_stop()
+    time.sleep(0.5)  # the DISCONNECTs written by the loop
+    if not threads:
+        net.stop()
 
 
 # -- the hub side ------------------------------------------------------------------------------
@@ -417,7 +488,7 @@ def _run(args: argparse.Namespace, root: Path, url: str, port: int, result: dict
     parent = Hubs(ctx, cfg, args.dim, args.hubs)
     reports, ready, stop, audit = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Queue()
     shards = [keys[i :: args.procs] for i in range(args.procs)]
-    procs = [ctx.Process(target=_device_proc, args=(s, str(bootstrap), hub_pub, port, reports, ready, stop, audit)) for s in shards if s]
+    procs = [ctx.Process(target=_device_proc, args=(s, str(bootstrap), hub_pub, port, reports, ready, stop, audit, args.loop == "threads")) for s in shards if s]
     for p in procs:
         p.start()
     try:
@@ -522,6 +593,8 @@ def main() -> None:
     ap.add_argument("--hubs", type=int, default=1, help="hub serve processes sharing the work (MQTT shared subscription, one database)")
     ap.add_argument("--audit-rate", type=float, default=0.0, help="audit records/s over the whole fleet after the changes (0: none)")
     ap.add_argument("--audit-s", type=float, default=30.0)
+    ap.add_argument("--loop", choices=("select", "threads"), default="select",
+                    help="device network loop: one epoll thread per process (NetLoop), or paho's thread per client")
     args = ap.parse_args()
 
     import psycopg
@@ -530,7 +603,7 @@ def main() -> None:
     from bench.harness.pg_server import PgServer
 
     result: dict[str, Any] = {"host": platform.node(), "python": platform.python_version(), "devices": args.devices, "persons": args.persons, "hubs": args.hubs,
-                              "procs": args.procs, "dim": args.dim, "templates_per_person": 1}
+                              "procs": args.procs, "dim": args.dim, "templates_per_person": 1, "loop": args.loop}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         pg = PgServer.find() if args.backend != "sqlite" else None
