@@ -277,8 +277,9 @@ class SyncAgent:
         scope, seq = "unknown", 0
         try:
             scope = protocol.scope_of_topic(topic)
-            content = open_bundle(payload, topic, self._hub_keys, self.device_id, self._identity.sealing_key, self._group_keys, store.sync_state().scopes.get(scope, 0))
-            seq = content.seq
+            # By scope: a catch-up on this device's own topic is a bundle of one of its groups.
+            content = open_bundle(payload, topic, self._hub_keys, self.device_id, self._identity.sealing_key, self._group_keys, store.sync_state().scopes)
+            scope, seq = content.scope, content.seq
             applied = apply_bundle(store, content, self.sync.max_bundle_ahead_s)
             version = applied.version
         except SequenceGapError as exc:

@@ -117,15 +117,22 @@ def person_doc(person: SyncPerson) -> dict[str, Any]:
     }
 
 
-def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients: dict[str, X25519PublicKey], group_key: GroupKey | None = None) -> bytes:
+def build_bundle(content: BundleContent, hub_key: Ed25519PrivateKey, recipients: dict[str, X25519PublicKey], group_key: GroupKey | None = None,
+                 to: str | None = None) -> bytes:
     """The hub's half: seal the persons, sign the whole. With `group_key`, sealed once under it
-    (its wraps, if any, ride along); without, to a fresh content key wrapped to `recipients`."""
+    (its wraps, if any, ride along); without, to a fresh content key wrapped to `recipients`.
+    `to`: a catch-up (`sync.hub.catch_up`): a full bundle of a group scope for that one member,
+    sent on its own topic; the signed header names it."""
     if (content.kind == "full") != (content.base_seq is None):
         raise ValueError("a full bundle has no base_seq; an incremental one needs one")
     inner = canonical_json({"upserts": [person_doc(p) for p in content.upserts], "removes": list(content.removes), "erases": list(content.erases)}).encode()
     message: dict[str, Any] = {
         "v": protocol.VERSION, "type": "bundle", "scope": content.scope, "kind": content.kind, "seq": content.seq,
         "base_seq": content.base_seq, "created": content.created}
+    if to is not None:
+        if content.kind != "full" or not content.scope.startswith("group:"):
+            raise ValueError("a catch-up is a full bundle of a group scope")
+        message["to"] = to
     if group_key is None:
         eph, wrapped, blob = sealing.seal(inner, recipients, _aad(content.scope, content.seq))
     else:
@@ -179,23 +186,29 @@ class GroupKeys(Protocol):
 
 def open_bundle(
     payload: bytes, topic: str, hub_keys: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey, device_id: str, device_key: X25519PrivateKey,
-    group_keys: GroupKeys | None = None, applied_seq: int | None = None,
+    group_keys: GroupKeys | None = None, applied_seq: int | Mapping[str, int] | None = None,
 ) -> BundleContent:
     """The verified, decrypted content of a bundle that arrived on `topic`; ProtocolError otherwise.
 
     `hub_keys`: the trusted hub keys by key id (a device's `sync.hubkeys.HubKeyring`), or one key.
     `group_keys`: the device's kept group keys (a bundle sealed under an epoch, `GroupKey`).
-    `applied_seq`: the scope's last applied sequence, if known: a replay is refused as such on its
-    signed header, before the key lookup (its epoch's key may be deleted since: not a gap)."""
+    `applied_seq`: the scope's last applied sequence (or every scope's, by scope), if known: a
+    replay is refused as such on its signed header, before the key lookup (its epoch's key may be
+    deleted since: not a gap).
+
+    A bundle comes on its scope's topic, except a catch-up (`to` in the signed header): a full
+    bundle of a group scope that the hub sends one member on that member's own gallery topic
+    (`sync.hub.catch_up`), so that one device's resync does not re-send the whole gallery to
+    every member. It is refused anywhere but on the topic of the device it names."""
     if isinstance(hub_keys, Ed25519PublicKey):
         hub_keys = {signing.key_id(hub_keys): hub_keys}
     message = protocol.decode(payload, "bundle")
-    scope = protocol.scope_of_topic(topic)
-    if message["scope"] != scope:
-        raise SchemaError(f"bundle for {message['scope']} arrived on the topic of {scope}")
+    scope = _scope(message, protocol.scope_of_topic(topic), device_id)
     signing.verify(message, _DOMAIN, hub_keys, f"bundle {scope} seq {message['seq']}")
     if (message["kind"] == "full") != (message["base_seq"] is None) or (message["base_seq"] or 0) >= message["seq"]:
         raise SchemaError(f"bundle {scope} seq {message['seq']}: kind {message['kind']} with base_seq {message['base_seq']}")
+    if isinstance(applied_seq, Mapping):
+        applied_seq = applied_seq.get(scope, 0)
     if applied_seq is not None and message["seq"] <= applied_seq:
         raise ReplayError(f"bundle {scope} seq {message['seq']}: this device is at seq {applied_seq}; replayed or downgraded bundle refused")
     try:
@@ -212,6 +225,20 @@ def open_bundle(
         raise SchemaError(f"bundle content: not JSON ({exc})") from exc
     upserts = tuple(person_from_doc(d, f"bundle content.upserts[{i}]") for i, d in enumerate(inner["upserts"]))
     return BundleContent(scope, message["kind"], message["seq"], message["base_seq"], message["created"], upserts, tuple(inner["removes"]), tuple(inner["erases"]))
+
+
+def _scope(message: dict[str, Any], topic_scope: str, device_id: str) -> str:
+    """The scope a bundle applies to, once it is known to have come where it belongs."""
+    to = message.get("to")
+    if to is None:
+        if message["scope"] != topic_scope:
+            raise SchemaError(f"bundle for {message['scope']} arrived on the topic of {topic_scope}")
+        return str(message["scope"])
+    if to != device_id or topic_scope != f"device:{device_id}":
+        raise SchemaError(f"catch-up bundle for {to!r} arrived on the topic of {topic_scope}; only {device_id}'s own topic carries one for {device_id}")
+    if message["kind"] != "full" or not str(message["scope"]).startswith("group:"):
+        raise SchemaError(f"catch-up bundle for {to!r}: {message['kind']} bundle of {message['scope']} (a catch-up is a full bundle of a group)")
+    return str(message["scope"])
 
 
 def _open_epoch(message: dict[str, Any], blob: bytes, scope: str, device_id: str, device_key: X25519PrivateKey, group_keys: GroupKeys | None) -> bytes:

@@ -250,10 +250,11 @@ SCHEMAS: dict[str, Check] = {
             "sealed": text(MAX_PAYLOAD),
             "epoch": integer(1),  # sealed under the scope's group key of this epoch (sync.bundle.GroupKey)
             "ratchet_base": integer(1),  # that key is the one of this fresh epoch ratcheted forward (sync.ratchet)
+            "to": text(64),  # a catch-up: a group's full bundle for this one device, on its own topic (sync.hub.catch_up)
             "key_id": KEY_ID,
             "sig": text(128, re.compile(r"^[0-9a-f]{128}$")),
         },
-        optional_keys=("epoch", "ratchet_base"),  # no epoch: a content key of its own, wrapped to every recipient
+        optional_keys=("epoch", "ratchet_base", "to"),  # no epoch: a content key of its own, wrapped to every recipient
     ),
     # Signed by a hub key the device already trusts (sync.hubkeys): trust `new_key`, revoke `revoke`.
     "key_rotation": obj(

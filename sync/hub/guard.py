@@ -65,32 +65,40 @@ class AlertLimiter:
 
 
 class ResyncPacer:
-    """At most one answered resync per scope per `interval_s`; later ones wait, none is lost."""
+    """At most one answered resync per scope per `interval_s` — per scope and device when each
+    device gets an answer of its own (a catch-up, `sync.hub.catch_up`); later ones wait, none is lost."""
 
     def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s, self._clock = interval_s, clock
-        self._last: dict[str, float] = {}
-        self._waiting: dict[str, str] = {}  # scope → a device that asked while paced
+        self._last: dict[tuple[str, str], float] = {}
+        self._waiting: dict[tuple[str, str], str] = {}  # (scope, device or "") → a device that asked while paced
         self.deferred = 0  # requests folded into a waiting answer (a flood shows here)
 
-    def request(self, scope: str, device: str) -> bool:
+    def request(self, scope: str, device: str, per_device: bool = False) -> bool:
         """True: answer now. False: remembered, `due()` returns it once the window has passed."""
-        now = self._clock()
-        last = self._last.get(scope)
+        key, now = (scope, device if per_device else ""), self._clock()
+        last = self._latest(key)
         if last is None or now - last >= self.interval_s:
-            self._last[scope] = now
-            self._waiting.pop(scope, None)
+            self._last[key] = now
+            self._waiting.pop(key, None)
             return True
-        if scope in self._waiting:
+        if key in self._waiting:
             self.deferred += 1
-        self._waiting[scope] = device
+        self._waiting[key] = device
         return False
 
     def due(self) -> list[tuple[str, str]]:
         """(scope, device) pairs whose window has passed: answer them now."""
         now = self._clock()
-        out = [(scope, device) for scope, device in self._waiting.items() if now - self._last.get(scope, 0.0) >= self.interval_s]
-        for scope, _device in out:
-            del self._waiting[scope]
-            self._last[scope] = now
+        keys = [key for key in self._waiting if now - (self._latest(key) or 0.0) >= self.interval_s]
+        out = [(key[0], self._waiting.pop(key)) for key in keys]
+        for key in keys:
+            self._last[key] = now
         return out
+
+    def _latest(self, key: tuple[str, str]) -> float | None:
+        """The last answer that counts for `key`: a full bundle to the whole scope also answered
+        every member (else a flood's first request, answered with one, would let the second
+        through at once as a catch-up)."""
+        times = [t for t in (self._last.get(key), self._last.get((key[0], ""))) if t is not None]
+        return max(times) if times else None

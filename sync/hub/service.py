@@ -5,7 +5,8 @@ opens enrollments devices upload). `Hub.bundles(...)` builds a group's bundle (e
 of that group, or only those changed since its last bundle: `sync.hub.deltas`), sealed once under
 the group's key (`sync.hub.epochs`), plus the erases still owed to any of its devices; a device's
 bundle does the same for one device and its groups. A device that cannot build on a delta asks
-for a resync and gets a full bundle, so a lost bundle still heals.
+for a resync and gets a full bundle, so a lost bundle still heals: for a group, a catch-up on its
+own topic (`sync.hub.catch_up`), as does a device new to a group whose members take deltas.
 
 `HubService` (`facegate hub serve`) subscribes through a shared subscription
 (`$share/<share_group>/facegate/v1/devices/+/<leaf>`), so several instances split the load; a
@@ -38,7 +39,7 @@ from edge.identity import DeviceIdentity, raw_public
 from sync import protocol
 from sync.broker import configure_client
 from sync.bundle import BundleContent, GroupKey, build_bundle
-from sync.hub import audit_prune, deltas, epochs, guard, withdrawals
+from sync.hub import audit_prune, catch_up, deltas, epochs, guard, withdrawals
 from sync.hub.guard import AlertLimiter, ResyncPacer
 from sync.hub.ingest import GapWatch, ack_message, resend_message
 from sync.hub.keys import HubSigningKeys
@@ -80,8 +81,10 @@ class Hub:
         return {"hub_sign_key": raw_public(self.identity.signing_key.public_key()).hex(),
                 "hub_seal_key": raw_public(self.identity.sealing_key.public_key()).hex()}
 
-    def _build(self, scope: str, topic: str, groups: tuple[str, ...], recipients: dict[str, X25519PublicKey], full: bool = False) -> Outgoing:
-        plan = deltas.plan(self.store, scope, groups, list(recipients), full)
+    def _build(self, scope: str, topic: str, groups: tuple[str, ...], recipients: dict[str, X25519PublicKey], full: bool = False,
+               newcomers: tuple[str, ...] = ()) -> Outgoing:
+        """`newcomers`: recipients left out of the delta-or-full choice (each gets a catch-up)."""
+        plan = deltas.plan(self.store, scope, groups, [d for d in recipients if d not in newcomers], full)
         erases = self.store.pending_erases(list(recipients))
         seq = self.store.next_seq(scope)
         key = epochs.group_key(self.store, scope, recipients)
@@ -106,18 +109,42 @@ class Hub:
         for g in groups:
             members = {d.id: keys[d.id] for d in devices if g in d.groups}
             if members:
-                out.append(self._build(f"group:{g}", protocol.group_gallery_topic(g), (g,), members, full))
+                out += self._group_bundles(g, members, full)
         if group is None:
             out += [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), (), {d.id: keys[d.id]}, full) for d in devices if not d.groups]
         return out
 
+    def _group_bundles(self, group: str, members: dict[str, X25519PublicKey], full: bool) -> list[Outgoing]:
+        """The group's bundle; before it, a catch-up for each member that never applied one of
+        the scope while the others take a delta (a new member must not make everyone re-fetch
+        the whole gallery). Catch-ups go first: a member that gets the delta before its
+        catch-up refuses it as a gap and asks for one more catch-up."""
+        scope, topic = f"group:{group}", protocol.group_gallery_topic(group)
+        newcomers: tuple[str, ...] = ()
+        if not full and catch_up.possible(self.store, scope):
+            acked = self.store.acked_devices(scope)
+            if acked & members.keys():
+                newcomers = tuple(sorted(members.keys() - acked))
+        bundle = self._build(scope, topic, (group,), members, full, newcomers)
+        if bundle.kind == "full":  # the delta would be as big: everyone has it whole anyway
+            return [bundle]
+        return [self._catch_up(d, group, members) for d in newcomers] + [bundle]
+
+    def _catch_up(self, device: str, group: str, members: dict[str, X25519PublicKey]) -> Outgoing:
+        made = catch_up.build(self.store, self.identity.signing_key, device, group, members)
+        return Outgoing(protocol.device_topic(device, protocol.GALLERY), made.payload, f"group:{group}", made.seq, made.persons, (device,), "full")
+
     def resync(self, device_id: str, scope: str) -> Outgoing | None:
-        """A full bundle of `scope` for a device of it that asked (it could not build on the last one)."""
+        """A full bundle of `scope` for a device of it that asked (it could not build on the last
+        one): for a group whose members take deltas, a catch-up for that device alone."""
         kind, _, name = scope.partition(":")
         d = self.store.device(device_id)
         if kind == "device" and name == device_id:
             return self.bundles(device=device_id, full=True)[0]
         if kind == "group" and name in d.groups:
+            if catch_up.possible(self.store, scope):
+                members = {m.id: X25519PublicKey.from_public_bytes(bytes.fromhex(m.seal_pub)) for m in self.store.devices() if name in m.groups}
+                return self._catch_up(device_id, name, members)
             return self.bundles(group=name, full=True)[0]
         return None
 
@@ -314,7 +341,8 @@ class HubService:
             if request["device"] != device:
                 raise ProtocolError(f"resync on {device}'s topic claims {request['device']!r}")
             store.device(device)  # unregistered: refused before any bundle is built
-            if self.resyncs.request(request["scope"], device):
+            # A catch-up goes to the asking device alone: paced per device, or one would starve the others.
+            if self.resyncs.request(request["scope"], device, request["scope"].startswith("group:") and catch_up.possible(store, request["scope"])):
                 self._answer_resync(client, device, request["scope"])
         elif leaf == protocol.REPORT_STATUS:
             report = self.reports.record_status(device, payload)

@@ -292,7 +292,10 @@ class HubStore:
         confirmed: list[str] = []
         with self.db.transaction():
             self.db.execute(
-                "INSERT INTO gallery_acks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, scope, seq) DO NOTHING",
+                # An ok ack wins over a nack of the same bundle (a catch-up and the group's bundle
+                # share a seq: the one that came first may have been refused as a gap or a replay).
+                "INSERT INTO gallery_acks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, scope, seq) DO UPDATE SET ok=excluded.ok,"
+                " gallery_version=excluded.gallery_version, error=excluded.error, at=excluded.at WHERE gallery_acks.ok=0 AND excluded.ok=1",
                 (device, scope, seq, int(ack["ok"]), ack["gallery_version"], ack["error"], _now()),
             )
             rows = self.db.execute("SELECT erases_json FROM bundles WHERE scope=? AND seq=?", (scope, seq))

@@ -202,6 +202,7 @@ def test_a_resync_flood_costs_one_bundle_per_window_and_the_honest_request_is_an
     s, attacker = served
     assert s.honest_batch(attacker)
     attacker.listen(protocol.group_gallery_topic("staff"))
+    attacker.listen(protocol.device_topic(DEVICE, protocol.GALLERY))  # where catch-ups go
     request = protocol.encode({"v": 1, "type": "resync", "device": DEVICE, "scope": "group:staff", "have_seq": 0})
     started = time.monotonic()
     for _ in range(100):
@@ -209,8 +210,10 @@ def test_a_resync_flood_costs_one_bundle_per_window_and_the_honest_request_is_an
     bundles = lambda: [p for t, p in attacker.heard if t.endswith("/gallery")]  # noqa: E731
     assert wait_for(lambda: len(bundles()) >= 1, 10.0)
     flood_s = time.monotonic() - started
-    # 100 requests within well under the 4 s window: one answer now, one (the waiting request) after it.
+    # 100 requests within well under the 4 s window: one answer now (the group's first bundle, to
+    # the group), one (the waiting request, then a catch-up on the device's topic) after it.
     assert wait_for(lambda: len(bundles()) == 2, 15.0), len(bundles())
+    assert attacker.heard[-1][0] == protocol.device_topic(DEVICE, protocol.GALLERY)
     time.sleep(5.0)
     assert len(bundles()) == 2 or flood_s > 4.0, (len(bundles()), flood_s)
     # A request for a scope the device is not in, and one claiming another device, build nothing.
@@ -248,6 +251,21 @@ def test_resync_pacer_answers_once_per_window_and_loses_no_request() -> None:
     now[0] = 30.0
     assert pacer.due() == [("group:staff", "door-1")] and pacer.due() == []
     assert not pacer.request("group:staff", "door-1")  # the deferred answer opened a new window
+
+
+def test_resync_pacer_per_device_keeps_every_devices_request() -> None:
+    """Catch-ups answer one device each: a flood from door-1 must not swallow door-2's request."""
+    now = [0.0]
+    pacer = ResyncPacer(30.0, clock=lambda: now[0])
+    assert pacer.request("group:staff", "door-1", per_device=True)
+    assert not any(pacer.request("group:staff", "door-1", per_device=True) for _ in range(50))
+    assert pacer.request("group:staff", "door-2", per_device=True)  # its own window
+    assert not pacer.request("group:staff", "door-2", per_device=True)
+    # A full bundle to the whole scope answered everyone: no member's catch-up in that window.
+    assert pacer.request("group:vault", "door-1")
+    assert not pacer.request("group:vault", "door-3", per_device=True)
+    now[0] = 30.0
+    assert sorted(pacer.due()) == [("group:staff", "door-1"), ("group:staff", "door-2"), ("group:vault", "door-3")] and pacer.due() == []
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

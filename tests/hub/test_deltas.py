@@ -36,11 +36,13 @@ class Door:
         self.keys = GroupKeyFile.open(self.data_dir)
         hub.store.add_device(name, self.ident.public()["sign_public_key"], self.ident.public()["seal_public_key"], groups)
 
-    def open(self, out: Outgoing | bytes, topic: str = TOPIC):
+    def open(self, out: Outgoing | bytes, topic: str | None = None):
+        """On `topic`, else the one it was published on (a catch-up: this device's own), else the group's."""
         payload = out.payload if isinstance(out, Outgoing) else out
+        topic = topic or (out.topic if isinstance(out, Outgoing) else TOPIC)
         return open_bundle(payload, topic, self.hub.identity.signing_key.public_key(), self.name, self.ident.sealing_key, self.keys)
 
-    def receive(self, out: Outgoing | bytes, topic: str = TOPIC) -> None:
+    def receive(self, out: Outgoing | bytes, topic: str | None = None) -> None:
         content = self.open(out, topic)
         with GalleryStore.open(self.data_dir, self.kek) as store:
             apply_bundle(store, content)
@@ -88,17 +90,25 @@ def test_a_one_person_change_travels_alone_sealed_once(hub: Hub, tmp_path: Path)
         assert d.uids() == sorted([*uids[2:], person(100).uid])
 
 
-def test_a_device_new_to_the_group_gets_a_full_bundle(hub: Hub, tmp_path: Path) -> None:
+def test_a_device_new_to_the_group_gets_a_catch_up_and_the_others_a_delta(hub: Hub, tmp_path: Path) -> None:
     first = Door(hub, tmp_path, "door-1")
     _staff(hub, 5)
     first.receive(hub.bundles(group="staff")[0])
     late = Door(hub, tmp_path, "door-2")
     _staff(hub, 1, start=50)
-    [out] = hub.bundles(group="staff")
-    assert out.kind == "full" and out.persons == 6  # door-2 has nothing to build on
+    catch, delta = hub.bundles(group="staff")  # door-2 has nothing to build on: the whole gallery, to it alone, first
+    assert (catch.kind, catch.persons, catch.topic, catch.recipients) == ("full", 6, protocol.device_topic("door-2", protocol.GALLERY), ("door-2",))
+    assert (delta.kind, delta.persons, delta.topic) == ("incremental", 1, TOPIC) and catch.seq == delta.seq
+    first.receive(delta)
+    late.receive(catch)
+    with pytest.raises(ReplayError):  # the group's delta after it: already there
+        late.receive(delta)
+    assert len(first.uids()) == len(late.uids()) == 6 and first.seq() == late.seq()
+    _staff(hub, 1, start=51)
+    [next_delta] = hub.bundles(group="staff")  # both are members now
     for d in (first, late):
-        d.receive(out)
-        assert len(d.uids()) == 6
+        d.receive(next_delta)
+        assert len(d.uids()) == 7
 
 
 def test_a_delta_against_the_wrong_base_is_refused_and_the_resync_heals(hub: Hub, tmp_path: Path) -> None:
@@ -115,7 +125,7 @@ def test_a_delta_against_the_wrong_base_is_refused_and_the_resync_heals(hub: Hub
         door.receive(delta)
     assert door.seq() == before and len(door.uids()) == 5  # nothing applied
     resync = hub.resync("door-1", SCOPE)
-    assert resync is not None and resync.kind == "full"
+    assert resync is not None and resync.kind == "full" and resync.topic == protocol.device_topic("door-1", protocol.GALLERY)
     door.receive(resync)
     assert len(door.uids()) == 7
 

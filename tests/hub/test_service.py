@@ -3,11 +3,13 @@ and sealed to the hub key, held for review (the kiosk's model has no calibration
 cannot be compared), approved as a new person; the same person from a second device is held too
 (same name) and an admin merges it (templates added, not a second person); both are acked off
 the device's outbox, and the next push brings the
-hub's person back to the device, which acks the new version; a resync request is answered with a
-full bundle."""
+hub's person back to the device, which acks the new version; a delta both devices missed makes
+each ask for a resync, answered by a catch-up on its own topic (never the whole gallery to the
+group), after which both are at the group's newest bundle."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +77,19 @@ def test_enrollments_merge_on_the_hub_and_come_back_in_bundles(broker: Broker, t
             with GalleryStore.open(data_dir, kek) as store:
                 # The hub's person replaced each kiosk's own copy (docs/sync.md, conflicts).
                 assert [p.uid for p in store.persons()] == [merged.uid]
-        # A device asking for a resync gets a full bundle of that scope with the next sequence.
-        # (Sent by a plain client on kiosk-1's topic, as the agent does after a sequence gap.)
-        asker = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="resync", protocol=MQTTProtocolVersion.MQTTv5)
-        asker.connect("127.0.0.1", broker.port)
-        asker.loop_start()
-        request = {"v": 1, "type": "resync", "device": "kiosk-1", "scope": "group:shop", "have_seq": 0}
-        asker.publish(protocol.device_topic("kiosk-1", protocol.RESYNC), protocol.encode(request), qos=1).wait_for_publish(10)
-        asker.disconnect()
-        asker.loop_stop()
-        # The answer goes to the group topic: every member takes (and acks) it.
-        assert wait_for(lambda: {a[0] for a in hub.store.gallery_acks() if a[2] > out[0].seq and a[3]} == set(devices), 30.0)
+        # Two changes; the first never reaches the devices, so each refuses the second as a gap,
+        # asks for a resync and gets a catch-up on its own topic, at the second's seq.
+        for n in (1, 2):
+            profile = dataclasses.replace(merged.profile, name=f"Kiosk Customer {n}")
+            hub.store.add_person(dataclasses.replace(merged, uid=f"{n:032x}", profile=profile))
+            [delta] = hub.bundles(group="shop")
+        assert delta.kind == "incremental"
+        publish(hub.cfg, [delta])
+        assert wait_for(lambda: {a[0] for a in hub.store.gallery_acks() if a[2] == delta.seq and a[3]} == set(devices), 30.0), hub.store.gallery_acks()
+        assert hub.store.last_bundle("group:shop")[0] == delta.seq  # no full bundle went to the group
+        for data_dir, kek in devices.values():
+            with GalleryStore.open(data_dir, kek) as store:
+                assert len(store.persons()) == 3 and store.sync_state().scopes["group:shop"] == delta.seq
         assert hub.store.alerts() == [] and hub.store.pending_acks() == []
     finally:
         for a in agents:
