@@ -13,8 +13,6 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench.harness.mqtt_broker import Broker
 from bench.harness.sync_helpers import new_device
@@ -22,7 +20,6 @@ from edge.audit.journal import AuditLog
 from edge.config import HubConfig, config_from_dict
 from edge.gallery.records import PersonProfile
 from edge.gallery.store import GalleryStore
-from sync import protocol
 from sync.agent import SyncAgent
 from sync.hub.review import ReviewQueue
 from sync.hub.service import Hub, HubService, publish
