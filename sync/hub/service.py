@@ -22,6 +22,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from sync.hub.ingest import GapWatch, ack_message, resend_message
 from sync.hub.keys import HubSigningKeys
 from sync.hub.reports import MatchReports
 from sync.hub.review import accept_upload
-from sync.hub.store import HubStore
+from sync.hub.store import Device, HubStore
 
 log = logging.getLogger("facegate.hub")
 LEAVES = (protocol.AUDIT, protocol.ENROLL, protocol.GALLERY_ACK, protocol.RESYNC, protocol.REPORT_STATUS)
@@ -100,7 +101,7 @@ class Hub:
         device in no group: deltas since each scope's last bundle where its devices can take one
         (sync.hub.deltas), full bundles otherwise or with `full`."""
         devices = self.store.devices()
-        keys = {d.id: X25519PublicKey.from_public_bytes(bytes.fromhex(d.seal_pub)) for d in devices}
+        keys = _seal_keys(devices)
         if device is not None:
             d = self.store.device(device)
             return [self._build(f"device:{d.id}", protocol.device_topic(d.id, protocol.GALLERY), d.groups, {d.id: keys[d.id]}, full)]
@@ -143,13 +144,17 @@ class Hub:
             return self.bundles(device=device_id, full=True)[0]
         if kind == "group" and name in d.groups:
             if catch_up.possible(self.store, scope):
-                members = {m.id: X25519PublicKey.from_public_bytes(bytes.fromhex(m.seal_pub)) for m in self.store.devices() if name in m.groups}
-                return self._catch_up(device_id, name, members)
+                return self._catch_up(device_id, name, _seal_keys(m for m in self.store.devices() if name in m.groups))
             return self.bundles(group=name, full=True)[0]
         return None
 
     def close(self) -> None:
         self.store.close()
+
+
+def _seal_keys(devices: Iterable[Device]) -> dict[str, X25519PublicKey]:
+    """Each device's X25519 key by id: what a bundle's key is wrapped to."""
+    return {d.id: X25519PublicKey.from_public_bytes(bytes.fromhex(d.seal_pub)) for d in devices}
 
 
 def _held(key: GroupKey, base_epoch: int) -> bool:
