@@ -99,12 +99,26 @@ class Page:
 
     def submit(self, css: str) -> None:
         """Clicks a form's button and waits for the next page (not the one being left)."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         old = self.find("html")
         self.find(css).click()
-        WebDriverWait(self.driver, 120).until(expected_conditions.staleness_of(old))
+
+        def left(_driver: object) -> bool:
+            # selenium's staleness_of, plus chromedriver's other way of saying the node is stale
+            # when asked mid-navigation ("does not belong to the document"), which it raises.
+            try:
+                old.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as exc:
+                if "does not belong to the document" in str(exc):
+                    return True
+                raise
+            return False
+
+        WebDriverWait(self.driver, 120).until(left)
 
 
 def test_console_in_chromium_with_a_running_device(tmp_path: Path, mosquitto: str) -> None:
